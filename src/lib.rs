@@ -1,1 +1,149 @@
+//! changeguard: guards changes to a bank's production systems.
+//!
+//! The library builds the whole application from [`config::Settings`] and a bound
+//! `TcpListener` ([`Server::build`]), so tests start the real server on `127.0.0.1:0`.
+#![forbid(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::await_holding_lock
+)]
 
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod policy;
+pub mod rbac;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+
+use crate::audit::Sealer;
+use crate::auth::password::Hasher;
+use crate::auth::token::Tokens;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::db::Db;
+use crate::keys::{KeySource, load_or_create};
+use crate::policy::Policies;
+
+/// Shared state of one running instance. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub settings: Settings,
+    pub db: Db,
+    pub policies: Policies,
+    pub sealer: Sealer,
+    pub tokens: Tokens,
+    pub hasher: Hasher,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Loads policies and keys, connects, migrates, bootstraps the first admin.
+    /// Prints (once) what a newcomer must know: generated keys and the admin password.
+    pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        let policies =
+            Policies::load(&settings.policies_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key_dir = settings.key_dir();
+        let (jwt_key, jwt_new) = load_or_create(&KeySource {
+            var: "CHANGEGUARD_JWT_SECRET",
+            configured: settings.jwt_secret.as_ref(),
+            file: key_dir.join("changeguard.jwt.key"),
+        })?;
+        let (audit_key, audit_new) = load_or_create(&KeySource {
+            var: "CHANGEGUARD_AUDIT_KEY",
+            configured: settings.audit_key.as_ref(),
+            file: key_dir.join("changeguard.audit.key"),
+        })?;
+        if jwt_new || audit_new {
+            tracing::warn!(
+                dir = %key_dir.display(),
+                "generated key files changeguard.jwt.key / changeguard.audit.key (owner-only); \
+                 back them up with the database, and give several instances the same keys"
+            );
+        }
+        let db = Db::connect(&settings.database_url)
+            .await
+            .context("cannot connect to the database (CHANGEGUARD_DATABASE_URL)")?;
+        db.migrate().await.context("database migration failed")?;
+        let hasher = Hasher::new(settings.hash_concurrency())?;
+        let app = App(Arc::new(AppInner {
+            tokens: Tokens::new(&jwt_key),
+            sealer: Sealer::new(audit_key),
+            hasher,
+            policies,
+            db,
+            clock: Arc::new(SystemClock),
+            settings,
+        }));
+        if let Some(password) =
+            accounts::bootstrap_admin(&app, app.settings.bootstrap_admin_password.as_ref())
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?
+        {
+            // Printed once, to the console only, never to the log.
+            println!(
+                "首次启动：已创建管理员 admin，初始密码 / first start: created user admin with password: {password}"
+            );
+        }
+        Ok(app)
+    }
+}
+
+/// A running HTTP server.
+pub struct Server {
+    pub app: App,
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Server> {
+        let app = App::start(settings).await?;
+        Ok(Server { app, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = http::router(self.app.clone())?;
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        self.app.db.close().await;
+        Ok(())
+    }
+}

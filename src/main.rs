@@ -1,1 +1,217 @@
-fn main() {}
+//! The `changeguard` command: thin — parse the command line, load configuration, call the library.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use changeguard::config::Settings;
+use changeguard::{App, Server, accounts, db, policy};
+
+#[derive(Parser)]
+#[command(
+    name = "changeguard",
+    version,
+    about = "变更管控服务 / Guards changes to a bank's production systems"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (migrations are applied first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// The bank's policy files.
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long)]
+        department: String,
+        #[arg(long)]
+        email: String,
+        /// Roles to grant at once (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the whole chain; exit status 1 names the first bad entry.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum PoliciesCommand {
+    /// Validate every file under the policies directory.
+    Check,
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CHANGEGUARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("changeguard: {msg}");
+    ExitCode::from(2)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    init_tracing(settings.log_format == "json");
+    match run(cli.command, settings).await {
+        Ok(code) => code,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+            let server = Server::build(settings, listener).await?;
+            tracing::info!(addr = %server.local_addr()?, "changeguard listening; API docs at /docs");
+            server.run(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let db = db::Db::connect(&settings.database_url).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policies {
+            command: PoliciesCommand::Check,
+        } => match policy::Policies::load(&settings.policies_dir) {
+            Ok(p) => {
+                println!(
+                    "policies OK: {} roles, {} permissions ({})",
+                    p.roles.names().count(),
+                    p.authorizer.actions().len(),
+                    p.dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let app = App::start(settings).await?;
+            let v = db::audit::verify(&app.db, &app.sealer).await?;
+            if v.ok {
+                println!("audit chain OK: {} entries", v.entries);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "audit chain BROKEN at entry {}: {} ({} entries verified before it)",
+                    v.first_bad_entry.unwrap_or_default(),
+                    v.reason.unwrap_or_default(),
+                    v.first_bad_entry.unwrap_or(1) - 1
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    username,
+                    display_name,
+                    department,
+                    email,
+                    roles,
+                },
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = SecretString::from(password.trim_end_matches(['\n', '\r']).to_string());
+            let app = App::start(settings).await?;
+            let user = accounts::create_user(
+                &app,
+                None,
+                accounts::CreateUser {
+                    username,
+                    display_name,
+                    department,
+                    email,
+                    password,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for role in roles {
+                accounts::grant_role_unattended(&app, user.id, &role)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            println!("created user {} (id {})", user.username, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

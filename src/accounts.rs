@@ -1,0 +1,438 @@
+//! Accounts and role grants: creating and changing users, granting and revoking roles, with
+//! the separation-of-duties rules decided by the Cedar policies.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::App;
+use crate::audit::Entry;
+use crate::auth::{normalize_username, password};
+use crate::db::audit as audit_db;
+use crate::db::users::{self as users_db, Grant, NewUser, User, UserChanges};
+use crate::error::{Error, Result};
+use crate::rbac::{Decision, Facts, Principal, Resource};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub display_name: String,
+    /// e.g. 科技部, 电子银行部, 合规部, or a branch.
+    pub department: String,
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub display_name: Option<String>,
+    pub department: Option<String>,
+    pub email: Option<String>,
+    /// `false` disables the user: their sessions end at once.
+    pub active: Option<bool>,
+    /// A new password: every session of the user ends.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRole {
+    pub role: String,
+    /// RFC 3339; the grant ends by itself then.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A user with the roles they hold.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserView {
+    #[serde(flatten)]
+    pub user: User,
+    pub grants: Vec<Grant>,
+}
+
+fn check_username(u: &str) -> Result<()> {
+    let ok = (2..=64).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_username",
+            "用户名须为 2–64 个小写字母、数字或 . _ - / A username is 2–64 lowercase letters, digits or . _ -",
+        ))
+    }
+}
+
+fn check_text(field: &'static str, v: &str, max: usize) -> Result<()> {
+    if v.trim().is_empty() || v.chars().count() > max {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!(
+                "{field} 不能为空且不超过 {max} 个字符 / {field} must be 1 to {max} characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_email(v: &str) -> Result<()> {
+    let ok = v.len() <= 254
+        && v.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        })
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_email",
+            "邮箱地址无效 / The e-mail address is not valid",
+        ))
+    }
+}
+
+/// Refuses with the code of the forbid policy that decided, if one did.
+pub fn require(decision: Decision) -> Result<Decision> {
+    if decision.allowed {
+        return Ok(decision);
+    }
+    let (code, message) = match decision.policy_ids.first().map(String::as_str) {
+        Some("sod.no_self_grant") => (
+            "self_grant",
+            "不能给自己授予角色 / Nobody may grant a role to themselves",
+        ),
+        Some("sod.only_grantable_roles") => (
+            "role_not_grantable",
+            "您的角色无权授予该角色 / Your roles may not grant this role",
+        ),
+        Some("sod.keep_last_admin") => (
+            "last_admin",
+            "不能停用最后一名管理员或撤销其管理员角色 / The last active admin cannot be disabled or lose admin",
+        ),
+        _ => return Err(Error::forbidden(decision.policy_ids)),
+    };
+    Err(Error::Forbidden {
+        code,
+        message: message.into(),
+        policy_ids: decision.policy_ids,
+    })
+}
+
+pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) -> Result<User> {
+    let username = normalize_username(&req.username);
+    check_username(&username)?;
+    check_text("display_name", &req.display_name, 100)?;
+    check_text("department", &req.department, 100)?;
+    check_email(&req.email)?;
+    password::check_policy(req.password.expose_secret(), &username)?;
+    let hash = app.hasher.hash(&req.password).await?;
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let user = users_db::insert(
+        &mut tx,
+        &NewUser {
+            username: &username,
+            display_name: req.display_name.trim(),
+            department: req.department.trim(),
+            email: req.email.trim(),
+            password_hash: &hash,
+        },
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::db::StoreError::Unique => Error::conflict(
+            "username_taken",
+            "用户名已被使用 / This username is already taken",
+        ),
+        other => other.into(),
+    })?;
+    let entry = Entry::ok(
+        who.map(|w| (w.user_id, w.username.as_str())),
+        "user.create",
+        format!("user:{}", user.id),
+    )
+    .with_details(json!({"username": user.username, "department": user.department}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+pub async fn view(app: &App, id: i64) -> Result<UserView> {
+    let user = users_db::get(&app.db, id).await.map_err(not_found)?;
+    let grants = users_db::grants_of(&app.db, id).await?;
+    Ok(UserView { user, grants })
+}
+
+fn not_found(e: crate::db::StoreError) -> Error {
+    match e {
+        crate::db::StoreError::NotFound => Error::NotFound { what: "user" },
+        other => other.into(),
+    }
+}
+
+pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -> Result<User> {
+    if let Some(v) = &req.display_name {
+        check_text("display_name", v, 100)?;
+    }
+    if let Some(v) = &req.department {
+        check_text("department", v, 100)?;
+    }
+    if let Some(v) = &req.email {
+        check_email(v)?;
+    }
+    let now = app.now();
+    let current = users_db::get(&app.db, id).await.map_err(not_found)?;
+    let new_hash = match &req.password {
+        Some(pw) => {
+            password::check_policy(pw.expose_secret(), &current.username)?;
+            Some(app.hasher.hash(pw).await?)
+        }
+        None => None,
+    };
+    let mut tx = app.db.begin().await?;
+    let disabling = req.active == Some(false) && current.active;
+    let removes_last_admin = disabling && is_last_admin(app, &mut tx, id, now).await?;
+    let decision = require(app.policies.authorizer.decide(
+        who,
+        "user.manage",
+        &Resource::User(id),
+        &Facts {
+            removes_last_admin,
+            ..Facts::default()
+        },
+    ))?;
+    let user = users_db::update(
+        &mut tx,
+        id,
+        &UserChanges {
+            display_name: req.display_name.as_deref().map(str::trim),
+            department: req.department.as_deref().map(str::trim),
+            email: req.email.as_deref().map(str::trim),
+            active: req.active,
+            password_hash: new_hash.as_deref(),
+        },
+        now,
+    )
+    .await?;
+    if disabling || new_hash.is_some() {
+        users_db::revoke_sessions_of(&mut tx, id, now).await?;
+    }
+    let mut changed: Vec<&str> = Vec::new();
+    for (name, set) in [
+        ("display_name", req.display_name.is_some()),
+        ("department", req.department.is_some()),
+        ("email", req.email.is_some()),
+        ("active", req.active.is_some()),
+        ("password", new_hash.is_some()),
+    ] {
+        if set {
+            changed.push(name);
+        }
+    }
+    let action = if disabling {
+        "user.disable"
+    } else {
+        "user.update"
+    };
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        action,
+        format!("user:{id}"),
+    )
+    .with_policies(&decision.policy_ids)
+    .with_details(json!({"changed": changed, "active": user.active}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// True when `user_id` is an active admin and no other active admin exists.
+async fn is_last_admin(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let target = users_db::get_tx(tx, user_id).await.map_err(not_found)?;
+    let holds_admin = users_db::roles_of(&app.db, user_id, now)
+        .await?
+        .iter()
+        .any(|r| r == "admin");
+    if !target.active || !holds_admin {
+        return Ok(false);
+    }
+    Ok(users_db::count_active_holders(tx, "admin", user_id, now).await? == 0)
+}
+
+pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole) -> Result<Grant> {
+    let now = app.now();
+    if app.policies.roles.get(&req.role).is_none() {
+        return Err(Error::invalid(
+            "unknown_role",
+            format!("没有角色 {} / No such role: {}", req.role, req.role),
+        ));
+    }
+    if let Some(exp) = req.expires_at
+        && exp <= now
+    {
+        return Err(Error::invalid(
+            "invalid_expiry",
+            "到期时间必须晚于现在 / expires_at must be in the future",
+        ));
+    }
+    let grantee = users_db::get(&app.db, user_id).await.map_err(not_found)?;
+    let decision = require(app.policies.authorizer.decide(
+        who,
+        "role.grant",
+        &Resource::Role(&req.role),
+        &Facts {
+            grantee: Some(user_id),
+            ..Facts::default()
+        },
+    ))?;
+    let mut tx = app.db.begin().await?;
+    let grant = users_db::upsert_grant(
+        &mut tx,
+        user_id,
+        &req.role,
+        Some(who.user_id),
+        now,
+        req.expires_at,
+    )
+    .await?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "role.grant",
+        format!("user:{user_id}"),
+    )
+    .with_policies(&decision.policy_ids)
+    .with_details(
+        json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
+    );
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(grant)
+}
+
+pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -> Result<()> {
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let removes_last_admin = role == "admin" && is_last_admin(app, &mut tx, user_id, now).await?;
+    let decision = require(app.policies.authorizer.decide(
+        who,
+        "role.grant",
+        &Resource::Role(role),
+        &Facts {
+            grantee: Some(user_id),
+            revoke: true,
+            removes_last_admin,
+        },
+    ))?;
+    if !users_db::delete_grant(&mut tx, user_id, role).await? {
+        return Err(Error::NotFound { what: "role grant" });
+    }
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "role.revoke",
+        format!("user:{user_id}"),
+    )
+    .with_policies(&decision.policy_ids)
+    .with_details(json!({"role": role}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A holder of a permission and the role that gives it to them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HolderView {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub department: String,
+    pub role: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn holders(app: &App, permission: &str) -> Result<Vec<HolderView>> {
+    if !app.policies.authorizer.is_action(permission) {
+        return Err(Error::NotFound { what: "permission" });
+    }
+    let roles = app.policies.authorizer.roles_with(permission);
+    let rows = users_db::holders(&app.db, &roles, app.now()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|h| HolderView {
+            user_id: h.id,
+            username: h.username,
+            display_name: h.display_name,
+            department: h.department,
+            role: h.role,
+            expires_at: h.expires_at,
+        })
+        .collect())
+}
+
+/// Creates user `admin` with the `admin` role on the first start with no users.
+/// Returns the generated password when none was configured (to be printed once).
+pub async fn bootstrap_admin(
+    app: &App,
+    configured: Option<&SecretString>,
+) -> Result<Option<String>> {
+    if users_db::count(&app.db).await? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match configured {
+        Some(pw) => (pw.clone(), None),
+        None => {
+            use rand::Rng;
+            let pw: String = rand::rng()
+                .sample_iter(&rand::distr::Alphanumeric)
+                .take(20)
+                .map(char::from)
+                .collect();
+            (SecretString::from(pw.clone()), Some(pw))
+        }
+    };
+    let user = create_user(
+        app,
+        None,
+        CreateUser {
+            username: "admin".into(),
+            display_name: "系统管理员".into(),
+            department: "科技部".into(),
+            email: "admin@localhost.localdomain".into(),
+            password,
+        },
+    )
+    .await?;
+    grant_role_unattended(app, user.id, "admin").await?;
+    Ok(generated)
+}
+
+/// Grants a role from the server's console (the CLI, the first start): no principal, audited
+/// as such.
+pub async fn grant_role_unattended(app: &App, user_id: i64, role: &str) -> Result<Grant> {
+    if app.policies.roles.get(role).is_none() {
+        return Err(Error::invalid(
+            "unknown_role",
+            format!("没有角色 {role} / No such role: {role}"),
+        ));
+    }
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let grant = users_db::upsert_grant(&mut tx, user_id, role, None, now, None).await?;
+    let entry = Entry::ok(None, "role.grant", format!("user:{user_id}"))
+        .with_reason("granted from the server console")
+        .with_details(json!({"role": role}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(grant)
+}

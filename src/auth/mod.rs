@@ -1,0 +1,172 @@
+//! Who is calling: login, logout, and turning a bearer token into a [`Principal`].
+//!
+//! Sessions are rows: logging out, disabling a user, changing a password or revoking a role
+//! takes effect on the very next request, because every request reloads the session, the user
+//! and the grants in force.
+
+pub mod password;
+pub mod token;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::App;
+use crate::audit::Entry;
+use crate::db::{audit as audit_db, users as users_db};
+use crate::error::{Error, Result};
+use crate::rbac::Principal;
+
+/// Failures allowed before the rising delay starts.
+const FREE_FAILURES: i64 = 3;
+/// The delay never grows past this: a slow-down, never a lock-out.
+const MAX_DELAY_SECS: i64 = 15 * 60;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoginOk {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+}
+
+fn invalid_credentials(subject: &str) -> Error {
+    Error::Unauthenticated {
+        code: "invalid_credentials",
+        message: "用户名或密码错误 / Wrong username or password".into(),
+        subject: Some(subject.to_string()),
+    }
+}
+
+/// Delay after `failures` consecutive failures: none for the first three, then 1 s, 2 s, 4 s, …
+/// up to 15 minutes.
+pub fn delay_after(failures: i64) -> TimeDelta {
+    if failures < FREE_FAILURES {
+        return TimeDelta::zero();
+    }
+    let exp = (failures - FREE_FAILURES).min(20) as u32;
+    TimeDelta::seconds((1i64 << exp).min(MAX_DELAY_SECS))
+}
+
+pub fn normalize_username(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+/// Checks the password and opens a session. Unknown user, wrong password and disabled user all
+/// get the same answer after the same work.
+pub async fn login(app: &App, username: &str, password: &SecretString) -> Result<LoginOk> {
+    let now = app.now();
+    let username = normalize_username(username);
+    if username.is_empty() || username.len() > 64 {
+        return Err(invalid_credentials(&username));
+    }
+    if let Some((_, until)) = users_db::throttle(&app.db, &username).await?
+        && until > now
+    {
+        let secs = (until - now).num_seconds().max(1) as u64;
+        return Err(Error::TooManyRequests {
+            retry_after_secs: secs,
+            subject: Some(username),
+        });
+    }
+    let found = users_db::credentials(&app.db, &username).await?;
+    let ok = app
+        .hasher
+        .verify(password, found.as_ref().map(|(_, h)| h.as_str()))
+        .await?;
+    let user = match found {
+        Some((user, _)) if ok && user.active => user,
+        _ => {
+            let failures = users_db::throttle(&app.db, &username)
+                .await?
+                .map_or(0, |(f, _)| f)
+                + 1;
+            users_db::set_throttle(&app.db, &username, failures, now + delay_after(failures))
+                .await?;
+            return Err(invalid_credentials(&username));
+        }
+    };
+    users_db::clear_throttle(&app.db, &username).await?;
+
+    let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
+    let expires_at = now + ttl;
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let mut tx = app.db.begin().await?;
+    users_db::insert_session(&mut tx, &session_id, user.id, now, expires_at).await?;
+    let entry = Entry::ok(
+        Some((user.id, &user.username)),
+        "auth.login",
+        format!("user:{}", user.id),
+    );
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+
+    let access_token = app.tokens.issue(user.id, &session_id, now, expires_at)?;
+    Ok(LoginOk {
+        access_token,
+        token_type: "Bearer",
+        expires_in: ttl.num_seconds(),
+    })
+}
+
+/// Ends the caller's session; the token is dead afterwards.
+pub async fn logout(app: &App, who: &Principal) -> Result<()> {
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    users_db::revoke_session(&mut tx, &who.session_id, now).await?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "auth.logout",
+        format!("user:{}", who.user_id),
+    );
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await.map_err(Error::from)
+}
+
+fn unauthenticated() -> Error {
+    Error::Unauthenticated {
+        code: "unauthenticated",
+        message: "需要有效的登录凭证 / A valid access token is required".into(),
+        subject: None,
+    }
+}
+
+/// The principal behind a bearer token, with the roles in force at `now`.
+pub async fn authenticate(
+    app: &App,
+    bearer: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Principal> {
+    let token = bearer.ok_or_else(unauthenticated)?;
+    let claims = app.tokens.verify(token).ok_or_else(unauthenticated)?;
+    let user_id: i64 = claims.sub.parse().map_err(|_| unauthenticated())?;
+    let found = users_db::session_user(&app.db, &claims.jti, now)
+        .await?
+        .filter(|s| s.user.id == user_id)
+        .ok_or_else(unauthenticated)?;
+    Ok(Principal {
+        user_id: found.user.id,
+        username: found.user.username,
+        display_name: found.user.display_name,
+        department: found.user.department,
+        email: found.user.email,
+        roles: found.roles,
+        session_id: claims.jti,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_rises_and_is_capped() {
+        assert_eq!(delay_after(1), TimeDelta::zero());
+        assert_eq!(delay_after(2), TimeDelta::zero());
+        assert_eq!(delay_after(3), TimeDelta::seconds(1));
+        assert_eq!(delay_after(4), TimeDelta::seconds(2));
+        assert_eq!(delay_after(8), TimeDelta::seconds(32));
+        assert_eq!(delay_after(100), TimeDelta::seconds(MAX_DELAY_SECS));
+    }
+}

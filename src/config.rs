@@ -1,0 +1,212 @@
+//! Settings from the environment (`CHANGEGUARD_*`) and an optional TOML file, validated once.
+//!
+//! Precedence: environment > TOML file (`CHANGEGUARD_CONFIG`, default `changeguard.toml` if present)
+//! > built-in defaults. Secrets are held in [`SecretString`] so they never reach a log line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Everything `changeguard serve` needs, validated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite:changeguard.db` (default) or `postgres://…`.
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub policies_dir: PathBuf,
+    /// At least 256 random bits, as 64 hex characters or base64. Unset: kept in a key file.
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
+    /// Key of the audit chain's MAC. Unset: kept in a key file.
+    #[serde(skip_serializing)]
+    pub audit_key: Option<SecretString>,
+    /// Password of the `admin` user created on the first start with no users.
+    #[serde(skip_serializing)]
+    pub bootstrap_admin_password: Option<SecretString>,
+    /// Where generated key files live. Default: beside the SQLite file, or the working directory.
+    pub key_dir: Option<PathBuf>,
+    /// Lifetime of an access token, in seconds.
+    pub token_ttl_secs: u64,
+    /// How many password hashes may run at once (each uses one core for ~20 ms).
+    pub hash_concurrency: Option<usize>,
+    /// Base URL that links in e-mails and feeds point at, e.g. `https://changeguard.bank.local`.
+    pub public_url: Option<String>,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: "sqlite:changeguard.db".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            policies_dir: PathBuf::from("policies"),
+            jwt_secret: None,
+            audit_key: None,
+            bootstrap_admin_password: None,
+            key_dir: None,
+            token_ttl_secs: 900,
+            hash_concurrency: None,
+            public_url: None,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Reads defaults, then the TOML file, then `CHANGEGUARD_*` variables; validates the result.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let file = std::env::var_os("CHANGEGUARD_CONFIG").map(PathBuf::from);
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match &file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError(format!(
+                    "CHANGEGUARD_CONFIG names {} which does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => fig = fig.merge(Toml::file(path)),
+            None => fig = fig.merge(Toml::file("changeguard.toml")),
+        }
+        let fig = fig.merge(Env::prefixed("CHANGEGUARD_").ignore(&["config", "test_postgres_url"]));
+        let settings: Settings = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(
+                "CHANGEGUARD_DATABASE_URL must start with sqlite: or postgres://".into(),
+            ));
+        }
+        if !(60..=86_400).contains(&self.token_ttl_secs) {
+            return Err(ConfigError(
+                "CHANGEGUARD_TOKEN_TTL_SECS must be between 60 and 86400".into(),
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError(
+                "CHANGEGUARD_LOG_FORMAT must be text or json".into(),
+            ));
+        }
+        if let Some(0) = self.hash_concurrency {
+            return Err(ConfigError(
+                "CHANGEGUARD_HASH_CONCURRENCY must be at least 1".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "CHANGEGUARD_PUBLIC_URL must start with http:// or https://".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+
+    /// Directory for generated key files: `key_dir`, else beside the SQLite file, else `.`.
+    pub fn key_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.key_dir {
+            return dir.clone();
+        }
+        if let Some(path) = sqlite_path(&self.database_url) {
+            let parent = Path::new(&path).parent().map(Path::to_path_buf);
+            return match parent {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => PathBuf::from("."),
+            };
+        }
+        PathBuf::from(".")
+    }
+
+    /// Base URL for links; defaults to the listen address.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Concurrent password hashes: half the cores (at least one), so the runtime keeps a core.
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / 2).max(1)
+        })
+    }
+}
+
+/// The file path of a `sqlite:` URL, without query string.
+pub fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(path.to_string())
+}
+
+fn one_line(e: &figment::Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite:changeguard.db").as_deref(),
+            Some("changeguard.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/cg/x.db?mode=rwc").as_deref(),
+            Some("/var/lib/cg/x.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+
+    #[test]
+    fn key_dir_beside_the_database() {
+        let s = Settings {
+            database_url: "sqlite:/var/lib/cg/cg.db".into(),
+            ..Settings::default()
+        };
+        assert_eq!(s.key_dir(), PathBuf::from("/var/lib/cg"));
+        assert_eq!(Settings::default().key_dir(), PathBuf::from("."));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let s = Settings {
+            database_url: "mysql://x".into(),
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        let s = Settings {
+            token_ttl_secs: 5,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! Pools, migrations and the SQL of every domain, for SQLite and PostgreSQL.
+//!
+//! `sqlx::Any` cannot decode timestamps or UUIDs, so the pool is native and each query is written
+//! once and compiled for both backends through [`on_tx!`] / [`on_pool!`]. Where the SQL must
+//! differ, both versions stand side by side with [`Db::backend`]. SQL lives in this module only.
+
+pub mod audit;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+
+/// Which database engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A write transaction. On SQLite it is `BEGIN IMMEDIATE`, so read-then-write never deadlocks.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the transaction's connection, once per backend.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::db::Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the pool, once per backend.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($c) => $body,
+            $crate::db::Db::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Errors of the store, with constraint violations told apart from everything else.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unique constraint violated")]
+    Unique,
+    #[error("not found")]
+    NotFound,
+    #[error("database: {0}")]
+    Sqlx(sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Unique,
+            _ => StoreError::Sqlx(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl Db {
+    /// Connects by URL scheme: `sqlite:` (file created if missing) or `postgres://`.
+    pub async fn connect(url: &str) -> Result<Db> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Database reachable?
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |p| sqlx::query("SELECT 1")
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |p| p.close().await);
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn versions(dir: &str) -> BTreeSet<String> {
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .unwrap()
+            .map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.split('_').next().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migration_versions() {
+        let s = versions("migrations/sqlite");
+        assert!(!s.is_empty());
+        assert_eq!(s, versions("migrations/postgres"));
+    }
+}

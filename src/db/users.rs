@@ -1,0 +1,373 @@
+//! Users, sessions, role grants and login throttling.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Db, Result, Tx};
+use crate::{on_pool, on_tx};
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub department: String,
+    pub email: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! user_cols {
+    () => {
+        "id, username, display_name, department, email, active, created_at, updated_at"
+    };
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub department: &'a str,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+}
+
+pub async fn insert(tx: &mut Tx, u: &NewUser<'_>, now: DateTime<Utc>) -> Result<User> {
+    let sql = concat!(
+        "INSERT INTO users (username, display_name, department, email, password_hash, active, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6) RETURNING ",
+        user_cols!()
+    );
+    let user = on_tx!(tx, |c| sqlx::query_as::<_, User>(sql)
+        .bind(u.username)
+        .bind(u.display_name)
+        .bind(u.department)
+        .bind(u.email)
+        .bind(u.password_hash)
+        .bind(now)
+        .fetch_one(c)
+        .await)?;
+    Ok(user)
+}
+
+pub async fn count(db: &Db) -> Result<i64> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM users"
+    )
+    .fetch_one(p)
+    .await)?)
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<User> {
+    let sql = concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1");
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, User>(sql)
+        .bind(id)
+        .fetch_one(p)
+        .await)?)
+}
+
+pub async fn get_tx(tx: &mut Tx, id: i64) -> Result<User> {
+    let sql = concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1");
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, User>(sql)
+        .bind(id)
+        .fetch_one(c)
+        .await)?)
+}
+
+pub async fn list(db: &Db) -> Result<Vec<User>> {
+    let sql = concat!("SELECT ", user_cols!(), " FROM users ORDER BY id");
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, User>(sql)
+        .fetch_all(p)
+        .await)?)
+}
+
+/// The user and password hash for a login; `None` when no such user exists.
+pub async fn credentials(db: &Db, username: &str) -> Result<Option<(User, String)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: User,
+        password_hash: String,
+    }
+    let sql = concat!(
+        "SELECT ",
+        user_cols!(),
+        ", password_hash FROM users WHERE username = $1"
+    );
+    let row = on_pool!(db, |p| sqlx::query_as::<_, Row>(sql)
+        .bind(username)
+        .fetch_optional(p)
+        .await)?;
+    Ok(row.map(|r| (r.user, r.password_hash)))
+}
+
+/// Fields a PATCH may change; `None` keeps the value.
+#[derive(Debug, Default)]
+pub struct UserChanges<'a> {
+    pub display_name: Option<&'a str>,
+    pub department: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub active: Option<bool>,
+    pub password_hash: Option<&'a str>,
+}
+
+pub async fn update(
+    tx: &mut Tx,
+    id: i64,
+    ch: &UserChanges<'_>,
+    now: DateTime<Utc>,
+) -> Result<User> {
+    let sql = concat!(
+        "UPDATE users SET display_name = COALESCE($2, display_name), \
+         department = COALESCE($3, department), email = COALESCE($4, email), \
+         active = COALESCE($5, active), password_hash = COALESCE($6, password_hash), \
+         updated_at = $7 WHERE id = $1 RETURNING ",
+        user_cols!()
+    );
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, User>(sql)
+        .bind(id)
+        .bind(ch.display_name)
+        .bind(ch.department)
+        .bind(ch.email)
+        .bind(ch.active)
+        .bind(ch.password_hash)
+        .bind(now)
+        .fetch_one(c)
+        .await)?)
+}
+
+// ---------------------------------------------------------------- sessions
+
+/// The user behind a live session, with the roles in force now.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub user: User,
+    pub roles: Vec<String>,
+}
+
+pub async fn insert_session(
+    tx: &mut Tx,
+    id: &str,
+    user_id: i64,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(now)
+    .bind(expires_at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The active user of a session that is neither revoked nor expired.
+pub async fn session_user(
+    db: &Db,
+    session_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<SessionUser>> {
+    let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
+               u.created_at, u.updated_at FROM sessions s JOIN users u ON u.id = s.user_id \
+               WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active";
+    let user = on_pool!(db, |p| sqlx::query_as::<_, User>(sql)
+        .bind(session_id)
+        .bind(now)
+        .fetch_optional(p)
+        .await)?;
+    let Some(user) = user else { return Ok(None) };
+    let roles = roles_of(db, user.id, now).await?;
+    Ok(Some(SessionUser { user, roles }))
+}
+
+pub async fn revoke_session(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn revoke_sessions_of(tx: &mut Tx, user_id: i64, now: DateTime<Utc>) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL"
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- role grants
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct Grant {
+    pub user_id: i64,
+    pub role: String,
+    pub granted_by: Option<i64>,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Roles in force for a user at `now` (expired grants excluded), sorted.
+pub async fn roles_of(db: &Db, user_id: i64, now: DateTime<Utc>) -> Result<Vec<String>> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, String>(
+        "SELECT role FROM role_grants WHERE user_id = $1 \
+         AND (expires_at IS NULL OR expires_at > $2) ORDER BY role"
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(p)
+    .await)?)
+}
+
+pub async fn grants_of(db: &Db, user_id: i64) -> Result<Vec<Grant>> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, Grant>(
+        "SELECT user_id, role, granted_by, granted_at, expires_at FROM role_grants \
+         WHERE user_id = $1 ORDER BY role"
+    )
+    .bind(user_id)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Grants (or renews) a role.
+pub async fn upsert_grant(
+    tx: &mut Tx,
+    user_id: i64,
+    role: &str,
+    granted_by: Option<i64>,
+    now: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Grant> {
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, Grant>(
+        "INSERT INTO role_grants (user_id, role, granted_by, granted_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, role) DO UPDATE SET \
+         granted_by = excluded.granted_by, granted_at = excluded.granted_at, \
+         expires_at = excluded.expires_at \
+         RETURNING user_id, role, granted_by, granted_at, expires_at"
+    )
+    .bind(user_id)
+    .bind(role)
+    .bind(granted_by)
+    .bind(now)
+    .bind(expires_at)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// Removes a grant; false when there was none.
+pub async fn delete_grant(tx: &mut Tx, user_id: i64, role: &str) -> Result<bool> {
+    let done = on_tx!(tx, |c| sqlx::query(
+        "DELETE FROM role_grants WHERE user_id = $1 AND role = $2"
+    )
+    .bind(user_id)
+    .bind(role)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done > 0)
+}
+
+/// Active users holding `role` now, other than `except`.
+pub async fn count_active_holders(
+    tx: &mut Tx,
+    role: &str,
+    except: i64,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM role_grants g JOIN users u ON u.id = g.user_id \
+         WHERE g.role = $1 AND u.active AND u.id <> $2 \
+         AND (g.expires_at IS NULL OR g.expires_at > $3)"
+    )
+    .bind(role)
+    .bind(except)
+    .bind(now)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// A user and the roles (among `roles`) through which they hold something.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Holder {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub department: String,
+    pub role: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn holders(db: &Db, roles: &[String], now: DateTime<Utc>) -> Result<Vec<Holder>> {
+    let mut out = Vec::new();
+    for role in roles {
+        let rows = on_pool!(db, |p| sqlx::query_as::<_, Holder>(
+            "SELECT u.id, u.username, u.display_name, u.department, g.role, g.expires_at \
+             FROM role_grants g JOIN users u ON u.id = g.user_id \
+             WHERE g.role = $1 AND u.active AND (g.expires_at IS NULL OR g.expires_at > $2) \
+             ORDER BY u.id"
+        )
+        .bind(role)
+        .bind(now)
+        .fetch_all(p)
+        .await)?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- login throttling
+
+/// (failures so far, blocked until) for a username.
+pub async fn throttle(db: &Db, username: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
+    Ok(on_pool!(db, |p| {
+        sqlx::query_as::<_, (i64, DateTime<Utc>)>(
+            "SELECT failures, blocked_until FROM login_throttle WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(p)
+        .await
+    })?)
+}
+
+pub async fn set_throttle(
+    db: &Db,
+    username: &str,
+    failures: i64,
+    blocked_until: DateTime<Utc>,
+) -> Result<()> {
+    on_pool!(db, |p| sqlx::query(
+        "INSERT INTO login_throttle (username, failures, blocked_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, \
+         blocked_until = excluded.blocked_until"
+    )
+    .bind(username)
+    .bind(failures)
+    .bind(blocked_until)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn clear_throttle(db: &Db, username: &str) -> Result<()> {
+    on_pool!(db, |p| sqlx::query(
+        "DELETE FROM login_throttle WHERE username = $1"
+    )
+    .bind(username)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! The domain's error: what went wrong, with a stable machine-readable `code` and a message in
+//! Simplified Chinese first, English second. The HTTP layer maps it to problem+json in one place.
+
+use serde_json::{Map, Value};
+
+use crate::db::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 401: no valid credentials or session.
+    #[error("{message}")]
+    Unauthenticated {
+        code: &'static str,
+        message: String,
+        /// Who tried, when known (a login's username), for the audit entry.
+        subject: Option<String>,
+    },
+    /// 403: authenticated, but not allowed.
+    #[error("{message}")]
+    Forbidden {
+        code: &'static str,
+        message: String,
+        policy_ids: Vec<String>,
+    },
+    /// 404
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// 400: the request cannot be read at all.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 422: readable, but refused by a rule; `extra` adds members to the problem document.
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        message: String,
+        extra: Map<String, Value>,
+    },
+    /// 409: conflicts with the current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 429: try again after some seconds.
+    #[error("too many attempts; retry after {retry_after_secs} s")]
+    TooManyRequests {
+        retry_after_secs: u64,
+        subject: Option<String>,
+    },
+    /// 500: never shown to the client beyond a generic message.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn forbidden(policy_ids: Vec<String>) -> Error {
+        Error::Forbidden {
+            code: "forbidden",
+            message: "没有执行此操作的权限 / You are not permitted to do this".into(),
+            policy_ids,
+        }
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Unprocessable {
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthenticated { code, .. }
+            | Error::Forbidden { code, .. }
+            | Error::BadRequest { code, .. }
+            | Error::Unprocessable { code, .. }
+            | Error::Conflict { code, .. } => code,
+            Error::NotFound { .. } => "not_found",
+            Error::TooManyRequests { .. } => "too_many_requests",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::NotFound { what: "record" },
+            StoreError::Unique => Error::conflict(
+                "already_exists",
+                "记录已存在 / A record with this key already exists",
+            ),
+            other => Error::Internal(anyhow::Error::new(other)),
+        }
+    }
+}

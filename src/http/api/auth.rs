@@ -1,0 +1,66 @@
+//! Login, logout, and who am I.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::App;
+use crate::auth::{self, LoginOk};
+use crate::http::guard::Auth;
+use crate::http::problem::{ApiResult, Json, Problem};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// Signs in; the token carries identity and session only.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", operation_id = "auth.login",
+    request_body = LoginRequest, security(()),
+    responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials"),
+               (status = 429, body = Problem, description = "too_many_requests, with Retry-After")))]
+pub async fn login(
+    State(app): State<App>,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<LoginOk>> {
+    Ok(Json(auth::login(&app, &req.username, &req.password).await?))
+}
+
+/// Ends the session: the token is dead afterwards.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", operation_id = "auth.logout",
+    security(("bearer" = [])), responses((status = 204), (status = 401, body = Problem)))]
+pub async fn logout(State(app): State<App>, Auth(who): Auth) -> ApiResult<StatusCode> {
+    auth::logout(&app, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub department: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+}
+
+/// The caller, their roles in force and what they may do.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", operation_id = "me.get",
+    security(("bearer" = [])), responses((status = 200, body = Me), (status = 401, body = Problem)))]
+pub async fn me(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<Me>> {
+    let permissions = app.policies.authorizer.permissions(&who);
+    Ok(Json(Me {
+        id: who.user_id,
+        username: who.username,
+        display_name: who.display_name,
+        department: who.department,
+        email: who.email,
+        roles: who.roles,
+        permissions,
+    }))
+}

@@ -1,0 +1,78 @@
+//! Users and role grants.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::App;
+use crate::accounts::{self, CreateUser, GrantRole, UpdateUser, UserView};
+use crate::db::users::{self as users_db, Grant, User};
+use crate::http::guard::Auth;
+use crate::http::problem::{ApiResult, Json, Path, Problem};
+
+/// Creates a user (never returns the password hash).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", operation_id = "user.create",
+    request_body = CreateUser, security(("bearer" = ["user.manage"])),
+    responses((status = 201, body = User), (status = 409, body = Problem, description = "username_taken"),
+               (status = 422, body = Problem, description = "weak_password, invalid_username, invalid_email, …")))]
+pub async fn create(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Json(req): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let user = accounts::create_user(&app, Some(&who), req).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", operation_id = "user.list",
+    security(("bearer" = ["user.read"])), responses((status = 200, body = Vec<User>)))]
+pub async fn list(State(app): State<App>) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(users_db::list(&app.db).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", operation_id = "user.get",
+    params(("id" = i64, Path)), security(("bearer" = ["user.read"])),
+    responses((status = 200, body = UserView), (status = 404, body = Problem)))]
+pub async fn get(State(app): State<App>, Path(id): Path<i64>) -> ApiResult<Json<UserView>> {
+    Ok(Json(accounts::view(&app, id).await?))
+}
+
+/// Changes a user; `{"active": false}` disables them and ends their sessions.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", operation_id = "user.update",
+    params(("id" = i64, Path)), request_body = UpdateUser, security(("bearer" = ["user.manage"])),
+    responses((status = 200, body = User), (status = 403, body = Problem, description = "last_admin"), (status = 404, body = Problem)))]
+pub async fn update(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path(id): Path<i64>,
+    Json(req): Json<UpdateUser>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(accounts::update_user(&app, &who, id, req).await?))
+}
+
+/// Grants a role (optionally until `expires_at`).
+#[utoipa::path(post, path = "/api/v1/users/{id}/roles", tag = "users", operation_id = "role.grant",
+    params(("id" = i64, Path)), request_body = GrantRole, security(("bearer" = ["role.grant"])),
+    responses((status = 201, body = Grant), (status = 403, body = Problem, description = "self_grant, role_not_grantable"),
+               (status = 422, body = Problem, description = "unknown_role, invalid_expiry")))]
+pub async fn grant(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path(id): Path<i64>,
+    Json(req): Json<GrantRole>,
+) -> ApiResult<(StatusCode, Json<Grant>)> {
+    let g = accounts::grant_role(&app, &who, id, req).await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+/// Revokes a role; effective on the holder's very next request.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/roles/{role}", tag = "users", operation_id = "role.revoke",
+    params(("id" = i64, Path), ("role" = String, Path)), security(("bearer" = ["role.grant"])),
+    responses((status = 204), (status = 403, body = Problem, description = "last_admin"), (status = 404, body = Problem)))]
+pub async fn revoke(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path((id, role)): Path<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    accounts::revoke_role(&app, &who, id, &role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,257 @@
+//! The gate in front of every API route.
+//!
+//! Each route declares its access in ONE place, its `#[utoipa::path(security(...))]`:
+//! `security(())` public, `security(("bearer" = []))` any signed-in user,
+//! `security(("bearer" = ["user.manage"]))` that permission. The table below is read from the
+//! generated OpenAPI document, so the docs and the enforcement cannot disagree. A route without
+//! a declaration is refused to everybody (deny by default).
+//!
+//! The gate also audits every refused write (any 4xx answer to a non-GET request), in one place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::problem::{ApiError, Refusal, problem};
+use crate::App;
+use crate::audit::{Entry, Outcome};
+use crate::error::Error;
+use crate::rbac::{Facts, Principal, Resource};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Authenticated,
+    Permission(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub access: Access,
+    /// The operation id, used as the audit action of refusals.
+    pub operation: String,
+}
+
+/// (method, path template) -> access, from the OpenAPI document.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable(pub HashMap<(Method, String), RouteInfo>);
+
+impl RouteTable {
+    pub fn from_openapi(doc: &Value) -> Result<RouteTable, String> {
+        let mut table = HashMap::new();
+        let paths = doc
+            .get("paths")
+            .and_then(Value::as_object)
+            .ok_or("OpenAPI document has no paths")?;
+        for (path, item) in paths {
+            let Some(ops) = item.as_object() else {
+                continue;
+            };
+            for (method, op) in ops {
+                let Ok(m) = method.to_uppercase().parse::<Method>() else {
+                    continue;
+                };
+                let operation = op
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .unwrap_or(path)
+                    .to_string();
+                let security = op
+                    .get("security")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| {
+                        format!("{method} {path} declares no security: refused to everybody")
+                    })?;
+                let access = access_of(security)
+                    .ok_or_else(|| format!("{method} {path}: unsupported security declaration"))?;
+                table.insert((m, path.clone()), RouteInfo { access, operation });
+            }
+        }
+        Ok(RouteTable(table))
+    }
+
+    pub fn get(&self, method: &Method, path: &str) -> Option<&RouteInfo> {
+        self.0.get(&(method.clone(), path.to_string()))
+    }
+
+    /// The methods declared for a path, sorted.
+    pub fn methods(&self, path: &str) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .0
+            .keys()
+            .filter(|(_, p)| p == path)
+            .map(|(m, _)| m.to_string())
+            .collect();
+        m.sort();
+        m
+    }
+}
+
+fn access_of(security: &[Value]) -> Option<Access> {
+    match security {
+        [] => None,
+        [one] => {
+            let obj = one.as_object()?;
+            if obj.is_empty() {
+                return Some(Access::Public);
+            }
+            let scopes = obj.get("bearer")?.as_array()?;
+            match scopes.as_slice() {
+                [] => Some(Access::Authenticated),
+                [p] => Some(Access::Permission(p.as_str()?.to_string())),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+pub struct Gate {
+    pub app: App,
+    pub table: Arc<RouteTable>,
+}
+
+fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
+    let value = parts.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// The middleware.
+pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let Some(info) = matched
+        .as_deref()
+        .and_then(|p| gate.table.get(&method, p))
+        .cloned()
+    else {
+        // Every handler is declared (the table is built from the same OpenAPI document and
+        // start-up fails on an undeclared one), so an unknown method on a known path is a 405.
+        let allow = matched
+            .as_deref()
+            .map(|p| gate.table.methods(p))
+            .unwrap_or_default();
+        let mut resp = problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "不支持该请求方法 / Method not allowed",
+            Default::default(),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&allow.join(", ")) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+        return resp;
+    };
+    let app = &gate.app;
+    let now = app.now();
+    let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let path = req.uri().path().to_string();
+    let token = bearer(req.headers()).map(str::to_string);
+
+    // Who is calling (kept for the audit entry even when refused), then may they.
+    let admitted: Result<Option<Principal>, (Option<Principal>, Error)> = match &info.access {
+        Access::Public => Ok(None),
+        Access::Authenticated => crate::auth::authenticate(app, token.as_deref(), now)
+            .await
+            .map(Some)
+            .map_err(|e| (None, e)),
+        Access::Permission(p) => {
+            match crate::auth::authenticate(app, token.as_deref(), now).await {
+                Err(e) => Err((None, e)),
+                Ok(who) => {
+                    let d =
+                        app.policies
+                            .authorizer
+                            .decide(&who, p, &Resource::Api, &Facts::default());
+                    if d.allowed {
+                        Ok(Some(who))
+                    } else {
+                        Err((Some(who), Error::forbidden(d.policy_ids)))
+                    }
+                }
+            }
+        }
+    };
+    let (principal, response) = match admitted {
+        Ok(principal) => {
+            if let Some(p) = &principal {
+                req.extensions_mut().insert(p.clone());
+            }
+            let resp = next.run(req).await;
+            (principal, resp)
+        }
+        Err((who, e)) => (who, ApiError::from(e).into_response()),
+    };
+
+    if write && response.status().is_client_error() && response.status() != StatusCode::NOT_FOUND {
+        let refusal = response.extensions().get::<Refusal>().cloned();
+        let permission = match &info.access {
+            Access::Permission(p) => Some(p.clone()),
+            _ => None,
+        };
+        let entry = Entry {
+            actor_id: principal.as_ref().map(|p| p.user_id),
+            actor: principal
+                .as_ref()
+                .map(|p| p.username.clone())
+                .or_else(|| refusal.as_ref().and_then(|r| r.subject.clone())),
+            action: info.operation.clone(),
+            target: Some(format!("{method} {path}")),
+            outcome: Outcome::Refused,
+            code: refusal.as_ref().map(|r| r.code.clone()),
+            reason: refusal.as_ref().map(|r| r.detail.clone()),
+            policy_ids: refusal
+                .as_ref()
+                .map(|r| r.policy_ids.clone())
+                .unwrap_or_default(),
+            details: json!({"status": response.status().as_u16(), "permission": permission}),
+            request_id,
+        };
+        if let Err(e) = crate::db::audit::append_alone(&app.db, &app.sealer, &entry, now).await {
+            tracing::error!(error = %e, "cannot write the audit entry of a refusal");
+            return ApiError::Domain(Error::Internal(anyhow::anyhow!("audit write failed")))
+                .into_response();
+        }
+    }
+    response
+}
+
+/// The caller, admitted by the gate. Handlers of signed-in routes take this.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| {
+                ApiError::Domain(Error::Unauthenticated {
+                    code: "unauthenticated",
+                    message: "需要登录 / Sign-in required".into(),
+                    subject: None,
+                })
+            })
+    }
+}

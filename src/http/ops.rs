@@ -1,0 +1,102 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics; and request metrics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::problem::{Json, problem};
+use crate::App;
+
+/// The process's one metrics recorder (metrics are process-wide by nature).
+fn recorder() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "ops.healthz",
+    security(()), responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "ops.readyz",
+    security(()), responses((status = 200, body = Health), (status = 503, body = super::problem::Problem)))]
+pub async fn readyz(State(app): State<App>) -> Response {
+    match app.db.ping().await {
+        Ok(()) => Json(Health { status: "ready" }).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "数据库不可用 / The database is unreachable",
+                Default::default(),
+            )
+        }
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "ops.metrics",
+    security(()), responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics_text() -> Response {
+    let body = recorder().map(|h| h.render()).unwrap_or_default();
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// Counts requests and their latency by route template and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let _ = recorder();
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}

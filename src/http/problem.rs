@@ -1,0 +1,310 @@
+//! Every error leaves as `application/problem+json` (RFC 9457) with a stable `code`.
+//! This is the one place where domain errors become status codes.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// The problem document, as the OpenAPI schema shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the `code` says what happened.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// 中文 / English.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `invalid_credentials`, `insufficient_notice`.
+    pub code: String,
+}
+
+/// Attached to refusals so the guard can audit them (who tried, the code, the deciding policies).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: String,
+    pub detail: String,
+    pub policy_ids: Vec<String>,
+    pub subject: Option<String>,
+}
+
+/// The HTTP layer's error: a domain error, or a request that could not be read.
+#[derive(Debug)]
+pub enum ApiError {
+    Domain(Error),
+    Request {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Domain(e)
+    }
+}
+
+impl From<crate::db::StoreError> for ApiError {
+    fn from(e: crate::db::StoreError) -> Self {
+        ApiError::Domain(e.into())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+fn rejection(status: StatusCode, text: String) -> ApiError {
+    let code = match status {
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ => "malformed_request",
+    };
+    let status = if status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    ApiError::Request {
+        status,
+        code,
+        detail: format!("请求无法处理 / The request cannot be processed: {text}"),
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let mut e = rejection(StatusCode::BAD_REQUEST, r.body_text());
+        if let ApiError::Request { code, .. } = &mut e {
+            *code = "invalid_query";
+        }
+        e
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        let mut e = rejection(StatusCode::BAD_REQUEST, r.body_text());
+        if let ApiError::Request { code, .. } = &mut e {
+            *code = "invalid_path";
+        }
+        e
+    }
+}
+
+fn title(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or("Error").to_string()
+}
+
+/// Builds a problem+json response with extra members.
+pub fn problem(
+    status: StatusCode,
+    code: &str,
+    detail: &str,
+    extra: Map<String, Value>,
+) -> Response {
+    let mut body = Map::new();
+    body.insert("type".into(), Value::from("about:blank"));
+    body.insert("title".into(), Value::from(title(status)));
+    body.insert("status".into(), Value::from(status.as_u16()));
+    body.insert("detail".into(), Value::from(detail));
+    body.insert("code".into(), Value::from(code));
+    for (k, v) in extra {
+        body.entry(k).or_insert(v);
+    }
+    let mut resp = (status, Value::Object(body).to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail, extra, policy_ids, subject, retry) = match self {
+            ApiError::Request {
+                status,
+                code,
+                detail,
+            } => (status, code, detail, Map::new(), vec![], None, None),
+            ApiError::Domain(e) => {
+                let code = e.code();
+                match e {
+                    Error::Unauthenticated {
+                        message, subject, ..
+                    } => (
+                        StatusCode::UNAUTHORIZED,
+                        code,
+                        message,
+                        Map::new(),
+                        vec![],
+                        subject,
+                        None,
+                    ),
+                    Error::Forbidden {
+                        message,
+                        policy_ids,
+                        ..
+                    } => {
+                        let mut extra = Map::new();
+                        extra.insert("policy_ids".into(), Value::from(policy_ids.clone()));
+                        (
+                            StatusCode::FORBIDDEN,
+                            code,
+                            message,
+                            extra,
+                            policy_ids,
+                            None,
+                            None,
+                        )
+                    }
+                    Error::NotFound { what } => (
+                        StatusCode::NOT_FOUND,
+                        code,
+                        format!("未找到 / Not found: {what}"),
+                        Map::new(),
+                        vec![],
+                        None,
+                        None,
+                    ),
+                    Error::BadRequest { message, .. } => (
+                        StatusCode::BAD_REQUEST,
+                        code,
+                        message,
+                        Map::new(),
+                        vec![],
+                        None,
+                        None,
+                    ),
+                    Error::Unprocessable { message, extra, .. } => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        code,
+                        message,
+                        extra,
+                        vec![],
+                        None,
+                        None,
+                    ),
+                    Error::Conflict { message, .. } => (
+                        StatusCode::CONFLICT,
+                        code,
+                        message,
+                        Map::new(),
+                        vec![],
+                        None,
+                        None,
+                    ),
+                    Error::TooManyRequests {
+                        retry_after_secs,
+                        subject,
+                    } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        code,
+                        format!(
+                            "尝试次数过多，请 {retry_after_secs} 秒后再试 / Too many attempts; retry after {retry_after_secs} s"
+                        ),
+                        Map::new(),
+                        vec![],
+                        subject,
+                        Some(retry_after_secs),
+                    ),
+                    Error::Internal(err) => {
+                        tracing::error!(error = ?err, "internal error");
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            code,
+                            "服务器内部错误 / Internal server error".to_string(),
+                            Map::new(),
+                            vec![],
+                            None,
+                            None,
+                        )
+                    }
+                }
+            }
+        };
+        let mut resp = problem(status, code, &detail, extra);
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp.extensions_mut().insert(Refusal {
+            code: code.to_string(),
+            detail,
+            policy_ids,
+            subject,
+        });
+        resp
+    }
+}
+
+/// `Json<T>` whose rejections are problem documents.
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Json(v))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `Query<T>` whose rejections are problem documents.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(v) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(v))
+    }
+}
+
+/// `Path<T>` whose rejections are problem documents.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(v) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Path(v))
+    }
+}

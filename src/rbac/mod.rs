@@ -1,0 +1,545 @@
+//! Role-based access control decided by the bank's Cedar policies (`policies/rbac/`).
+//!
+//! Roles and grants are data (database rows) handed to Cedar per request as entities: a user is
+//! a `User` entity whose parents are the `Role`s they currently hold. Deny by default: anything
+//! no policy permits is refused, and `forbid` policies (separation of duties) win over permits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde::Serialize;
+
+use crate::policy::{PolicyFileError, RoleCatalog, line_of, read};
+
+/// Who is calling, as loaded for this request from the session and the grants in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub department: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    #[serde(skip)]
+    pub session_id: String,
+}
+
+/// What an action is about.
+#[derive(Debug, Clone)]
+pub enum Resource<'a> {
+    /// The service as a whole: the coarse "may this user use this permission at all" check.
+    Api,
+    /// A role being granted or revoked.
+    Role(&'a str),
+    /// A user being managed.
+    User(i64),
+}
+
+/// Facts about the request that policies may look at.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The user receiving or losing a role.
+    pub grantee: Option<i64>,
+    /// The operation removes a role rather than granting it.
+    pub revoke: bool,
+    /// The operation would leave no active admin.
+    pub removes_last_admin: bool,
+}
+
+/// The outcome of one decision and the policies that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub policy_ids: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policies: PolicySet,
+    cedar: cedar_policy::Authorizer,
+    roles: RoleCatalog,
+    /// Every action (permission) the schema declares, sorted.
+    actions: Vec<String>,
+    /// role -> permissions it carries on its own, computed from the policies at load time.
+    role_permissions: BTreeMap<String, Vec<String>>,
+    user_type: EntityTypeName,
+    role_type: EntityTypeName,
+    api_uid: EntityUid,
+    action_uids: HashMap<String, EntityUid>,
+}
+
+const SCHEMA_FILE: &str = "schema.cedarschema";
+
+impl Authorizer {
+    /// Loads the schema and every `*.cedar` file of `dir`, validating the policies strictly.
+    pub fn load(dir: &Path, roles: &RoleCatalog) -> Result<Authorizer, PolicyFileError> {
+        let schema_path = dir.join(SCHEMA_FILE);
+        let schema_src = read(&schema_path)?;
+        let (schema, _warnings) = Schema::from_cedarschema_str(&schema_src)
+            .map_err(|e| diag_error(&schema_path, &schema_src, &e))?;
+
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| PolicyFileError::at(dir, None, e.to_string()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(PolicyFileError::at(dir, None, "no *.cedar policy files"));
+        }
+
+        let mut policies = PolicySet::new();
+        // policy id -> (file, source) for error positions
+        let mut origin: HashMap<String, (std::path::PathBuf, Arc<str>)> = HashMap::new();
+        for path in files {
+            let src: Arc<str> = read(&path)?.into();
+            let parsed = PolicySet::from_str(&src).map_err(|e| diag_error(&path, &src, &e))?;
+            for policy in parsed.policies() {
+                let line = policy_line(&src, policy);
+                let Some(id) = policy.annotation("id") else {
+                    return Err(PolicyFileError::at(
+                        &path,
+                        line,
+                        "every policy needs an @id(\"…\") annotation (audit entries name it)",
+                    ));
+                };
+                if origin.contains_key(id) {
+                    return Err(PolicyFileError::at(
+                        &path,
+                        line,
+                        format!("policy id `{id}` is used twice"),
+                    ));
+                }
+                origin.insert(id.to_string(), (path.clone(), src.clone()));
+                policies
+                    .add(policy.new_id(PolicyId::new(id)))
+                    .map_err(|e| PolicyFileError::at(&path, line, e.to_string()))?;
+            }
+        }
+
+        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if let Some(err) = result.validation_errors().next() {
+            let id = err.policy_id().to_string();
+            let (file, src) = origin
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| (dir.to_path_buf(), Arc::from("")));
+            return Err(diag_error(&file, &src, err));
+        }
+
+        let mut actions: Vec<String> = schema
+            .actions()
+            .map(|a| a.id().unescaped().to_string())
+            .collect();
+        actions.sort();
+        actions.dedup();
+
+        let type_name = |s: &str| {
+            EntityTypeName::from_str(s)
+                .map_err(|e| PolicyFileError::at(&schema_path, None, e.to_string()))
+        };
+        let user_type = type_name("User")?;
+        let role_type = type_name("Role")?;
+        let api_type = type_name("Api")?;
+        let action_type = type_name("Action")?;
+        let api_uid = EntityUid::from_type_name_and_id(api_type, EntityId::new("changeguard"));
+        let action_uids = actions
+            .iter()
+            .map(|a| {
+                (
+                    a.clone(),
+                    EntityUid::from_type_name_and_id(action_type.clone(), EntityId::new(a)),
+                )
+            })
+            .collect();
+
+        let mut authz = Authorizer {
+            inner: Arc::new(Inner {
+                policies,
+                cedar: cedar_policy::Authorizer::new(),
+                roles: roles.clone(),
+                actions,
+                role_permissions: BTreeMap::new(),
+                user_type,
+                role_type,
+                api_uid,
+                action_uids,
+            }),
+        };
+        // What each role carries on its own, from the same policies that decide.
+        let mut role_permissions = BTreeMap::new();
+        for role in roles.names() {
+            let probe = Principal {
+                user_id: 0,
+                username: String::new(),
+                display_name: String::new(),
+                department: String::new(),
+                email: String::new(),
+                roles: vec![role.to_string()],
+                session_id: String::new(),
+            };
+            let perms = authz.permissions(&probe);
+            role_permissions.insert(role.to_string(), perms);
+        }
+        if let Some(inner) = Arc::get_mut(&mut authz.inner) {
+            inner.role_permissions = role_permissions;
+        }
+        Ok(authz)
+    }
+
+    /// Every permission the schema declares.
+    pub fn actions(&self) -> &[String] {
+        &self.inner.actions
+    }
+
+    pub fn is_action(&self, action: &str) -> bool {
+        self.inner.action_uids.contains_key(action)
+    }
+
+    /// Permissions each role carries.
+    pub fn role_permissions(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.inner.role_permissions
+    }
+
+    /// The roles (by themselves) that carry `permission`.
+    pub fn roles_with(&self, permission: &str) -> Vec<String> {
+        self.inner
+            .role_permissions
+            .iter()
+            .filter(|(_, perms)| perms.iter().any(|p| p == permission))
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// What `principal` may do on the service as a whole.
+    pub fn permissions(&self, principal: &Principal) -> Vec<String> {
+        self.inner
+            .actions
+            .iter()
+            .filter(|a| {
+                self.decide(principal, a, &Resource::Api, &Facts::default())
+                    .allowed
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The one place where access is decided.
+    pub fn decide(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource<'_>,
+        facts: &Facts,
+    ) -> Decision {
+        match self.try_decide(principal, action, resource, facts) {
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::error!(action, %reason, "authorization request could not be built; denied");
+                Decision {
+                    allowed: false,
+                    policy_ids: vec![],
+                }
+            }
+        }
+    }
+
+    fn try_decide(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource<'_>,
+        facts: &Facts,
+    ) -> Result<Decision, String> {
+        let inner = &*self.inner;
+        let Some(action_uid) = inner.action_uids.get(action) else {
+            return Err(format!("unknown action `{action}`"));
+        };
+        let user_uid = |id: i64| {
+            EntityUid::from_type_name_and_id(inner.user_type.clone(), EntityId::new(id.to_string()))
+        };
+        let role_uid =
+            |r: &str| EntityUid::from_type_name_and_id(inner.role_type.clone(), EntityId::new(r));
+
+        let principal_uid = user_uid(principal.user_id);
+        let parents: HashSet<EntityUid> = principal.roles.iter().map(|r| role_uid(r)).collect();
+        let grantable = RestrictedExpression::new_set(
+            inner
+                .roles
+                .grantable_by(&principal.roles)
+                .map(|r| RestrictedExpression::new_entity_uid(role_uid(r))),
+        );
+        let attrs = HashMap::from([
+            (
+                "username".to_string(),
+                RestrictedExpression::new_string(principal.username.clone()),
+            ),
+            (
+                "department".to_string(),
+                RestrictedExpression::new_string(principal.department.clone()),
+            ),
+            ("grantable".to_string(), grantable),
+        ]);
+        let principal_entity =
+            Entity::new(principal_uid.clone(), attrs, parents).map_err(|e| e.to_string())?;
+
+        let mut entities = vec![principal_entity];
+        for r in inner.roles.names() {
+            entities.push(Entity::new_no_attrs(role_uid(r), HashSet::new()));
+        }
+        let resource_uid = match resource {
+            Resource::Api => {
+                entities.push(Entity::new_no_attrs(inner.api_uid.clone(), HashSet::new()));
+                inner.api_uid.clone()
+            }
+            Resource::Role(r) => role_uid(r),
+            Resource::User(id) if *id == principal.user_id => principal_uid.clone(),
+            Resource::User(id) => {
+                let uid = user_uid(*id);
+                let attrs = HashMap::from([
+                    (
+                        "username".to_string(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    (
+                        "department".to_string(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    ("grantable".to_string(), RestrictedExpression::new_set([])),
+                ]);
+                entities.push(
+                    Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
+                );
+                uid
+            }
+        };
+
+        let mut ctx: Vec<(String, RestrictedExpression)> = Vec::new();
+        if let Some(g) = facts.grantee {
+            let uid = user_uid(g);
+            if g != principal.user_id && !matches!(resource, Resource::User(id) if *id == g) {
+                let attrs = HashMap::from([
+                    (
+                        "username".to_string(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    (
+                        "department".to_string(),
+                        RestrictedExpression::new_string(String::new()),
+                    ),
+                    ("grantable".to_string(), RestrictedExpression::new_set([])),
+                ]);
+                entities.push(
+                    Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
+                );
+            }
+            ctx.push(("grantee".into(), RestrictedExpression::new_entity_uid(uid)));
+        }
+        if facts.revoke {
+            ctx.push(("revoke".into(), RestrictedExpression::new_bool(true)));
+        }
+        if facts.removes_last_admin {
+            ctx.push((
+                "removes_last_admin".into(),
+                RestrictedExpression::new_bool(true),
+            ));
+        }
+        let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let request = Request::new(
+            principal_uid,
+            action_uid.clone(),
+            resource_uid,
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let response = inner
+            .cedar
+            .is_authorized(&request, &inner.policies, &entities);
+        if let Some(err) = response.diagnostics().errors().next() {
+            tracing::warn!(action, error = %err, "a policy failed to evaluate");
+        }
+        let mut policy_ids: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
+        policy_ids.sort();
+        Ok(Decision {
+            allowed: response.decision() == CedarDecision::Allow,
+            policy_ids,
+        })
+    }
+}
+
+/// The line where `policy` starts: its `@id` annotation, else the n-th `permit`/`forbid`
+/// (the parser names unannotated policies policy0, policy1, … in order).
+fn policy_line(src: &str, policy: &cedar_policy::Policy) -> Option<usize> {
+    if let Some(id) = policy.annotation("id") {
+        let needle = format!("@id(\"{id}\")");
+        return src.find(&needle).map(|off| line_of(src, off));
+    }
+    let n: usize = policy
+        .id()
+        .to_string()
+        .strip_prefix("policy")?
+        .parse()
+        .ok()?;
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_start();
+            t.starts_with("permit") || t.starts_with("forbid")
+        })
+        .nth(n)
+        .map(|(i, _)| i + 1)
+}
+
+/// file:line: reason from a miette diagnostic whose labels point into `src`.
+fn diag_error(path: &Path, src: &str, e: &(dyn Diagnostic + '_)) -> PolicyFileError {
+    let line = e
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|l| line_of(src, l.offset()));
+    let mut reason = e.to_string();
+    if let Some(help) = e.help() {
+        reason.push_str(&format!(" ({help})"));
+    }
+    PolicyFileError::at(path, line, reason.replace('\n', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policies;
+
+    fn shipped() -> Policies {
+        Policies::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
+    }
+
+    fn user(id: i64, roles: &[&str]) -> Principal {
+        Principal {
+            user_id: id,
+            username: format!("u{id}"),
+            display_name: String::new(),
+            department: String::new(),
+            email: String::new(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            session_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn deny_by_default() {
+        let p = shipped();
+        let nobody = user(1, &[]);
+        for a in p.authorizer.actions() {
+            assert!(
+                !p.authorizer
+                    .decide(&nobody, a, &Resource::Api, &Facts::default())
+                    .allowed,
+                "{a}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_grants_but_not_to_self() {
+        let p = shipped();
+        let admin = user(1, &["admin"]);
+        let to_other = Facts {
+            grantee: Some(2),
+            ..Facts::default()
+        };
+        let d = p.authorizer.decide(
+            &admin,
+            "role.grant",
+            &Resource::Role("tech_operator"),
+            &to_other,
+        );
+        assert!(d.allowed);
+        assert!(!d.policy_ids.is_empty());
+        let to_self = Facts {
+            grantee: Some(1),
+            ..Facts::default()
+        };
+        let d = p
+            .authorizer
+            .decide(&admin, "role.grant", &Resource::Role("manager"), &to_self);
+        assert!(!d.allowed);
+        assert_eq!(d.policy_ids, vec!["sod.no_self_grant".to_string()]);
+    }
+
+    #[test]
+    fn last_admin_is_protected() {
+        let p = shipped();
+        let admin = user(1, &["admin"]);
+        let facts = Facts {
+            grantee: Some(2),
+            revoke: true,
+            removes_last_admin: true,
+        };
+        let d = p
+            .authorizer
+            .decide(&admin, "role.grant", &Resource::Role("admin"), &facts);
+        assert!(!d.allowed);
+    }
+
+    #[test]
+    fn role_permissions_come_from_the_policies() {
+        let p = shipped();
+        let perms = p.authorizer.role_permissions();
+        assert!(perms["tech_operator"].contains(&"change.create".to_string()));
+        assert!(!perms["tech_operator"].contains(&"change.approve".to_string()));
+        assert!(perms["manager"].contains(&"change.approve".to_string()));
+        assert!(!perms["admin"].contains(&"change.approve".to_string()));
+    }
+
+    #[test]
+    fn a_policy_without_id_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/rbac");
+        std::fs::copy(shipped_dir.join(SCHEMA_FILE), dir.path().join(SCHEMA_FILE)).unwrap();
+        std::fs::write(
+            dir.path().join("x.cedar"),
+            "// comment\n\npermit (principal, action, resource);\n",
+        )
+        .unwrap();
+        let err = Authorizer::load(dir.path(), &shipped().roles)
+            .err()
+            .unwrap();
+        assert_eq!(err.line, Some(3), "{err}");
+        std::fs::write(
+            dir.path().join("x.cedar"),
+            "@id(\"a\")\npermit (principal, action == Action::\"nope\", resource);\n",
+        )
+        .unwrap();
+        let err = Authorizer::load(dir.path(), &shipped().roles)
+            .err()
+            .unwrap();
+        assert!(err.reason.contains("nope"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+        std::fs::write(
+            dir.path().join("x.cedar"),
+            "@id(\"a\")\npermit (principal,\n action ==, resource);\n",
+        )
+        .unwrap();
+        let err = Authorizer::load(dir.path(), &shipped().roles)
+            .err()
+            .unwrap();
+        assert_eq!(err.line, Some(3), "{err}");
+    }
+}

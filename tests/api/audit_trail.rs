@@ -1,0 +1,210 @@
+//! The audit trail: every write and every refusal, chained, tamper-evident in both databases.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{Backend, TestServer, body, problem};
+
+async fn verify(srv: &TestServer, token: &str) -> serde_json::Value {
+    body(srv.get("/api/v1/audit/verify", token).await).await
+}
+
+crate::both_backends!(writes_and_refusals_are_recorded, |srv| {
+    let admin = srv.admin().await;
+    let (id, op) = srv.user_with(&admin, "op.wang", &["tech_operator"]).await;
+    // A refused write (no permission) and a refused login.
+    let r = srv.post("/api/v1/users", &op, json!({})).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    srv.login("op.wang", "not the password at all").await;
+
+    let entries = body(srv.get("/api/v1/audit?limit=20", &admin).await).await;
+    let entries = entries.as_array().unwrap();
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(actions[0], ("auth.login", "refused"));
+    assert_eq!(entries[0]["actor"], "op.wang");
+    assert_eq!(entries[0]["code"], "invalid_credentials");
+    assert_eq!(actions[1], ("user.create", "refused"));
+    assert_eq!(entries[1]["actor_id"], id);
+    assert_eq!(entries[1]["code"], "forbidden");
+    assert!(actions.contains(&("role.grant", "ok")));
+    assert!(actions.contains(&("user.create", "ok")));
+    let grant = entries
+        .iter()
+        .find(|e| e["action"] == "role.grant" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(grant["policy_ids"], "[\"role.admin\"]");
+    // Sequence numbers are gap-free, newest first.
+    let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    for w in seqs.windows(2) {
+        assert_eq!(w[0], w[1] + 1);
+    }
+    // No password or token anywhere in the trail.
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(
+        !text.contains("a long enough password")
+            && !text.contains("not the password")
+            && !text.contains(&admin)
+    );
+    let v = verify(srv, &admin).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], seqs[0]);
+    assert_eq!(v["first_bad_entry"], serde_json::Value::Null);
+
+    // Paging.
+    let older = body(
+        srv.get(&format!("/api/v1/audit?limit=2&before={}", seqs[0]), &admin)
+            .await,
+    )
+    .await;
+    assert_eq!(older[0]["seq"], seqs[1]);
+    problem(
+        srv.get("/api/v1/audit?limit=0", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+});
+
+crate::both_backends!(the_database_refuses_edits_of_the_trail, |srv| {
+    let _ = srv.admin().await;
+    assert!(
+        srv.sql(&["UPDATE audit_log SET reason = 'x' WHERE seq = 1"])
+            .await
+            .is_err()
+    );
+    assert!(
+        srv.sql(&["DELETE FROM audit_log WHERE seq = 1"])
+            .await
+            .is_err()
+    );
+});
+
+/// Somebody with full database access disables the protection and edits, deletes or reorders
+/// rows: verification names the first bad entry, through the API and the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_detected() {
+    type Case = (&'static str, Vec<&'static str>, Vec<&'static str>, i64);
+    let cases: Vec<Case> = vec![
+        (
+            "edit",
+            vec!["UPDATE audit_log SET actor = 'nobody' WHERE seq = 3"],
+            vec![],
+            3,
+        ),
+        (
+            "delete",
+            vec!["DELETE FROM audit_log WHERE seq = 2"],
+            vec![],
+            2,
+        ),
+        (
+            "reorder",
+            vec![
+                "UPDATE audit_log SET seq = -1 WHERE seq = 2",
+                "UPDATE audit_log SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_log SET seq = 3 WHERE seq = -1",
+            ],
+            vec![],
+            2,
+        ),
+        (
+            "truncate tail",
+            vec!["DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)"],
+            vec![],
+            0,
+        ),
+    ];
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if backend == Backend::Postgres && crate::harness::postgres_url().is_none() {
+            continue;
+        }
+        for (name, stmts, _, first_bad) in &cases {
+            let srv = TestServer::start(backend).await;
+            let admin = srv.admin().await;
+            srv.user_with(&admin, "someone", &["viewer"]).await;
+            let v = verify(&srv, &admin).await;
+            assert_eq!(v["ok"], true);
+            let total = v["entries"].as_i64().unwrap();
+            let (off, on) = match backend {
+                Backend::Sqlite => (
+                    vec![
+                        "DROP TRIGGER audit_log_no_update",
+                        "DROP TRIGGER audit_log_no_delete",
+                    ],
+                    vec![],
+                ),
+                Backend::Postgres => (
+                    vec!["ALTER TABLE audit_log DISABLE TRIGGER USER"],
+                    vec!["ALTER TABLE audit_log ENABLE TRIGGER USER"],
+                ),
+            };
+            let mut all: Vec<&str> = off.clone();
+            all.extend(stmts.iter().copied());
+            all.extend(on.iter().copied());
+            srv.sql(&all).await.unwrap();
+            let v = verify(&srv, &admin).await;
+            assert_eq!(v["ok"], false, "{backend:?} {name}: {v}");
+            let expected = if *first_bad == 0 { total } else { *first_bad };
+            assert_eq!(v["first_bad_entry"], expected, "{backend:?} {name}: {v}");
+
+            // The CLI says the same, with a failing exit status.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_changeguard"))
+                .args(["audit", "verify"])
+                .env("CHANGEGUARD_DATABASE_URL", &srv.database_url)
+                .env("CHANGEGUARD_KEY_DIR", srv.dir.path())
+                .env("CHANGEGUARD_JWT_SECRET", crate::harness::JWT_SECRET_HEX)
+                .env(
+                    "CHANGEGUARD_POLICIES_DIR",
+                    crate::harness::shipped_policies(),
+                )
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains(&format!("BROKEN at entry {expected}")),
+                "{stdout}"
+            );
+            srv.stop().await;
+        }
+    }
+}
+
+crate::both_backends!(cli_verifies_an_intact_chain, |srv| {
+    let admin = srv.admin().await;
+    let r = srv
+        .call(Method::POST, "/api/v1/auth/logout", Some(&admin), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_changeguard"))
+        .args(["audit", "verify"])
+        .env("CHANGEGUARD_DATABASE_URL", &srv.database_url)
+        .env("CHANGEGUARD_KEY_DIR", srv.dir.path())
+        .env("CHANGEGUARD_JWT_SECRET", crate::harness::JWT_SECRET_HEX)
+        .env(
+            "CHANGEGUARD_POLICIES_DIR",
+            crate::harness::shipped_policies(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain OK"));
+});

@@ -1,0 +1,332 @@
+//! Login, sessions and attacks on tokens.
+
+use std::time::Instant;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_PASSWORD, JWT_SECRET_HEX, TestServer, body, problem};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn sign(alg: Algorithm, key: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).unwrap()
+}
+
+fn secret() -> Vec<u8> {
+    hex::decode(JWT_SECRET_HEX).unwrap()
+}
+
+/// The claims of a real token, to tamper with.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn me_status(srv: &TestServer, token: &str) -> StatusCode {
+    srv.get("/api/v1/me", token).await.status()
+}
+
+crate::both_backends!(login_me_logout, |srv| {
+    let r = srv.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let b = body(r).await;
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(b["expires_in"].as_i64().unwrap() > 0);
+    let token = b["access_token"].as_str().unwrap().to_string();
+
+    let me = body(srv.get("/api/v1/me", &token).await).await;
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["roles"], json!(["admin"]));
+    assert!(
+        me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user.manage"))
+    );
+    assert!(
+        !me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("change.approve"))
+    );
+    assert!(me.get("password_hash").is_none());
+
+    let r = srv
+        .call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    problem(
+        srv.get("/api/v1/me", &token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    )
+    .await;
+});
+
+crate::both_backends!(unknown_user_and_wrong_password_look_the_same, |srv| {
+    let t0 = Instant::now();
+    let a = srv.login("nobody-here", "some long password").await;
+    let unknown = t0.elapsed();
+    let t1 = Instant::now();
+    let b = srv.login("admin", "a wrong long password").await;
+    let wrong = t1.elapsed();
+    let a = problem(a, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let b = problem(b, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    assert_eq!(a, b, "same document for unknown user and wrong password");
+    // Both verify an argon2 hash: neither answers in a fraction of the other's time.
+    let (fast, slow) = if unknown < wrong {
+        (unknown, wrong)
+    } else {
+        (wrong, unknown)
+    };
+    assert!(
+        slow < fast * 4 + std::time::Duration::from_millis(50),
+        "{unknown:?} vs {wrong:?}"
+    );
+});
+
+crate::both_backends!(failures_slow_down_but_never_lock_out, |srv| {
+    for _ in 0..3 {
+        problem(
+            srv.login("admin", "wrong password again").await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        )
+        .await;
+    }
+    let r = srv.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "too_many_requests").await;
+    tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 100)).await;
+    // After the delay the right password works, and resets the counter.
+    assert_eq!(
+        srv.login("admin", ADMIN_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    problem(
+        srv.login("admin", "wrong password again").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+});
+
+crate::both_backends!(forged_and_broken_tokens_are_refused, |srv| {
+    let good = srv.admin().await;
+    assert_eq!(me_status(srv, &good).await, StatusCode::OK);
+    let base = claims_of(&good);
+    let key = secret();
+
+    // Re-signing the genuine claims with the right key works: the checks below are not vacuous.
+    assert_eq!(
+        me_status(srv, &sign(Algorithm::HS256, &key, &base)).await,
+        StatusCode::OK
+    );
+
+    let mut forged: Vec<(&str, String)> = vec![
+        (
+            "another key",
+            sign(
+                Algorithm::HS256,
+                b"another key of thirty-two bytes!!",
+                &base,
+            ),
+        ),
+        (
+            "algorithm swap to HS512",
+            sign(Algorithm::HS512, &key, &base),
+        ),
+        (
+            "algorithm swap to HS384",
+            sign(Algorithm::HS384, &key, &base),
+        ),
+    ];
+    {
+        use base64::Engine;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = e.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = e.encode(base.to_string());
+        forged.push(("alg none", format!("{header}.{payload}.")));
+        // Tampered payload, original signature.
+        let mut tampered = base.clone();
+        tampered["sub"] = json!("999");
+        let sig = good.split('.').nth(2).unwrap();
+        let head = good.split('.').next().unwrap();
+        forged.push((
+            "tampered payload",
+            format!("{head}.{}.{sig}", e.encode(tampered.to_string())),
+        ));
+    }
+    type Tamper = Box<dyn Fn(&mut Value)>;
+    let variants: Vec<(&str, Tamper)> = vec![
+        (
+            "missing aud",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+        ),
+        (
+            "wrong aud",
+            Box::new(|c: &mut Value| c["aud"] = json!("another-service")),
+        ),
+        (
+            "missing iss",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+        ),
+        (
+            "wrong iss",
+            Box::new(|c: &mut Value| c["iss"] = json!("evil")),
+        ),
+        (
+            "string exp",
+            Box::new(|c: &mut Value| c["exp"] = json!((now() + 600).to_string())),
+        ),
+        (
+            "expired",
+            Box::new(|c: &mut Value| c["exp"] = json!(now() - 120)),
+        ),
+        (
+            "not yet valid",
+            Box::new(|c: &mut Value| c["nbf"] = json!(now() + 600)),
+        ),
+        (
+            "missing nbf",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("nbf");
+            }),
+        ),
+        (
+            "missing jti",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+        ),
+        (
+            "missing sub",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+        ),
+        (
+            "missing exp",
+            Box::new(|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        (
+            "other user's id",
+            Box::new(|c: &mut Value| c["sub"] = json!("999")),
+        ),
+        (
+            "unknown session",
+            Box::new(|c: &mut Value| c["jti"] = json!("no-such-session")),
+        ),
+    ];
+    for (name, change) in &variants {
+        let mut c = base.clone();
+        change(&mut c);
+        forged.push((name, sign(Algorithm::HS256, &key, &c)));
+    }
+    for (name, token) in forged {
+        let r = srv.get("/api/v1/me", &token).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{name} must be refused"
+        );
+    }
+    // Garbage and the wrong scheme.
+    let r = srv
+        .client
+        .get(srv.url("/api/v1/me"))
+        .header("authorization", "Basic YWRtaW46eA==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = srv
+        .client
+        .get(srv.url("/api/v1/me"))
+        .header("authorization", "Bearer not.a.jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+});
+
+crate::both_backends!(disable_and_password_change_end_sessions, |srv| {
+    let admin = srv.admin().await;
+    let (id, token) = srv.user_with(&admin, "op.zhang", &["tech_operator"]).await;
+    assert_eq!(me_status(srv, &token).await, StatusCode::OK);
+
+    // A password change ends every session of the user.
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&admin),
+            Some(json!({"password": "a brand new password"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(me_status(srv, &token).await, StatusCode::UNAUTHORIZED);
+    problem(
+        srv.login("op.zhang", "a long enough password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let token = srv.token("op.zhang", "a brand new password").await;
+
+    // Disabling ends them too, and the user cannot sign in any more (same answer as a wrong password).
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&admin),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(body(r).await["active"], false);
+    assert_eq!(me_status(srv, &token).await, StatusCode::UNAUTHORIZED);
+    problem(
+        srv.login("op.zhang", "a brand new password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+});
+
+crate::both_backends!(weak_passwords_are_refused, |srv| {
+    let admin = srv.admin().await;
+    for pw in [
+        "short",
+        "password1234",
+        "aaaaaaaaaaaaaaaa",
+        "wang.wei-is-my-name",
+    ] {
+        let r = srv
+            .post("/api/v1/users", &admin, json!({"username": "wang.wei", "display_name": "王伟", "department": "科技部", "email": "w@bank.example", "password": pw}))
+            .await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "weak_password").await;
+    }
+    // Nothing was created by the refusals.
+    let users = body(srv.get("/api/v1/users", &admin).await).await;
+    assert_eq!(users.as_array().unwrap().len(), 1);
+});

@@ -1,0 +1,138 @@
+//! Bad input gets a problem document, never a 500; operations endpoints; headers.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::harness::{body, problem};
+
+crate::both_backends!(bad_requests_are_problems, |srv| {
+    let admin = srv.admin().await;
+    let post = |body: &'static str, ct: &'static str| {
+        srv.client
+            .post(srv.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    problem(
+        post("{not json", "application/json").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    problem(
+        post(r#"{"username": 5}"#, "application/json")
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    problem(
+        post("{}", "text/plain").await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    let huge = format!("{{\"username\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    // A client of its own: the server closes a connection whose body it refused to read.
+    let r = reqwest::Client::new()
+        .post(srv.url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    problem(
+        srv.get("/api/v1/users/abc", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+    )
+    .await;
+    problem(
+        srv.get("/api/v1/users/424242", &admin).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    problem(
+        srv.get("/api/v1/nothing-here", &admin).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    problem(
+        srv.call(Method::PUT, "/api/v1/me", Some(&admin), None)
+            .await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    problem(
+        srv.get("/api/v1/audit?limit=abc", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    )
+    .await;
+    let r = srv.post("/api/v1/users", &admin, json!({"username": "Bad Name!", "display_name": "x", "department": "科技部", "email": "b@bank.example", "password": "a long enough password"})).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_username").await;
+    let r = srv.post("/api/v1/users", &admin, json!({"username": "ok.name", "display_name": "x", "department": "科技部", "email": "not-an-email", "password": "a long enough password"})).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_email").await;
+    srv.user_with(&admin, "dup.user", &[]).await;
+    let r = srv.post("/api/v1/users", &admin, json!({"username": "dup.user", "display_name": "x", "department": "科技部", "email": "d@bank.example", "password": "a long enough password"})).await;
+    problem(r, StatusCode::CONFLICT, "username_taken").await;
+    let r = srv
+        .post("/api/v1/users/1/roles", &admin, json!({"role": "wizard"}))
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "unknown_role").await;
+});
+
+crate::both_backends!(operations_endpoints_and_headers, |srv| {
+    let r = srv.client.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for h in [
+        "x-request-id",
+        "x-content-type-options",
+        "x-frame-options",
+        "content-security-policy",
+        "referrer-policy",
+    ] {
+        assert!(r.headers().contains_key(h), "missing {h}");
+    }
+    let r = srv.client.get(srv.url("/readyz")).send().await.unwrap();
+    assert_eq!(body(r).await["status"], "ready");
+    // A request id sent by the client is kept.
+    let r = srv
+        .client
+        .get(srv.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let text = srv
+        .client
+        .get(srv.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    let doc = body(
+        srv.client
+            .get(srv.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(doc["paths"]["/api/v1/users"]["post"]["security"][0]["bearer"][0] == "user.manage");
+    let r = srv.client.get(srv.url("/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("swagger"));
+});

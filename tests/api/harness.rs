@@ -1,0 +1,309 @@
+//! Starting a real changeguard for a test.
+
+use std::path::{Path, PathBuf};
+
+use changeguard::Server;
+use changeguard::config::Settings;
+use reqwest::{Client, Method, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_PASSWORD: &str = "bootstrap secret for tests";
+/// The test server's token key, so tests can forge tokens the way an attacker would try to.
+pub const JWT_SECRET_HEX: &str = "9f3c1f0e5a7b2d4c6e8f0a1b3c5d7e9f1a2b3c4d5e6f708192a3b4c5d6e7f809";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub client: Client,
+    pub backend: Backend,
+    pub database_url: String,
+    pub dir: TempDir,
+    pg_admin: Option<(String, String)>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The PostgreSQL server to test against. In CI its absence is a failure, not a skip.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("CHANGEGUARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but CHANGEGUARD_TEST_POSTGRES_URL is not: PostgreSQL tests must run in CI"
+            );
+            eprintln!(
+                "CHANGEGUARD_TEST_POSTGRES_URL unset: skipped the PostgreSQL half of this test"
+            );
+            None
+        }
+    }
+}
+
+pub fn shipped_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+pub struct Options {
+    pub policies: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policies: shipped_policies(),
+        }
+    }
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, opts: Options) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg_admin) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite:{}", dir.path().join("cg.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let admin_url = postgres_url().expect("postgres url");
+                let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+                    .await
+                    .expect("PostgreSQL must be reachable at CHANGEGUARD_TEST_POSTGRES_URL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                (replace_db(&admin_url, &name), Some((admin_url, name)))
+            }
+        };
+        let settings = Settings {
+            database_url: database_url.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            policies_dir: opts.policies,
+            jwt_secret: Some(SecretString::from(JWT_SECRET_HEX)),
+            audit_key: None,
+            bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
+            key_dir: Some(dir.path().to_path_buf()),
+            hash_concurrency: Some(2),
+            ..Settings::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = Server::build(settings, listener).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            client: Client::new(),
+            backend,
+            database_url,
+            dir,
+            pg_admin,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn token(&self, username: &str, password: &str) -> String {
+        let r = self.login(username, password).await;
+        assert_eq!(r.status(), StatusCode::OK, "login {username}");
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.token("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user with the given roles; returns (id, token).
+    pub async fn user_with(&self, admin: &str, username: &str, roles: &[&str]) -> (i64, String) {
+        let r = self
+            .post(
+                "/api/v1/users",
+                admin,
+                json!({"username": username, "display_name": format!("{username} 测试"), "department": "科技部",
+                       "email": format!("{username}@bank.example"), "password": "a long enough password"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create {username}");
+        let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        for role in roles {
+            let r = self
+                .post(
+                    &format!("/api/v1/users/{id}/roles"),
+                    admin,
+                    json!({"role": role}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED, "grant {role}");
+        }
+        (id, self.token(username, "a long enough password").await)
+    }
+
+    /// Runs SQL directly against the database, as an intruder with database access would.
+    pub async fn sql(&self, statements: &[&str]) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.database_url).await?;
+                for s in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&mut c).await?;
+                }
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.database_url).await?;
+                for s in statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&mut c).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+        if let Some((admin_url, name)) = self.pg_admin.take() {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        }
+    }
+}
+
+fn replace_db(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let prefix = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+pub async fn body(r: Response) -> Value {
+    r.json::<Value>().await.unwrap()
+}
+
+/// Asserts a problem+json answer with `status` and `code`; returns the document.
+pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "status for expected {code}");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct}"
+    );
+    let doc = body(r).await;
+    assert_eq!(doc["code"], code, "{doc}");
+    assert_eq!(doc["status"], status.as_u16());
+    doc
+}
+
+/// Defines `sqlite` and `postgres` tests running the same async body.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* $name:ident, |$srv:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($srv: &$crate::harness::TestServer) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let srv = $crate::harness::TestServer::start($crate::harness::Backend::Sqlite).await;
+                run(&srv).await;
+                srv.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::harness::postgres_url().is_none() {
+                    return;
+                }
+                let srv = $crate::harness::TestServer::start($crate::harness::Backend::Postgres).await;
+                run(&srv).await;
+                srv.stop().await;
+            }
+        }
+    };
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1:0, over HTTP, on a fresh SQLite file and on a
+//! fresh PostgreSQL database (`CHANGEGUARD_TEST_POSTGRES_URL`). One test binary, many modules.
+
+mod harness;
+
+mod audit_trail;
+mod auth;
+mod errors;
+mod rbac;
