@@ -66,7 +66,6 @@ pub fn router(app: App) -> anyhow::Result<Router> {
         .route_layer(middleware::from_fn_with_state(gate, guard::gate))
         .with_state(app);
 
-    let x_request_id = HeaderName::from_static("x-request-id");
     let router = Router::new()
         .merge(api_router)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", doc))
@@ -77,7 +76,15 @@ pub fn router(app: App) -> anyhow::Result<Router> {
                 "未找到 / Not found",
                 Default::default(),
             )
-        })
+        });
+    Ok(with_common_layers(router))
+}
+
+/// Body limit, problem documents for bare errors, metrics, request ids, access log, security
+/// headers, panic catching and a timeout: what every response goes through.
+pub fn with_common_layers(router: Router) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(problem_for_bare_errors))
         .layer(middleware::from_fn(ops::track))
@@ -92,7 +99,8 @@ pub fn router(app: App) -> anyhow::Result<Router> {
                         .unwrap_or("-");
                     // The URI's path only: query strings may carry feed tokens.
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                }))
+                })
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
                 .layer(PropagateRequestIdLayer::new(x_request_id))
                 .layer(security_header("x-content-type-options", "nosniff"))
                 .layer(security_header("x-frame-options", "DENY"))
@@ -115,8 +123,7 @@ pub fn router(app: App) -> anyhow::Result<Router> {
                     StatusCode::SERVICE_UNAVAILABLE,
                     Duration::from_secs(30),
                 )),
-        );
-    Ok(router)
+        )
 }
 
 fn security_header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
@@ -158,4 +165,41 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("boom")
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_500_problem_and_the_service_lives_on() {
+        let router = with_common_layers(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let resp = router
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let resp = router
+            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }

@@ -5,5 +5,6 @@ mod harness;
 
 mod audit_trail;
 mod auth;
+mod cli;
 mod errors;
 mod rbac;

@@ -1,0 +1,158 @@
+//! The command line: policies check, user create, bad configuration.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::harness::shipped_policies;
+use crate::rbac::copy_dir;
+
+fn changeguard() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_changeguard"));
+    c.env_remove("CHANGEGUARD_JWT_SECRET")
+        .env_remove("CHANGEGUARD_DATABASE_URL");
+    c
+}
+
+#[test]
+fn policies_check_passes_on_the_shipped_policies() {
+    let out = changeguard()
+        .args(["policies", "check"])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policies OK"));
+}
+
+#[test]
+fn policies_check_names_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&shipped_policies(), dir.path());
+    let file = dir.path().join("rbac/roles.cedar");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let broken = text.replacen("Action::\"user.read\"", "Action::\"user.reed\"", 1);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("user.reed"))
+        .unwrap()
+        + 1;
+    std::fs::write(&file, broken).unwrap();
+    let out = changeguard()
+        .args(["policies", "check"])
+        .env("CHANGEGUARD_POLICIES_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("roles.cedar:{line}:")), "{err}");
+    assert!(err.contains("user.reed"), "{err}");
+
+    // The server refuses to start on the same files, with the same line.
+    let db = dir.path().join("cg.db");
+    let out = changeguard()
+        .args(["serve"])
+        .env("CHANGEGUARD_POLICIES_DIR", dir.path())
+        .env(
+            "CHANGEGUARD_DATABASE_URL",
+            format!("sqlite:{}", db.display()),
+        )
+        .env("CHANGEGUARD_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("roles.cedar:{line}:")));
+    assert!(!db.exists(), "nothing was touched");
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_one_line() {
+    for (var, value, needle) in [
+        (
+            "CHANGEGUARD_JWT_SECRET",
+            "too-short",
+            "CHANGEGUARD_JWT_SECRET must be at least 256 random bits",
+        ),
+        ("CHANGEGUARD_LISTEN", "not an address", "LISTEN"),
+        (
+            "CHANGEGUARD_DATABASE_URL",
+            "mysql://x",
+            "CHANGEGUARD_DATABASE_URL",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = changeguard()
+            .args(["serve"])
+            .current_dir(dir.path())
+            .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+            .env("CHANGEGUARD_LISTEN", "127.0.0.1:0")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<_> = err
+            .lines()
+            .filter(|l| l.starts_with("changeguard:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn user_create_reads_the_password_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("cg.db").display());
+    let mut child = changeguard()
+        .args([
+            "user",
+            "create",
+            "--username",
+            "op.zhao",
+            "--display-name",
+            "赵六",
+            "--department",
+            "科技部",
+            "--email",
+            "zhao@bank.example",
+            "--role",
+            "tech_operator",
+        ])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .env("CHANGEGUARD_DATABASE_URL", &db)
+        .env(
+            "CHANGEGUARD_BOOTSTRAP_ADMIN_PASSWORD",
+            "bootstrap secret for tests",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long passphrase for zhao\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created user op.zhao"));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("a long passphrase for zhao"),
+        "the password is never printed"
+    );
+}
