@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod calendar;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod policy;
 pub mod rbac;
+pub mod workdays;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub struct AppInner {
     pub tokens: Tokens,
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
+    pub calendar_cache: workdays::CalendarCache,
 }
 
 impl Deref for App {
@@ -100,6 +103,7 @@ impl App {
             policies,
             db,
             clock: Arc::new(SystemClock),
+            calendar_cache: Default::default(),
             settings,
         }));
         if let Some(password) =
@@ -138,12 +142,14 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.app.clone())?;
+        let expiry = changes::spawn_expiry(self.app.clone());
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        expiry.abort();
         self.app.db.close().await;
         Ok(())
     }

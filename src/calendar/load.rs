@@ -1,42 +1,11 @@
 //! Loading `policies/calendars/cn/YYYY.toml` files.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::model::{Locus, YearCalendar};
 
-/// A policy file that cannot be used, with the line at fault where known.
-///
-/// Displays as `{file}:{line}: {reason}` (or `{file}: {reason}` without a line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyFileError {
-    pub file: PathBuf,
-    /// 1-based line number.
-    pub line: Option<usize>,
-    pub reason: String,
-}
-
-impl PolicyFileError {
-    pub fn at(file: impl Into<PathBuf>, line: Option<usize>, reason: impl Into<String>) -> Self {
-        PolicyFileError {
-            file: file.into(),
-            line,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for PolicyFileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.reason),
-            None => write!(f, "{}: {}", self.file.display(), self.reason),
-        }
-    }
-}
-
-impl std::error::Error for PolicyFileError {}
+pub use crate::policy::PolicyFileError;
 
 /// Reads every `*.toml` file of `dir` (in file-name order; other entries are ignored), each one
 /// year named `YYYY.toml`. Checks every file parses, is a valid year, is named after its `year`,

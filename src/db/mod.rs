@@ -5,6 +5,8 @@
 //! differ, both versions stand side by side with [`Db::backend`]. SQL lives in this module only.
 
 pub mod audit;
+pub mod calendar;
+pub mod changes;
 pub mod users;
 
 use std::str::FromStr;

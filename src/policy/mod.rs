@@ -5,15 +5,20 @@
 //! policies/roles.toml                 role catalogue: titles, which roles a holder may grant
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
+//! policies/change-policy.toml         time zone, notice rule, change categories, freeze windows
+//! policies/calendars/cn/YYYY.toml     China's official working-day calendar, one year a file
 //! ```
 
+mod change_policy;
 mod roles;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use change_policy::{Category, ChangePolicy, FreezeWindow};
 pub use roles::{Role, RoleCatalog};
 
+use crate::calendar::YearCalendar;
 use crate::rbac::Authorizer;
 
 /// A problem in one policy file.
@@ -73,6 +78,9 @@ pub struct Policies {
     pub dir: PathBuf,
     pub roles: RoleCatalog,
     pub authorizer: Authorizer,
+    pub change: ChangePolicy,
+    /// The calendar years shipped as files (the database may add or replace years).
+    pub calendar_years: Vec<YearCalendar>,
 }
 
 impl Policies {
@@ -86,10 +94,21 @@ impl Policies {
         }
         let roles = RoleCatalog::load(&dir.join("roles.toml"))?;
         let authorizer = Authorizer::load(&dir.join("rbac"), &roles)?;
+        let change = ChangePolicy::load(
+            &dir.join("change-policy.toml"),
+            |a| authorizer.is_action(a),
+            |r| roles.get(r).is_some(),
+        )?;
+        let calendar_dir = dir.join("calendars").join("cn");
+        let calendar_years = crate::calendar::load_dir(&calendar_dir)?;
+        crate::calendar::WorkingCalendar::new(calendar_years.clone())
+            .map_err(|e| PolicyFileError::at(&calendar_dir, None, e.to_string()))?;
         Ok(Policies {
             dir: dir.to_path_buf(),
             roles,
             authorizer,
+            change,
+            calendar_years,
         })
     }
 }

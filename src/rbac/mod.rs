@@ -40,6 +40,17 @@ pub enum Resource<'a> {
     Role(&'a str),
     /// A user being managed.
     User(i64),
+    /// A change request.
+    Change(ChangeFacts),
+}
+
+/// What the policies may know about a change request.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeFacts {
+    pub id: i64,
+    pub requester: i64,
+    pub assignee: i64,
+    pub emergency: bool,
 }
 
 /// Facts about the request that policies may look at.
@@ -75,6 +86,7 @@ struct Inner {
     role_permissions: BTreeMap<String, Vec<String>>,
     user_type: EntityTypeName,
     role_type: EntityTypeName,
+    change_type: EntityTypeName,
     api_uid: EntityUid,
     action_uids: HashMap<String, EntityUid>,
 }
@@ -153,6 +165,7 @@ impl Authorizer {
         let user_type = type_name("User")?;
         let role_type = type_name("Role")?;
         let api_type = type_name("Api")?;
+        let change_type = type_name("Change")?;
         let action_type = type_name("Action")?;
         let api_uid = EntityUid::from_type_name_and_id(api_type, EntityId::new("changeguard"));
         let action_uids = actions
@@ -174,6 +187,7 @@ impl Authorizer {
                 role_permissions: BTreeMap::new(),
                 user_type,
                 role_type,
+                change_type,
                 api_uid,
                 action_uids,
             }),
@@ -299,25 +313,33 @@ impl Authorizer {
         for r in inner.roles.names() {
             entities.push(Entity::new_no_attrs(role_uid(r), HashSet::new()));
         }
+        // Only the principal and the resource need to be in the store: policies read no
+        // attributes of other users (the grantee is compared by identity only).
         let resource_uid = match resource {
             Resource::Api => {
                 entities.push(Entity::new_no_attrs(inner.api_uid.clone(), HashSet::new()));
                 inner.api_uid.clone()
             }
             Resource::Role(r) => role_uid(r),
-            Resource::User(id) if *id == principal.user_id => principal_uid.clone(),
-            Resource::User(id) => {
-                let uid = user_uid(*id);
+            Resource::User(id) => user_uid(*id),
+            Resource::Change(c) => {
+                let uid = EntityUid::from_type_name_and_id(
+                    inner.change_type.clone(),
+                    EntityId::new(c.id.to_string()),
+                );
                 let attrs = HashMap::from([
                     (
-                        "username".to_string(),
-                        RestrictedExpression::new_string(String::new()),
+                        "requester".to_string(),
+                        RestrictedExpression::new_entity_uid(user_uid(c.requester)),
                     ),
                     (
-                        "department".to_string(),
-                        RestrictedExpression::new_string(String::new()),
+                        "assignee".to_string(),
+                        RestrictedExpression::new_entity_uid(user_uid(c.assignee)),
                     ),
-                    ("grantable".to_string(), RestrictedExpression::new_set([])),
+                    (
+                        "emergency".to_string(),
+                        RestrictedExpression::new_bool(c.emergency),
+                    ),
                 ]);
                 entities.push(
                     Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
@@ -328,24 +350,10 @@ impl Authorizer {
 
         let mut ctx: Vec<(String, RestrictedExpression)> = Vec::new();
         if let Some(g) = facts.grantee {
-            let uid = user_uid(g);
-            if g != principal.user_id && !matches!(resource, Resource::User(id) if *id == g) {
-                let attrs = HashMap::from([
-                    (
-                        "username".to_string(),
-                        RestrictedExpression::new_string(String::new()),
-                    ),
-                    (
-                        "department".to_string(),
-                        RestrictedExpression::new_string(String::new()),
-                    ),
-                    ("grantable".to_string(), RestrictedExpression::new_set([])),
-                ]);
-                entities.push(
-                    Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
-                );
-            }
-            ctx.push(("grantee".into(), RestrictedExpression::new_entity_uid(uid)));
+            ctx.push((
+                "grantee".into(),
+                RestrictedExpression::new_entity_uid(user_uid(g)),
+            ));
         }
         if facts.revoke {
             ctx.push(("revoke".into(), RestrictedExpression::new_bool(true)));

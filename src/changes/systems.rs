@@ -1,0 +1,113 @@
+//! The systems register: what changes touch.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::App;
+use crate::audit::Entry;
+use crate::db::StoreError;
+use crate::db::audit as audit_db;
+use crate::db::changes::{self as db, System};
+use crate::error::{Error, Result};
+use crate::rbac::Principal;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSystem {
+    /// Short stable key, e.g. `cs-platform`: lowercase letters, digits, `-` and `_`.
+    pub key: String,
+    /// e.g. 客户服务平台
+    pub name: String,
+    pub owner_department: String,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemPatch {
+    pub name: Option<String>,
+    pub owner_department: Option<String>,
+}
+
+fn check_text(field: &str, v: &str) -> Result<()> {
+    if v.trim().is_empty() || v.chars().count() > 200 {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!("{field} 须为 1–200 个字符 / {field} must be 1 to 200 characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System> {
+    let key_ok = (2..=64).contains(&req.key.len())
+        && req
+            .key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !key_ok {
+        return Err(Error::invalid(
+            "invalid_key",
+            "key 须为 2–64 个小写字母、数字、- 或 _ / key must be 2–64 lowercase letters, digits, - or _",
+        ));
+    }
+    check_text("name", &req.name)?;
+    check_text("owner_department", &req.owner_department)?;
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let sys = db::insert_system(
+        &mut tx,
+        &req.key,
+        req.name.trim(),
+        req.owner_department.trim(),
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Unique => Error::conflict(
+            "system_exists",
+            "该系统已登记 / This system is already registered",
+        ),
+        other => other.into(),
+    })?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "system.create",
+        format!("system:{}", sys.key),
+    )
+    .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(sys)
+}
+
+pub async fn update(app: &App, who: &Principal, key: &str, req: SystemPatch) -> Result<System> {
+    if let Some(n) = &req.name {
+        check_text("name", n)?;
+    }
+    if let Some(d) = &req.owner_department {
+        check_text("owner_department", d)?;
+    }
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let sys = db::update_system(
+        &mut tx,
+        key,
+        req.name.as_deref().map(str::trim),
+        req.owner_department.as_deref().map(str::trim),
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::NotFound => Error::NotFound { what: "system" },
+        other => other.into(),
+    })?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "system.update",
+        format!("system:{key}"),
+    )
+    .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(sys)
+}
