@@ -41,6 +41,26 @@ enum Command {
         #[command(subcommand)]
         command: PoliciesCommand,
     },
+    /// The working-day calendar of policies/calendars (no database or server needed).
+    Calendar {
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// For each notice date, the earliest permitted start: `NOTICE<TAB>EARLIEST` per line.
+    EarliestStart {
+        /// Notice dates, YYYY-MM-DD.
+        #[arg(required = true)]
+        dates: Vec<String>,
+    },
+    /// A month as a small calendar, days off and make-up working days marked.
+    Show {
+        /// YYYY-MM
+        month: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +160,51 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         },
+        Command::Calendar { command } => {
+            let policies = match policy::Policies::load(&settings.policies_dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let cal = changeguard::calendar::WorkingCalendar::new(policies.calendar_years.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match command {
+                CalendarCommand::EarliestStart { dates } => {
+                    let (text, all_ok) = changeguard::calendar::earliest_start_lines(
+                        &cal,
+                        &policies.change.notice,
+                        &dates,
+                    );
+                    print!("{text}");
+                    Ok(if all_ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                CalendarCommand::Show { month } => {
+                    let parsed = month
+                        .split_once('-')
+                        .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u32>().ok()?)));
+                    let Some((y, m)) = parsed else {
+                        eprintln!("changeguard: month must be YYYY-MM, got {month:?}");
+                        return Ok(ExitCode::from(2));
+                    };
+                    match cal.render_month(y, m) {
+                        Ok(text) => {
+                            print!("{text}");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e) => {
+                            eprintln!("changeguard: {e}");
+                            Ok(ExitCode::from(1))
+                        }
+                    }
+                }
+            }
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {

@@ -188,8 +188,8 @@ pub async fn earliest_start(app: &App, notified_on: NaiveDate) -> Result<Earlies
         .map_err(calendar_error)
 }
 
-/// Longest range `GET /api/v1/working-days` answers, in days.
-pub const MAX_RANGE_DAYS: i64 = 3 * 366;
+/// Longest range `GET /api/v1/working-days` answers: three years.
+pub const MAX_RANGE_MONTHS: u32 = 36;
 
 pub async fn days(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayInfo>> {
     if to < from {
@@ -198,7 +198,8 @@ pub async fn days(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayIn
             message: "to 须不早于 from / to must not be before from".into(),
         });
     }
-    if (to - from).num_days() >= MAX_RANGE_DAYS {
+    let limit = from.checked_add_months(chrono::Months::new(MAX_RANGE_MONTHS));
+    if limit.is_none_or(|l| to >= l) {
         return Err(Error::BadRequest {
             code: "range_too_long",
             message: "日期范围不得超过 3 年 / The range may not exceed 3 years".into(),

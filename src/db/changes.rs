@@ -156,9 +156,8 @@ pub struct NewChange<'a> {
 
 pub async fn insert_change(tx: &mut Tx, n: &NewChange<'_>) -> Result<i64> {
     let systems = serde_json::to_string(n.systems).unwrap_or_else(|_| "[]".into());
-    let id =
-        on_tx!(tx, |c| {
-            sqlx::query_scalar::<_, i64>(
+    let id = on_tx!(tx, |c| {
+        sqlx::query_scalar::<_, i64>(
         "INSERT INTO change_requests (title, category, action, systems, description, impact, risk, \
          rollback_plan, planned_start, planned_end, requester_id, assignee_id, emergency, \
          justification, status, notified_at, notified_on, earliest_start, created_at, updated_at) \
@@ -184,7 +183,7 @@ pub async fn insert_change(tx: &mut Tx, n: &NewChange<'_>) -> Result<i64> {
     .bind(n.earliest_start)
     .fetch_one(c)
     .await
-        })?;
+    })?;
     for key in n.systems {
         on_tx!(tx, |c| sqlx::query(
             "INSERT INTO change_systems (change_id, system_key) VALUES ($1, $2)"

@@ -59,13 +59,35 @@ fn default_approve() -> String {
 #[serde(deny_unknown_fields)]
 pub struct FreezeWindow {
     pub name: String,
+    /// RFC 3339 with offset, as a TOML date-time or a string.
     #[schema(value_type = String)]
+    #[serde(deserialize_with = "date_time")]
     pub start: DateTime<FixedOffset>,
     #[schema(value_type = String)]
+    #[serde(deserialize_with = "date_time")]
     pub end: DateTime<FixedOffset>,
     /// Categories frozen; empty: all.
     #[serde(default)]
     pub categories: Vec<String>,
+}
+
+/// A TOML offset date-time (`2026-12-31T00:00:00+08:00`) or the same as a string.
+fn date_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<FixedOffset>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Toml(toml::value::Datetime),
+        Text(String),
+    }
+    let text = match Either::deserialize(d)? {
+        Either::Toml(t) => t.to_string(),
+        Either::Text(s) => s,
+    };
+    DateTime::parse_from_rfc3339(&text).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a date and time with offset, e.g. 2026-12-31T00:00:00+08:00"
+        ))
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -211,8 +233,35 @@ mod tests {
         assert_eq!(e.line, Some(2), "{e}");
         let e = parse(&format!("{OK}colour = \"red\"\n")).unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
-        let e = parse(&format!("[notice]\nworking_days = 0\n{OK}")).unwrap_err();
-        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse(&format!("{OK}[notice]\nworking_days = 0\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+    }
+
+    #[test]
+    fn freeze_windows_take_toml_or_text_dates() {
+        for (s, e) in [
+            ("2026-12-31T00:00:00+08:00", "2027-01-02T00:00:00+08:00"),
+            (
+                "\"2026-12-31T00:00:00+08:00\"",
+                "\"2027-01-02T00:00:00+08:00\"",
+            ),
+        ] {
+            let p = parse(&format!(
+                "{OK}[[freeze_windows]]\nname = \"年终\"\nstart = {s}\nend = {e}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                p.freeze_windows[0].start.to_rfc3339(),
+                "2026-12-31T00:00:00+08:00"
+            );
+        }
+        let err = parse(&format!(
+            "{OK}[[freeze_windows]]\nname = \"年终\"\nstart = 2026-12-31\nend = 2027-01-02\n"
+        ))
+        .unwrap_err();
+        assert!(err.reason.contains("offset"), "{err}");
+        let err = parse(&format!("{OK}[[freeze_windows]]\nname = \"年终\"\nstart = 2027-01-02T00:00:00+08:00\nend = 2026-12-31T00:00:00+08:00\n")).unwrap_err();
+        assert!(err.reason.contains("ends before"), "{err}");
     }
 
     #[test]

@@ -156,3 +156,73 @@ fn user_create_reads_the_password_from_stdin() {
         "the password is never printed"
     );
 }
+
+#[test]
+fn calendar_earliest_start_from_the_command_line() {
+    let out = changeguard()
+        .args([
+            "calendar",
+            "earliest-start",
+            "2026-11-23",
+            "2026-09-30",
+            "2026-12-29",
+            "nonsense",
+        ])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .env(
+            "CHANGEGUARD_DATABASE_URL",
+            "postgres://nowhere.invalid/none",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "2026-11-23\t2026-11-27");
+    assert_eq!(lines[1], "2026-09-30\t2026-10-11");
+    assert!(
+        lines[2].starts_with("2026-12-29\terror: ") && lines[2].contains("2027"),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("nonsense\terror: "), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed date makes the exit status non-zero"
+    );
+
+    let out = changeguard()
+        .args(["calendar", "earliest-start", "2026-11-27"])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2026-11-27\t2026-12-03\n"
+    );
+}
+
+#[test]
+fn calendar_show_marks_days_off_and_makeup_days() {
+    let out = changeguard()
+        .args(["calendar", "show", "2026-10"])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2026年10月"), "{text}");
+    assert!(text.contains("国庆"), "{text}");
+    assert!(text.contains('*') && text.contains('+'), "{text}");
+    let out = changeguard()
+        .args(["calendar", "show", "2031-01"])
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2031"));
+}

@@ -20,6 +20,8 @@ pub enum Backend {
 }
 
 pub struct TestServer {
+    /// The running instance's state, for invoking scheduled jobs directly.
+    pub app: changeguard::App,
     pub base: String,
     pub client: Client,
     pub backend: Backend,
@@ -53,12 +55,15 @@ pub fn shipped_policies() -> PathBuf {
 
 pub struct Options {
     pub policies: PathBuf,
+    /// Join an existing database and key directory (a second instance) instead of a fresh one.
+    pub join: Option<(String, PathBuf)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             policies: shipped_policies(),
+            join: None,
         }
     }
 }
@@ -70,23 +75,30 @@ impl TestServer {
 
     pub async fn start_with(backend: Backend, opts: Options) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let (database_url, pg_admin) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite:{}", dir.path().join("cg.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                let admin_url = postgres_url().expect("postgres url");
-                let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-                    .await
-                    .expect("PostgreSQL must be reachable at CHANGEGUARD_TEST_POSTGRES_URL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                (replace_db(&admin_url, &name), Some((admin_url, name)))
-            }
+        let key_dir = opts
+            .join
+            .as_ref()
+            .map_or_else(|| dir.path().to_path_buf(), |(_, k)| k.clone());
+        let (database_url, pg_admin) = match (&opts.join, backend) {
+            (Some((url, _)), _) => (url.clone(), None),
+            (None, backend) => match backend {
+                Backend::Sqlite => (
+                    format!("sqlite:{}", dir.path().join("cg.db").display()),
+                    None,
+                ),
+                Backend::Postgres => {
+                    let admin_url = postgres_url().expect("postgres url");
+                    let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
+                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+                        .await
+                        .expect("PostgreSQL must be reachable at CHANGEGUARD_TEST_POSTGRES_URL");
+                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                    (replace_db(&admin_url, &name), Some((admin_url, name)))
+                }
+            },
         };
         let settings = Settings {
             database_url: database_url.clone(),
@@ -95,13 +107,14 @@ impl TestServer {
             jwt_secret: Some(SecretString::from(JWT_SECRET_HEX)),
             audit_key: None,
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
-            key_dir: Some(dir.path().to_path_buf()),
+            key_dir: Some(key_dir),
             hash_concurrency: Some(2),
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = Server::build(settings, listener).await.unwrap();
         let addr = server.local_addr().unwrap();
+        let app = server.app.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             server
@@ -112,6 +125,7 @@ impl TestServer {
                 .unwrap();
         });
         TestServer {
+            app,
             base: format!("http://{addr}"),
             client: Client::new(),
             backend,
@@ -121,6 +135,15 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// Another instance on the same database and keys (several instances behind a balancer).
+    pub async fn second_instance(&self) -> TestServer {
+        let opts = Options {
+            join: Some((self.database_url.clone(), self.dir.path().to_path_buf())),
+            ..Options::default()
+        };
+        TestServer::start_with(self.backend, opts).await
     }
 
     pub fn url(&self, path: &str) -> String {

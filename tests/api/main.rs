@@ -5,6 +5,8 @@ mod harness;
 
 mod audit_trail;
 mod auth;
+mod changes;
 mod cli;
 mod errors;
 mod rbac;
+mod workdays;

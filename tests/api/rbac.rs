@@ -33,6 +33,8 @@ fn every_route_declares_its_access() {
     assert_eq!(
         public,
         vec![
+            // The feed authenticates with the personal token in its URL.
+            "GET /api/v1/calendar.ics",
             "GET /healthz",
             "GET /metrics",
             "GET /readyz",
@@ -317,6 +319,7 @@ async fn no_escalation_through_grantable_roles() {
             backend,
             Options {
                 policies: dir.path().to_path_buf(),
+                ..Options::default()
             },
         )
         .await;

@@ -1,9 +1,13 @@
 //! The JSON API under `/api/v1`.
 
+pub mod agenda;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod roles;
+pub mod systems;
 pub mod users;
+pub mod workdays;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,4 +29,22 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(roles::holders))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+        .routes(routes!(workdays::earliest_start))
+        .routes(routes!(workdays::days))
+        .routes(routes!(workdays::status))
+        .routes(routes!(workdays::load_year))
+        .routes(routes!(systems::create, systems::list))
+        .routes(routes!(systems::update))
+        .routes(routes!(changes::file, changes::list))
+        .routes(routes!(changes::get, changes::amend))
+        .routes(routes!(changes::approve))
+        .routes(routes!(changes::reject))
+        .routes(routes!(changes::start))
+        .routes(routes!(changes::complete))
+        .routes(routes!(changes::cancel))
+        .routes(routes!(changes::review))
+        .routes(routes!(agenda::view))
+        .routes(routes!(agenda::create_feed, agenda::revoke_feed))
+        .routes(routes!(agenda::feed))
+        .routes(routes!(agenda::changes_report))
 }
