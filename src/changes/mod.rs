@@ -419,6 +419,24 @@ pub async fn get(app: &App, id: i64) -> Result<ChangeView> {
     Ok(ChangeView::from_row(row, conflicts))
 }
 
+/// Changes matching `filter`, each with its conflicts (one query for all of them).
+pub async fn list(app: &App, filter: &db::ChangeFilter<'_>) -> Result<Vec<ChangeView>> {
+    let rows = db::list_changes(&app.db, filter).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut conflicts: std::collections::HashMap<i64, Vec<db::Conflict>> =
+        std::collections::HashMap::new();
+    for (of, c) in db::conflicts_of(&app.db, &ids).await? {
+        conflicts.entry(of).or_default().push(c);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let c = conflicts.remove(&r.id).unwrap_or_default();
+            ChangeView::from_row(r, c)
+        })
+        .collect())
+}
+
 /// Facts about a change for the policies.
 fn facts(row: &ChangeRow) -> ChangeFacts {
     ChangeFacts {

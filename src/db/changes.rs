@@ -285,6 +285,39 @@ pub async fn conflicts(
     })?)
 }
 
+/// Conflicts of several changes at once: (change id, conflicting change), one query.
+pub async fn conflicts_of(db: &Db, ids: &[i64]) -> Result<Vec<(i64, Conflict)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        of_id: i64,
+        #[sqlx(flatten)]
+        conflict: Conflict,
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only numbered placeholders are generated; the values are bound.
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT DISTINCT me.id AS of_id, c.id, c.title, c.status, c.planned_start, c.planned_end \
+         FROM change_requests me JOIN change_systems ms ON ms.change_id = me.id \
+         JOIN change_systems os ON os.system_key = ms.system_key AND os.change_id <> me.id \
+         JOIN change_requests c ON c.id = os.change_id \
+         WHERE me.id IN ({}) AND c.status IN ('submitted', 'approved', 'in_progress') \
+         AND c.planned_start < me.planned_end AND c.planned_end > me.planned_start \
+         ORDER BY me.id, c.planned_start, c.id",
+        placeholders.join(", ")
+    );
+    let rows = on_pool!(db, |p| {
+        let mut q = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.clone()));
+        for id in ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(p).await
+    })?;
+    Ok(rows.into_iter().map(|r| (r.of_id, r.conflict)).collect())
+}
+
 /// Fields a transition or a reschedule writes; `None` keeps the value.
 #[derive(Debug, Default)]
 pub struct ChangeUpdate<'a> {

@@ -689,6 +689,18 @@ crate::both_backends!(conflicts_calendar_feed_and_report, |srv| {
     )
     .await;
     assert_eq!(list.as_array().unwrap().len(), 2);
+    for item in list.as_array().unwrap() {
+        let other = if item["id"] == a { b } else { a };
+        assert_eq!(
+            item["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+            vec![other]
+        );
+    }
     problem(
         srv.get("/api/v1/changes?status=done", &p.mgr).await,
         StatusCode::BAD_REQUEST,

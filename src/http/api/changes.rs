@@ -69,24 +69,16 @@ pub async fn list(
         }
         .into());
     }
-    let rows = db::list_changes(
-        &app.db,
-        &ChangeFilter {
-            status: q.status.as_deref(),
-            category: q.category.as_deref(),
-            system: q.system.as_deref(),
-            from: q.from.map(|t| t.with_timezone(&Utc)),
-            to: q.to.map(|t| t.with_timezone(&Utc)),
-            start_after: None,
-            limit,
-        },
-    )
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let conflicts = db::conflicts(&app.db, r.id, r.planned_start, r.planned_end).await?;
-        out.push(ChangeView::from_row(r, conflicts));
-    }
+    let filter = ChangeFilter {
+        status: q.status.as_deref(),
+        category: q.category.as_deref(),
+        system: q.system.as_deref(),
+        from: q.from.map(|t| t.with_timezone(&Utc)),
+        to: q.to.map(|t| t.with_timezone(&Utc)),
+        start_after: None,
+        limit,
+    };
+    let out = changes::list(&app, &filter).await?;
     Ok(Json(out))
 }
 
