@@ -275,9 +275,6 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
     }
     let start = req.planned_start.with_timezone(&Utc);
     let end = req.planned_end.with_timezone(&Utc);
-    if let Some(problem) = rules::window_problem(start, end, policy.max_window_days) {
-        return Err(invalid("invalid_window", problem));
-    }
     let justification = req
         .justification
         .as_deref()
@@ -296,21 +293,14 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
     let now = app.now();
     let notified_on = rules::notice_date(now, tz);
     let calendar = app.calendar().await?;
-    let rule = policy.rule_for(category);
-    let earliest = if req.emergency {
-        calendar
-            .earliest_start(notified_on, &rule)
-            .ok()
-            .map(|e| e.earliest_start)
-    } else {
-        if let Some(w) = rules::frozen_by(&policy.freeze_windows, &req.category, start, end) {
-            return Err(freeze_error(w));
-        }
-        Some(
-            rules::check_notice(&calendar, &rule, tz, notified_on, start)
-                .map_err(|r| notice_error(r, tz.name()))?,
-        )
-    };
+    let earliest = check_schedule(
+        policy,
+        &calendar,
+        &req.category,
+        req.emergency,
+        notified_on,
+        (start, end),
+    )?;
 
     let mut tx = app.db.begin().await?;
     let found = db::existing_systems(&mut tx, &systems).await?;
@@ -353,22 +343,24 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
         },
     )
     .await?;
-    db::insert_event(
-        &mut tx,
-        id,
-        None,
-        Status::Submitted.as_str(),
-        Some(who.user_id),
-        justification,
-        now,
-    )
-    .await?;
     let entry = Entry::ok(Some((who.user_id, &who.username)), "change.create", format!("change:{id}")).with_details(json!({
         "category": req.category, "systems": systems, "emergency": req.emergency,
         "planned_start": start, "planned_end": end, "notified_on": notified_on, "earliest_start": earliest,
     }));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    record(
+        app,
+        tx,
+        Line {
+            id,
+            from: None,
+            to: Status::Submitted.as_str(),
+            actor: Some(who.user_id),
+            comment: justification,
+        },
+        &entry,
+        now,
+    )
+    .await?;
     get(app, id).await
 }
 
@@ -410,6 +402,70 @@ fn freeze_error(w: &crate::policy::FreezeWindow) -> Error {
         ),
         extra,
     }
+}
+
+/// The checks of a planned window, shared by filing and rescheduling: its length, then (for a
+/// normal change) freeze windows and the notice rule against `notified_on`. Returns the earliest
+/// permitted start (for an emergency, for information only, when computable).
+fn check_schedule(
+    policy: &crate::policy::ChangePolicy,
+    calendar: &crate::calendar::WorkingCalendar,
+    category_key: &str,
+    emergency: bool,
+    notified_on: NaiveDate,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Option<NaiveDate>> {
+    if let Some(problem) = rules::window_problem(start, end, policy.max_window_days) {
+        return Err(invalid("invalid_window", problem));
+    }
+    let category = policy.categories.get(category_key).ok_or_else(|| {
+        Error::Internal(anyhow::anyhow!(
+            "category {category_key} is not in the policy"
+        ))
+    })?;
+    let rule = policy.rule_for(category);
+    if emergency {
+        return Ok(calendar
+            .earliest_start(notified_on, &rule)
+            .ok()
+            .map(|e| e.earliest_start));
+    }
+    if let Some(w) = rules::frozen_by(&policy.freeze_windows, category_key, start, end) {
+        return Err(freeze_error(w));
+    }
+    rules::check_notice(calendar, &rule, policy.timezone, notified_on, start)
+        .map(Some)
+        .map_err(|r| notice_error(r, policy.timezone.name()))
+}
+
+/// A line of a change's timeline.
+struct Line<'a> {
+    id: i64,
+    from: Option<&'a str>,
+    to: &'a str,
+    actor: Option<i64>,
+    comment: Option<&'a str>,
+}
+
+/// The end of every command: the timeline line, the audit entry, and the commit.
+async fn record(
+    app: &App,
+    mut tx: crate::db::Tx,
+    line: Line<'_>,
+    entry: &Entry,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Line {
+        id,
+        from,
+        to,
+        actor,
+        comment,
+    } = line;
+    db::insert_event(&mut tx, id, from, to, actor, comment, now).await?;
+    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// One change with its conflicts.
@@ -626,23 +682,25 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
         Command::Reject(_) | Command::Cancel(_) => {}
     }
     db::update_change(&mut tx, id, &update, now).await?;
-    db::insert_event(
-        &mut tx,
-        id,
-        Some(&row.status),
-        to.as_str(),
-        Some(who.user_id),
-        comment.as_deref(),
-        now,
-    )
-    .await?;
     policy_ids.sort();
     policy_ids.dedup();
     let entry = Entry::ok(Some((who.user_id, &who.username)), &format!("change.{}", step.as_str()), format!("change:{id}"))
         .with_policies(&policy_ids)
         .with_details(json!({"from": row.status, "to": to.as_str(), "comment": comment, "emergency": row.emergency}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    record(
+        app,
+        tx,
+        Line {
+            id,
+            from: Some(&row.status),
+            to: to.as_str(),
+            actor: Some(who.user_id),
+            comment: comment.as_deref(),
+        },
+        &entry,
+        now,
+    )
+    .await?;
     get(app, id).await
 }
 
@@ -665,24 +723,26 @@ pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<
         ..Default::default()
     };
     db::update_change(&mut tx, id, &update, now).await?;
-    db::insert_event(
-        &mut tx,
-        id,
-        Some(&row.status),
-        &row.status,
-        Some(who.user_id),
-        Some(&req.notes),
-        now,
-    )
-    .await?;
     let entry = Entry::ok(
         Some((who.user_id, &who.username)),
         "change.review",
         format!("change:{id}"),
     )
     .with_details(json!({"emergency": true}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    record(
+        app,
+        tx,
+        Line {
+            id,
+            from: Some(&row.status),
+            to: &row.status,
+            actor: Some(who.user_id),
+            comment: Some(&req.notes),
+        },
+        &entry,
+        now,
+    )
+    .await?;
     get(app, id).await
 }
 
@@ -738,9 +798,6 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
     let end = req
         .planned_end
         .map_or(row.planned_end, |t| t.with_timezone(&Utc));
-    if let Some(problem) = rules::window_problem(start, end, policy.max_window_days) {
-        return Err(invalid("invalid_window", problem));
-    }
     let justification = req
         .justification
         .as_deref()
@@ -750,24 +807,15 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         .notified_on
         .parse()
         .map_err(|_| Error::Internal(anyhow::anyhow!("bad notified_on {}", row.notified_on)))?;
-    let earliest = if row.emergency {
-        None
-    } else {
-        if let Some(w) = rules::frozen_by(&policy.freeze_windows, &row.category, start, end) {
-            return Err(freeze_error(w));
-        }
-        Some(
-            rules::check_notice(
-                &calendar,
-                &policy.rule_for(category),
-                policy.timezone,
-                notified_on,
-                start,
-            )
-            .map_err(|r| notice_error(r, policy.timezone.name()))?
-            .to_string(),
-        )
-    };
+    let earliest = check_schedule(
+        policy,
+        &calendar,
+        &row.category,
+        row.emergency,
+        notified_on,
+        (start, end),
+    )?
+    .map(|d| d.to_string());
     let update = ChangeUpdate {
         status: Some(to.as_str()),
         title: req.title.as_deref().map(str::trim),
@@ -791,16 +839,6 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
     } else {
         Some("amended".to_string())
     };
-    db::insert_event(
-        &mut tx,
-        id,
-        Some(&row.status),
-        to.as_str(),
-        Some(who.user_id),
-        comment.as_deref(),
-        now,
-    )
-    .await?;
     let entry = Entry::ok(
         Some((who.user_id, &who.username)),
         "change.reschedule",
@@ -811,8 +849,20 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         json!({"from": row.status, "to": to.as_str(), "planned_start": start, "planned_end": end,
                              "previous_start": row.planned_start, "previous_end": row.planned_end}),
     );
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    record(
+        app,
+        tx,
+        Line {
+            id,
+            from: Some(&row.status),
+            to: to.as_str(),
+            actor: Some(who.user_id),
+            comment: comment.as_deref(),
+        },
+        &entry,
+        now,
+    )
+    .await?;
     get(app, id).await
 }
 
@@ -837,20 +887,22 @@ pub async fn expire_overdue(app: &App) -> Result<usize> {
             now,
         )
         .await?;
-        db::insert_event(
-            &mut tx,
-            id,
-            Some(&row.status),
-            Status::Expired.as_str(),
-            None,
-            Some("never started in its window"),
+        let entry = Entry::ok(None, "change.expire", format!("change:{id}"))
+            .with_reason("approved but never started by its planned end");
+        record(
+            app,
+            tx,
+            Line {
+                id,
+                from: Some(&row.status),
+                to: Status::Expired.as_str(),
+                actor: None,
+                comment: Some("never started in its window"),
+            },
+            &entry,
             now,
         )
         .await?;
-        let entry = Entry::ok(None, "change.expire", format!("change:{id}"))
-            .with_reason("approved but never started by its planned end");
-        audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-        tx.commit().await?;
         n += 1;
     }
     Ok(n)
