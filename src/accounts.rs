@@ -260,6 +260,7 @@ async fn is_last_admin(
     user_id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    users_db::lock_admins(tx).await?;
     let target = users_db::get_tx(tx, user_id).await.map_err(not_found)?;
     let holds_admin = users_db::roles_of(&app.db, user_id, now)
         .await?
@@ -288,16 +289,21 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         ));
     }
     let grantee = users_db::get(&app.db, user_id).await.map_err(not_found)?;
+    let mut tx = app.db.begin().await?;
+    // Re-granting the last admin's `admin` with an expiry would let it run out.
+    let removes_last_admin = req.role == "admin"
+        && req.expires_at.is_some()
+        && is_last_admin(app, &mut tx, user_id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
         "role.grant",
         &Resource::Role(&req.role),
         &Facts {
             grantee: Some(user_id),
+            removes_last_admin,
             ..Facts::default()
         },
     ))?;
-    let mut tx = app.db.begin().await?;
     let grant = users_db::upsert_grant(
         &mut tx,
         user_id,
@@ -401,7 +407,7 @@ pub async fn bootstrap_admin(
             (SecretString::from(pw.clone()), Some(pw))
         }
     };
-    let user = create_user(
+    let created = create_user(
         app,
         None,
         CreateUser {
@@ -412,7 +418,16 @@ pub async fn bootstrap_admin(
             password,
         },
     )
-    .await?;
+    .await;
+    let user = match created {
+        Ok(user) => user,
+        // Another instance starting at the same moment created it first.
+        Err(Error::Conflict {
+            code: "username_taken",
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     grant_role_unattended(app, user.id, "admin").await?;
     Ok(generated)
 }

@@ -77,7 +77,11 @@ impl Settings {
             Some(path) => fig = fig.merge(Toml::file(path)),
             None => fig = fig.merge(Toml::file("changeguard.toml")),
         }
-        let fig = fig.merge(Env::prefixed("CHANGEGUARD_").ignore(&["config", "test_postgres_url"]));
+        let fig = fig.merge(Env::prefixed("CHANGEGUARD_").ignore(&[
+            "config",
+            "log",
+            "test_postgres_url",
+        ]));
         let settings: Settings = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         settings.validate()?;
         Ok(settings)

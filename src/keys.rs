@@ -57,13 +57,21 @@ pub fn load_or_create(src: &KeySource<'_>) -> Result<(KeyBytes, bool), KeyError>
     Ok((SecretBox::new(Box::new(bytes)), true))
 }
 
+/// A fingerprint that identifies a key without revealing it (HMAC of a fixed label).
+pub fn fingerprint(key: &KeyBytes) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(key.expose_secret()) else {
+        return String::new();
+    };
+    mac.update(b"changeguard key fingerprint v1");
+    hex::encode(mac.finalize().into_bytes())
+}
+
 /// Hex (64+ characters) or base64 (standard or URL-safe) of at least 32 bytes.
 fn decode_key(s: &str) -> Option<Vec<u8>> {
-    if s.len() >= 64
-        && s.chars().all(|c| c.is_ascii_hexdigit())
-        && let Ok(b) = hex::decode(s)
-    {
-        return Some(b);
+    if s.chars().all(|c| c.is_ascii_hexdigit()) {
+        // All hex digits: read as hex, never as base64 (a short hex key is short).
+        return hex::decode(s).ok().filter(|b| b.len() >= 32);
     }
     let engines = [
         base64::engine::general_purpose::STANDARD,

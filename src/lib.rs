@@ -95,6 +95,22 @@ impl App {
             .await
             .context("cannot connect to the database (CHANGEGUARD_DATABASE_URL)")?;
         db.migrate().await.context("database migration failed")?;
+        // The database remembers the keys it was created with: a wrong or regenerated key
+        // refuses to start, instead of sealing audit entries that can never verify.
+        for (name, var, key) in [
+            ("jwt", "CHANGEGUARD_JWT_SECRET", &jwt_key),
+            ("audit", "CHANGEGUARD_AUDIT_KEY", &audit_key),
+        ] {
+            let fp = keys::fingerprint(key);
+            let recorded = db::keys::remember(&db, name, &fp, SystemClock.now()).await?;
+            if recorded != fp {
+                anyhow::bail!(
+                    "{var} (or changeguard.{name}.key in {}) is not the key this database was created with; \
+                     restore the original key from your backup. Nothing was changed.",
+                    key_dir.display()
+                );
+            }
+        }
         let hasher = Hasher::new(settings.hash_concurrency())?;
         let app = App(Arc::new(AppInner {
             tokens: Tokens::new(&jwt_key),

@@ -1,7 +1,7 @@
 //! The working-day calendar as the service keeps it: the years shipped in `policies/calendars/`
 //! plus the years loaded at run time into the database (which win for the same year). Every
 //! instance sees a newly loaded year on its next question: the cache is keyed by the table's
-//! signature, read once per use.
+//! row count and highest revision, read once per use.
 
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use crate::db::{audit as audit_db, calendar as db};
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 
-type Signature = (i64, Option<chrono::DateTime<chrono::Utc>>);
+type Signature = (i64, Option<i64>);
 
 /// The merged calendar, rebuilt when the database's years change.
 #[derive(Default)]

@@ -7,6 +7,8 @@
 pub mod password;
 pub mod token;
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -31,11 +33,11 @@ pub struct LoginOk {
     pub expires_in: i64,
 }
 
-fn invalid_credentials(subject: &str) -> Error {
+fn invalid_credentials(subject: Option<String>) -> Error {
     Error::Unauthenticated {
         code: "invalid_credentials",
         message: "用户名或密码错误 / Wrong username or password".into(),
-        subject: Some(subject.to_string()),
+        subject,
     }
 }
 
@@ -53,41 +55,71 @@ pub fn normalize_username(s: &str) -> String {
     s.trim().to_lowercase()
 }
 
+/// Counts a login attempt for `key` BEFORE the password is checked, in one serialized
+/// transaction: concurrent attempts cannot slip past the delay. Err: blocked for that long.
+/// The clock is read after the lock, so attempts are ordered as they were serialized.
+async fn claim_attempt(app: &App, key: &str) -> Result<()> {
+    let mut tx = app.db.begin().await?;
+    let last = users_db::throttle_for_update(&mut tx, key).await?;
+    let now = app.now();
+    let failures = match last {
+        Some((_, until)) if until > now => {
+            let secs = (until - now).num_seconds().max(1) as u64;
+            return Err(Error::TooManyRequests {
+                retry_after_secs: secs,
+                subject: None,
+            });
+        }
+        Some((f, _)) => f + 1,
+        None => 1,
+    };
+    users_db::set_throttle(&mut tx, key, failures, now + delay_after(failures), now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Checks the password and opens a session. Unknown user, wrong password and disabled user all
-/// get the same answer after the same work.
-pub async fn login(app: &App, username: &str, password: &SecretString) -> Result<LoginOk> {
+/// get the same answer after the same work. The rising delay is kept per username and client
+/// address, so somebody guessing from elsewhere cannot lock the real user out.
+pub async fn login(
+    app: &App,
+    username: &str,
+    password: &SecretString,
+    client: Option<IpAddr>,
+) -> Result<LoginOk> {
     let now = app.now();
     let username = normalize_username(username);
     if username.is_empty() || username.len() > 64 {
-        return Err(invalid_credentials(&username));
+        return Err(invalid_credentials(None));
     }
-    if let Some((_, until)) = users_db::throttle(&app.db, &username).await?
-        && until > now
-    {
-        let secs = (until - now).num_seconds().max(1) as u64;
-        return Err(Error::TooManyRequests {
-            retry_after_secs: secs,
-            subject: Some(username),
-        });
-    }
+    let key = match client {
+        Some(ip) => format!("{username}|{ip}"),
+        None => username.clone(),
+    };
     let found = users_db::credentials(&app.db, &username).await?;
+    // Only a real username goes to the audit trail: people sometimes type a password there.
+    let subject = found.as_ref().map(|(u, _)| u.username.clone());
+    match claim_attempt(app, &key).await {
+        Ok(()) => {}
+        Err(Error::TooManyRequests {
+            retry_after_secs, ..
+        }) => {
+            return Err(Error::TooManyRequests {
+                retry_after_secs,
+                subject,
+            });
+        }
+        Err(e) => return Err(e),
+    }
     let ok = app
         .hasher
         .verify(password, found.as_ref().map(|(_, h)| h.as_str()))
         .await?;
     let user = match found {
         Some((user, _)) if ok && user.active => user,
-        _ => {
-            let failures = users_db::throttle(&app.db, &username)
-                .await?
-                .map_or(0, |(f, _)| f)
-                + 1;
-            users_db::set_throttle(&app.db, &username, failures, now + delay_after(failures))
-                .await?;
-            return Err(invalid_credentials(&username));
-        }
+        _ => return Err(invalid_credentials(subject)),
     };
-    users_db::clear_throttle(&app.db, &username).await?;
+    users_db::clear_throttle(&app.db, &key).await?;
 
     let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
     let expires_at = now + ttl;

@@ -509,6 +509,10 @@ fn require(d: crate::rbac::Decision) -> Result<crate::rbac::Decision> {
         return Ok(d);
     }
     let (code, message) = match d.policy_ids.first().map(String::as_str) {
+        Some("sod.independent_review") => (
+            "self_review",
+            "申请人或执行人不能复核自己的紧急变更 / The requester or assignee cannot review their own emergency change",
+        ),
         Some("sod.no_self_approval") => (
             "self_approval",
             "申请人不能审批自己的变更 / The requester cannot approve their own change",
@@ -635,7 +639,8 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     };
     let completion;
     match &cmd {
-        Command::Approve(_) => {
+        // Whoever may approve a change may also reject it.
+        Command::Approve(_) | Command::Reject(_) => {
             let needed = if row.emergency {
                 "change.approve_emergency"
             } else {
@@ -661,7 +666,9 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
                 });
             }
             policy_ids.extend(d.policy_ids);
-            update.approved = Some((who.user_id, now));
+            if matches!(cmd, Command::Approve(_)) {
+                update.approved = Some((who.user_id, now));
+            }
         }
         Command::Start => {
             if now < row.planned_start || now >= row.planned_end {
@@ -679,7 +686,7 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
             completion = c.outcome.as_str();
             update.completed = Some((now, completion, c.notes.as_str()));
         }
-        Command::Reject(_) | Command::Cancel(_) => {}
+        Command::Cancel(_) => {}
     }
     db::update_change(&mut tx, id, &update, now).await?;
     policy_ids.sort();
@@ -718,6 +725,12 @@ pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<
             "只有已完成且未复核的紧急变更需要事后复核 / Only a completed, not yet reviewed emergency change takes a review",
         ));
     }
+    let decision = require(app.policies.authorizer.decide(
+        who,
+        "change.approve_emergency",
+        &Resource::Change(facts(&row)),
+        &Facts::default(),
+    ))?;
     let update = ChangeUpdate {
         reviewed: Some((who.user_id, now, req.notes.as_str())),
         ..Default::default()
@@ -728,6 +741,7 @@ pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<
         "change.review",
         format!("change:{id}"),
     )
+    .with_policies(&decision.policy_ids)
     .with_details(json!({"emergency": true}));
     record(
         app,

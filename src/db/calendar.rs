@@ -14,13 +14,10 @@ pub async fn years(db: &Db) -> Result<Vec<(i32, String)>> {
     .await)?)
 }
 
-/// Changes whenever a year is stored: (number of years, last update).
-pub async fn signature(db: &Db) -> Result<(i64, Option<DateTime<Utc>>)> {
-    Ok(on_pool!(db, |p| sqlx::query_as::<
-        _,
-        (i64, Option<DateTime<Utc>>),
-    >(
-        "SELECT COUNT(*), MAX(updated_at) FROM holiday_years"
+/// Changes whenever a year is stored: (number of years, highest revision).
+pub async fn signature(db: &Db) -> Result<(i64, Option<i64>)> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, (i64, Option<i64>)>(
+        "SELECT COUNT(*), MAX(revision) FROM holiday_years"
     )
     .fetch_one(p)
     .await)?)
@@ -43,18 +40,20 @@ pub async fn upsert(
     .is_some();
     on_tx!(tx, |c| {
         sqlx::query(
-        "INSERT INTO holiday_years (year, source, calendar, updated_by, updated_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (year) DO UPDATE SET source = excluded.source, \
-         calendar = excluded.calendar, updated_by = excluded.updated_by, updated_at = excluded.updated_at"
-    )
-    .bind(year)
-    .bind(source)
-    .bind(calendar_json)
-    .bind(by)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|_| ())
+            "INSERT INTO holiday_years (year, source, calendar, updated_by, updated_at, revision) \
+         VALUES ($1, $2, $3, $4, $5, (SELECT COALESCE(MAX(revision), 0) + 1 FROM holiday_years)) \
+         ON CONFLICT (year) DO UPDATE SET source = excluded.source, calendar = excluded.calendar, \
+         updated_by = excluded.updated_by, updated_at = excluded.updated_at, \
+         revision = excluded.revision",
+        )
+        .bind(year)
+        .bind(source)
+        .bind(calendar_json)
+        .bind(by)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|_| ())
     })?;
     Ok(existed)
 }

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod calendar;
 pub mod changes;
+pub mod keys;
 pub mod users;
 
 use std::str::FromStr;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Db, Result, Tx};
+use super::{Backend, Db, Result, Tx};
 use crate::{on_pool, on_tx};
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
@@ -279,6 +279,18 @@ pub async fn delete_grant(tx: &mut Tx, user_id: i64, role: &str) -> Result<bool>
     Ok(done > 0)
 }
 
+/// Serializes changes that could remove the last admin (PostgreSQL: a transaction-scoped
+/// advisory lock; SQLite: the write transaction already excludes other writers).
+pub async fn lock_admins(tx: &mut Tx) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        on_tx!(tx, |c| sqlx::query("SELECT pg_advisory_xact_lock(7206001)")
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
 /// Active users holding `role` now, other than `except`.
 pub async fn count_active_holders(
     tx: &mut Tx,
@@ -329,33 +341,51 @@ pub async fn holders(db: &Db, roles: &[String], now: DateTime<Utc>) -> Result<Ve
 
 // ---------------------------------------------------------------- login throttling
 
-/// (failures so far, blocked until) for a username.
-pub async fn throttle(db: &Db, username: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
-    Ok(on_pool!(db, |p| {
-        sqlx::query_as::<_, (i64, DateTime<Utc>)>(
-            "SELECT failures, blocked_until FROM login_throttle WHERE username = $1",
+/// (failures so far, blocked until) for a throttle key, locking the row on PostgreSQL.
+pub async fn throttle_for_update(tx: &mut Tx, key: &str) -> Result<Option<(i64, DateTime<Utc>)>> {
+    // SQLite: the transaction is BEGIN IMMEDIATE, already serialized. PostgreSQL: a row lock
+    // cannot cover a key's first attempt (no row yet), so lock the key itself.
+    if tx.backend() == Backend::Postgres {
+        on_tx!(tx, |c| sqlx::query(
+            "SELECT pg_advisory_xact_lock(7206002, hashtext($1))"
         )
-        .bind(username)
-        .fetch_optional(p)
+        .bind(key)
+        .execute(c)
         .await
-    })?)
+        .map(|r| r.rows_affected()))?;
+    }
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, (i64, DateTime<Utc>)>(
+        "SELECT failures, blocked_until FROM login_throttle WHERE username = $1"
+    )
+    .bind(key)
+    .fetch_optional(c)
+    .await)?)
 }
 
+/// Records the attempts so far and the delay; forgets keys idle for a day.
 pub async fn set_throttle(
-    db: &Db,
-    username: &str,
+    tx: &mut Tx,
+    key: &str,
     failures: i64,
     blocked_until: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<()> {
-    on_pool!(db, |p| sqlx::query(
+    on_tx!(tx, |c| sqlx::query(
         "INSERT INTO login_throttle (username, failures, blocked_until) VALUES ($1, $2, $3) \
          ON CONFLICT (username) DO UPDATE SET failures = excluded.failures, \
          blocked_until = excluded.blocked_until"
     )
-    .bind(username)
+    .bind(key)
     .bind(failures)
     .bind(blocked_until)
-    .execute(p)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_tx!(tx, |c| sqlx::query(
+        "DELETE FROM login_throttle WHERE blocked_until < $1"
+    )
+    .bind(now - chrono::TimeDelta::days(1))
+    .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
     Ok(())

@@ -76,7 +76,13 @@ impl RouteTable {
         Ok(RouteTable(table))
     }
 
+    /// The declaration of a route; HEAD is answered like GET.
     pub fn get(&self, method: &Method, path: &str) -> Option<&RouteInfo> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         self.0.get(&(method.clone(), path.to_string()))
     }
 

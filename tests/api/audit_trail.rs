@@ -80,6 +80,9 @@ crate::both_backends!(the_database_refuses_edits_of_the_trail, |srv| {
             .await
             .is_err()
     );
+    // The head only moves forward: it cannot be rewound to hide a removed tail.
+    assert!(srv.sql(&["UPDATE audit_head SET seq = 1"]).await.is_err());
+    assert!(srv.sql(&["DELETE FROM audit_head"]).await.is_err());
     assert!(
         srv.sql(&["DELETE FROM audit_log WHERE seq = 1"])
             .await
@@ -207,4 +210,29 @@ crate::both_backends!(cli_verifies_an_intact_chain, |srv| {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain OK"));
+});
+
+crate::both_backends!(a_different_audit_key_refuses_to_start, |srv| {
+    let _ = srv.admin().await;
+    // Another instance on the same database whose key directory holds no keys generates new
+    // ones: it must refuse to start rather than seal entries that can never verify.
+    let other_keys = tempfile::tempdir().unwrap();
+    let settings = changeguard::config::Settings {
+        database_url: srv.database_url.clone(),
+        policies_dir: crate::harness::shipped_policies(),
+        jwt_secret: Some(secrecy::SecretString::from(crate::harness::JWT_SECRET_HEX)),
+        key_dir: Some(other_keys.path().to_path_buf()),
+        ..changeguard::config::Settings::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = changeguard::Server::build(settings, listener)
+        .await
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("CHANGEGUARD_AUDIT_KEY"), "{err}");
+    let admin = srv.admin().await;
+    assert_eq!(
+        body(srv.get("/api/v1/audit/verify", &admin).await).await["ok"],
+        true
+    );
 });

@@ -330,3 +330,24 @@ crate::both_backends!(weak_passwords_are_refused, |srv| {
     let users = body(srv.get("/api/v1/users", &admin).await).await;
     assert_eq!(users.as_array().unwrap().len(), 1);
 });
+
+crate::both_backends!(parallel_guesses_do_not_slip_past_the_delay, |srv| {
+    let _ = srv.admin().await;
+    // Eight wrong guesses at once: each attempt is counted before its password is checked, so
+    // only the three free ones reach the hash; the rest wait.
+    let attempts = (0..8).map(|_| srv.login("admin", "a wrong guess at once"));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let delayed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((refused, delayed), (3, 5), "{statuses:?}");
+});

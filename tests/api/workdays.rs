@@ -18,6 +18,18 @@ pub fn year_2027() -> Value {
     })
 }
 
+/// Stand-in data for a year after 2027 (test data): New Year's Day off.
+pub fn test_year(year: i32) -> Value {
+    if year == 2027 {
+        return year_2027();
+    }
+    json!({
+        "source": format!("国务院办公厅关于{year}年部分节假日安排的通知（测试数据 / test data）"),
+        "days_off": [{"date": format!("{year}-01-01"), "name": "元旦"}],
+        "makeup_workdays": []
+    })
+}
+
 crate::both_backends!(earliest_start_examples, |srv| {
     let admin = srv.admin().await;
     let (_, viewer) = srv.user_with(&admin, "view.only", &["viewer"]).await;

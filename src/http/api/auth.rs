@@ -1,6 +1,8 @@
 //! Login, logout, and who am I.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -25,9 +27,12 @@ pub struct LoginRequest {
                (status = 429, body = Problem, description = "too_many_requests, with Retry-After")))]
 pub async fn login(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginOk>> {
-    Ok(Json(auth::login(&app, &req.username, &req.password).await?))
+    Ok(Json(
+        auth::login(&app, &req.username, &req.password, Some(peer.ip())).await?,
+    ))
 }
 
 /// Ends the session: the token is dead afterwards.
