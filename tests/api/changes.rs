@@ -965,6 +965,25 @@ async fn freeze_windows_refuse_normal_changes() {
             e.to_rfc3339()
         ));
         std::fs::write(&file, text).unwrap();
+        // A deputy who may approve normal changes but not emergencies.
+        let roles = dir.path().join("roles.toml");
+        let text = std::fs::read_to_string(&roles).unwrap().replacen(
+            "grantable = [\"admin\",",
+            "grantable = [\"deputy\", \"admin\",",
+            1,
+        );
+        std::fs::write(
+            &roles,
+            text + "\n[roles.deputy]\ntitle_zh = \"副经理\"\ntitle_en = \"Deputy\"\ndescription = \"审批普通变更 / Approves normal changes\"\n",
+        )
+        .unwrap();
+        let cedar = dir.path().join("rbac/roles.cedar");
+        let text = std::fs::read_to_string(&cedar).unwrap();
+        std::fs::write(
+            &cedar,
+            text + "\n@id(\"role.deputy\")\npermit (principal in Role::\"deputy\", action in [Action::\"change.read\", Action::\"change.approve\"], resource);\n",
+        )
+        .unwrap();
 
         let srv = TestServer::start_with(
             backend,
@@ -990,23 +1009,70 @@ async fn freeze_windows_refuse_normal_changes() {
                 .contains("年终决算")
         );
         // After the window: fine. An emergency inside it: accepted.
-        assert_eq!(
+        let after = body(
             srv.post(
                 "/api/v1/changes",
                 &p.op,
-                change(at(earliest, 3 * 24 * 60), 2)
+                change(at(earliest, 3 * 24 * 60), 2),
             )
-            .await
-            .status(),
-            StatusCode::CREATED
-        );
+            .await,
+        )
+        .await;
+        assert_eq!(after["status"], "submitted");
+        let after_id = after["id"].as_i64().unwrap();
         let mut req = change(at(earliest, 600), 2);
         req["emergency"] = json!(true);
         req["justification"] = json!("安全漏洞 / security hole");
-        assert_eq!(
-            srv.post("/api/v1/changes", &p.op, req).await.status(),
-            StatusCode::CREATED
-        );
+        let urgent = body(srv.post("/api/v1/changes", &p.op, req).await).await;
+        assert_eq!(urgent["emergency"], true);
+        let urgent_id = urgent["id"].as_i64().unwrap();
+
+        // Rescheduling a normal change into the window is refused, and changes nothing.
+        let doc = problem(
+            srv.call(
+                Method::PATCH,
+                &format!("/api/v1/changes/{after_id}"),
+                Some(&p.op),
+                Some(json!({"planned_start": rfc(at(earliest, 600)), "planned_end": rfc(at(earliest, 720))})),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "freeze_window",
+        )
+        .await;
+        assert!(doc["detail"].as_str().unwrap().contains("封网期"));
+        let kept = body(srv.get(&format!("/api/v1/changes/{after_id}"), &p.op).await).await;
+        assert_eq!(kept["planned_start"], after["planned_start"]);
+
+        // The deputy approves normal changes, never emergencies.
+        let (_, deputy) = srv.user_with(&p.admin, "deputy.he", &["deputy"]).await;
+        problem(
+            srv.post(
+                &format!("/api/v1/changes/{urgent_id}/approve"),
+                &deputy,
+                json!({}),
+            )
+            .await,
+            StatusCode::FORBIDDEN,
+            "emergency_approval_required",
+        )
+        .await;
+        let still = body(
+            srv.get(&format!("/api/v1/changes/{urgent_id}"), &p.op)
+                .await,
+        )
+        .await;
+        assert_eq!(still["status"], "submitted");
+        let approved = body(
+            srv.post(
+                &format!("/api/v1/changes/{after_id}/approve"),
+                &deputy,
+                json!({}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(approved["status"], "approved");
         srv.stop().await;
     }
 }
