@@ -6,7 +6,8 @@
 //! generated OpenAPI document, so the docs and the enforcement cannot disagree. A route without
 //! a declaration is refused to everybody (deny by default).
 //!
-//! The gate also audits every refused write (any 4xx answer to a non-GET request), in one place.
+//! The gate also audits every refused write of a known person (any 4xx answer to a non-GET
+//! request but 404), in one place.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -209,6 +210,18 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
 
     if write && response.status().is_client_error() && response.status() != StatusCode::NOT_FOUND {
         let refusal = response.extensions().get::<Refusal>().cloned();
+        // Refusals nobody can be held to (no valid token, no known username) and the 429s of a
+        // running login delay would let anyone fill the audit trail: they are counted and
+        // logged instead. Every refusal of a known person is audited.
+        let known = principal.is_some()
+            || refusal.as_ref().is_some_and(|r| r.subject.is_some())
+                && response.status() != StatusCode::TOO_MANY_REQUESTS;
+        if !known {
+            metrics::counter!("unattributed_refusals_total", "status" => response.status().as_u16().to_string())
+                .increment(1);
+            tracing::info!(operation = %info.operation, status = response.status().as_u16(), "refused write not attributable to a user; not audited");
+            return response;
+        }
         let permission = match &info.access {
             Access::Permission(p) => Some(p.clone()),
             _ => None,

@@ -16,6 +16,23 @@ crate::both_backends!(writes_and_refusals_are_recorded, |srv| {
     let r = srv.post("/api/v1/users", &op, json!({})).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     srv.login("op.wang", "not the password at all").await;
+    // Nobody to hold to account: an anonymous write, a login for nobody. Counted, not audited.
+    let r = srv
+        .call(Method::POST, "/api/v1/users", None, Some(json!({})))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    srv.login("nobody.here", "not the password at all").await;
+    let metrics = srv
+        .call(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("unattributed_refusals_total{status=\"401\"}"),
+        "{metrics}"
+    );
+    // (The two newest entries below are still op.wang's: the anonymous ones left no entry.)
 
     let entries = body(srv.get("/api/v1/audit?limit=20", &admin).await).await;
     let entries = entries.as_array().unwrap();
