@@ -601,6 +601,55 @@ impl Command {
 }
 
 /// Runs a life-cycle step: checks, state change, event and audit entry in one transaction.
+/// The steps `who` may take on the change now, by the same rules as [`transition`] and
+/// [`review`] (life cycle, Cedar on the change, the approve permission): what a console offers.
+pub fn steps_allowed(app: &App, who: &Principal, c: &ChangeView) -> Vec<&'static str> {
+    let Some(status) = Status::parse(&c.status) else {
+        return Vec::new();
+    };
+    let facts = ChangeFacts {
+        id: c.id,
+        requester: c.requester.id,
+        assignee: c.assignee.id,
+        emergency: c.emergency,
+    };
+    let allows = |permission: &str, resource: &Resource| {
+        app.policies
+            .authorizer
+            .decide(who, permission, resource, &Facts::default())
+            .allowed
+    };
+    let approve_permission = if c.emergency {
+        "change.approve_emergency"
+    } else {
+        app.policies
+            .change
+            .categories
+            .get(&c.category)
+            .map_or("change.approve", |k| k.approve_permission.as_str())
+    };
+    let mut steps = Vec::new();
+    for (step, permission) in [
+        (Step::Approve, "change.approve"),
+        (Step::Reject, "change.approve"),
+        (Step::Start, "change.execute"),
+        (Step::Complete, "change.execute"),
+        (Step::Cancel, "change.create"),
+    ] {
+        let approval = matches!(step, Step::Approve | Step::Reject);
+        if rules::next(status, step).is_some()
+            && allows(permission, &Resource::Change(facts))
+            && (!approval || allows(approve_permission, &Resource::Api))
+        {
+            steps.push(step.as_str());
+        }
+    }
+    if c.review_pending && allows("change.approve_emergency", &Resource::Change(facts)) {
+        steps.push("review");
+    }
+    steps
+}
+
 pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Result<ChangeView> {
     let comment: Option<String> = match &cmd {
         Command::Approve(c) => c.comment.clone().filter(|c| !c.trim().is_empty()),

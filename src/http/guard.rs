@@ -208,49 +208,96 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         Err((who, e)) => (who, ApiError::from(e).into_response()),
     };
 
-    if write && response.status().is_client_error() && response.status() != StatusCode::NOT_FOUND {
-        let refusal = response.extensions().get::<Refusal>().cloned();
-        // Refusals nobody can be held to (no valid token, no known username) and the 429s of a
-        // running login delay would let anyone fill the audit trail: they are counted and
-        // logged instead. Every refusal of a known person is audited.
-        let known = principal.is_some()
-            || refusal.as_ref().is_some_and(|r| r.subject.is_some())
-                && response.status() != StatusCode::TOO_MANY_REQUESTS;
-        if !known {
-            metrics::counter!("unattributed_refusals_total", "status" => response.status().as_u16().to_string())
-                .increment(1);
-            tracing::info!(operation = %info.operation, status = response.status().as_u16(), "refused write not attributable to a user; not audited");
-            return response;
-        }
+    if write {
         let permission = match &info.access {
             Access::Permission(p) => Some(p.clone()),
             _ => None,
         };
-        let entry = Entry {
-            actor_id: principal.as_ref().map(|p| p.user_id),
-            actor: principal
-                .as_ref()
-                .map(|p| p.username.clone())
-                .or_else(|| refusal.as_ref().and_then(|r| r.subject.clone())),
-            action: info.operation.clone(),
-            target: Some(format!("{method} {path}")),
-            outcome: Outcome::Refused,
-            code: refusal.as_ref().map(|r| r.code.clone()),
-            reason: refusal.as_ref().map(|r| r.detail.clone()),
-            policy_ids: refusal
-                .as_ref()
-                .map(|r| r.policy_ids.clone())
-                .unwrap_or_default(),
-            details: json!({"status": response.status().as_u16(), "permission": permission}),
+        let refused = Refused {
+            principal: principal.as_ref(),
+            operation: &info.operation,
+            target: format!("{method} {path}"),
+            permission,
             request_id,
         };
-        if let Err(e) = crate::db::audit::append_alone(&app.db, &app.sealer, &entry, now).await {
-            tracing::error!(error = %e, "cannot write the audit entry of a refusal");
-            return ApiError::Domain(Error::Internal(anyhow::anyhow!("audit write failed")))
-                .into_response();
+        if let Err(failed) = audit_refusal(app, refused, &response, now).await {
+            return failed;
         }
     }
     response
+}
+
+/// A refused write, as the audit trail records it.
+pub struct Refused<'a> {
+    pub principal: Option<&'a Principal>,
+    /// The operation id (`change.approve`), the audit action.
+    pub operation: &'a str,
+    pub target: String,
+    pub permission: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Audits a refused write (any 4xx answer but 404) of a known person. Refusals nobody can be
+/// held to (no valid token, no known username) and the 429s of a running login delay would let
+/// anyone fill the audit trail: they are counted and logged instead. Err: the entry could not be
+/// written, and this 500 must be answered instead.
+pub fn audit_refusal<'a>(
+    app: &'a App,
+    r: Refused<'a>,
+    response: &Response,
+    now: chrono::DateTime<chrono::Utc>,
+) -> impl Future<Output = Result<(), Response>> + Send + 'a {
+    // Read what is needed now: a `Response` is not `Sync`, so no borrow of it may be awaited.
+    let status = response.status();
+    let refusal = response.extensions().get::<Refusal>().cloned();
+    audit_refused(app, r, status, refusal, now)
+}
+
+async fn audit_refused(
+    app: &App,
+    r: Refused<'_>,
+    status: StatusCode,
+    refusal: Option<Refusal>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Response> {
+    if !status.is_client_error() || status == StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    let known = r.principal.is_some()
+        || refusal.as_ref().is_some_and(|x| x.subject.is_some())
+            && status != StatusCode::TOO_MANY_REQUESTS;
+    if !known {
+        metrics::counter!("unattributed_refusals_total", "status" => status.as_u16().to_string())
+            .increment(1);
+        tracing::info!(operation = %r.operation, status = status.as_u16(), "refused write not attributable to a user; not audited");
+        return Ok(());
+    }
+    let entry = Entry {
+        actor_id: r.principal.map(|p| p.user_id),
+        actor: r
+            .principal
+            .map(|p| p.username.clone())
+            .or_else(|| refusal.as_ref().and_then(|x| x.subject.clone())),
+        action: r.operation.to_string(),
+        target: Some(r.target),
+        outcome: Outcome::Refused,
+        code: refusal.as_ref().map(|x| x.code.clone()),
+        reason: refusal.as_ref().map(|x| x.detail.clone()),
+        policy_ids: refusal
+            .as_ref()
+            .map(|x| x.policy_ids.clone())
+            .unwrap_or_default(),
+        details: json!({"status": status.as_u16(), "permission": r.permission}),
+        request_id: r.request_id,
+    };
+    if let Err(e) = crate::db::audit::append_alone(&app.db, &app.sealer, &entry, now).await {
+        tracing::error!(error = %e, "cannot write the audit entry of a refusal");
+        return Err(
+            ApiError::Domain(Error::Internal(anyhow::anyhow!("audit write failed")))
+                .into_response(),
+        );
+    }
+    Ok(())
 }
 
 /// The caller, admitted by the gate. Handlers of signed-in routes take this.

@@ -2,6 +2,7 @@
 //! Handlers are thin: extract, call the domain, map the error.
 
 pub mod api;
+pub mod console;
 pub mod guard;
 pub mod ops;
 pub mod problem;
@@ -64,10 +65,16 @@ pub fn router(app: App) -> anyhow::Result<Router> {
     };
     let api_router = api_router
         .route_layer(middleware::from_fn_with_state(gate, guard::gate))
-        .with_state(app);
+        .with_state(app.clone());
 
+    console::Templates::get().map_err(anyhow::Error::msg)?;
     let router = Router::new()
         .merge(api_router)
+        .merge(console::router(app))
+        .route(
+            "/",
+            axum::routing::get(|| async { axum::response::Redirect::to("/console") }),
+        )
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", doc))
         .fallback(|| async {
             problem(
@@ -141,10 +148,11 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_problem = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    // Problem documents, and the console's own HTML error pages, pass as they are.
+    let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/problem+json")
+            || v.as_bytes().starts_with(b"text/html")
+    });
     if is_problem {
         return resp;
     }

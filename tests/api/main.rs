@@ -7,6 +7,7 @@ mod audit_trail;
 mod auth;
 mod changes;
 mod cli;
+mod console;
 mod errors;
 mod rbac;
 mod workdays;

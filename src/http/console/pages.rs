@@ -1,0 +1,670 @@
+//! The console's pages. Thin: they read the form, call the same domain functions as the API and
+//! render a template; refusals are audited like the API's and explained on the page.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use rand::Rng;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{CSRF_COOKIE, SESSION_COOKIE, Session, Templates, cookie, html};
+use crate::App;
+use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Review};
+use crate::error::Error;
+use crate::http::guard::{Refused, audit_refusal};
+use crate::http::problem::ApiError;
+
+fn render(name: &str, ctx: Value, status: StatusCode) -> Response {
+    match Templates::get().and_then(|t| t.render(name, ctx)) {
+        Ok(body) => (status, html(body)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "console template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "服务器内部错误 / Internal server error",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// What every page's frame needs: who, the menu they may see, the CSRF token.
+fn frame(app: &App, s: &Session, title: &str) -> Value {
+    json!({
+        "title": title,
+        "me": {"username": s.who.username, "display_name": s.who.display_name},
+        "can": {
+            "calendar": s.may(app, "calendar.read"),
+            "file": s.may(app, "change.create"),
+            "audit": s.may(app, "audit.read"),
+        },
+        "csrf": s.csrf,
+    })
+}
+
+fn with(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    base
+}
+
+/// The words a person reads for a domain error (never internals).
+fn message(e: &Error) -> String {
+    match e {
+        Error::Internal(err) => {
+            tracing::error!(error = %err, "console request failed");
+            "服务器内部错误 / Internal server error".into()
+        }
+        Error::NotFound { .. } => "未找到 / Not found".into(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn error_page(app: &App, s: Option<&Session>, e: Error) -> Response {
+    let text = message(&e);
+    let status = ApiError::from(e).into_response().status();
+    let base = match s {
+        Some(s) => frame(app, s, "出错了 / Something went wrong"),
+        None => json!({"title": "出错了 / Something went wrong"}),
+    };
+    render("error.html", with(base, json!({"message": text})), status)
+}
+
+fn not_permitted(app: &App, s: &Session) -> Response {
+    error_page(app, Some(s), Error::forbidden(Vec::new()))
+}
+
+/// Audits a refused action exactly as the API gate would; the page then explains it.
+async fn refused(
+    app: &App,
+    s: &Session,
+    operation: &str,
+    target: String,
+    e: Error,
+) -> (StatusCode, String) {
+    let text = message(&e);
+    let resp = ApiError::from(e).into_response();
+    let r = Refused {
+        principal: Some(&s.who),
+        operation,
+        target,
+        permission: None,
+        request_id: None,
+    };
+    if audit_refusal(app, r, &resp, app.now()).await.is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "服务器内部错误 / Internal server error".into(),
+        );
+    }
+    (resp.status(), text)
+}
+
+fn new_csrf() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+// ---- login / logout ----
+
+pub async fn login_form(State(app): State<App>, jar: CookieJar) -> Response {
+    let csrf = jar
+        .get(CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| v.len() == 48)
+        .unwrap_or_else(new_csrf);
+    let page = render(
+        "login.html",
+        json!({"title": "登录 / Sign in", "csrf": csrf}),
+        StatusCode::OK,
+    );
+    (jar.add(cookie(&app, CSRF_COOKIE, csrf)), page).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    jar: CookieJar,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let expected = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
+    if expected.as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
+        return super::csrf_refused();
+    }
+    let password = SecretString::from(f.password);
+    match crate::auth::login(&app, &f.username, &password, Some(peer.ip())).await {
+        Ok(ok) => {
+            let jar = jar
+                .add(cookie(&app, SESSION_COOKIE, ok.access_token))
+                .add(cookie(&app, CSRF_COOKIE, new_csrf()));
+            (jar, Redirect::to("/console")).into_response()
+        }
+        Err(e) => {
+            let text = message(&e);
+            let resp = ApiError::from(e).into_response();
+            let r = Refused {
+                principal: None,
+                operation: "auth.login",
+                target: "POST /console/login".into(),
+                permission: None,
+                request_id: None,
+            };
+            if let Err(failed) = audit_refusal(&app, r, &resp, app.now()).await {
+                return failed;
+            }
+            let mut page = render(
+                "login.html",
+                json!({"title": "登录 / Sign in", "csrf": f.csrf, "flash": text, "flash_kind": "error"}),
+                resp.status(),
+            );
+            if let Some(v) = resp.headers().get(header::RETRY_AFTER) {
+                page.headers_mut().insert(header::RETRY_AFTER, v.clone());
+            }
+            page
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+pub async fn logout(
+    State(app): State<App>,
+    s: Session,
+    jar: CookieJar,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused();
+    }
+    if let Err(e) = crate::auth::logout(&app, &s.who).await {
+        return error_page(&app, Some(&s), e);
+    }
+    let jar = jar
+        .remove(cookie(&app, SESSION_COOKIE, String::new()))
+        .remove(cookie(&app, CSRF_COOKIE, String::new()));
+    (jar, Redirect::to("/console/login")).into_response()
+}
+
+// ---- calendar ----
+
+#[derive(Deserialize, Default)]
+pub struct CalendarQuery {
+    /// `YYYY-MM`; default: this month in the bank's time zone.
+    month: Option<String>,
+    system: Option<String>,
+    category: Option<String>,
+    status: Option<String>,
+}
+
+pub async fn calendar(
+    State(app): State<App>,
+    s: Session,
+    Query(q): Query<CalendarQuery>,
+) -> Response {
+    if !s.may(&app, "calendar.read") {
+        return not_permitted(&app, &s);
+    }
+    let tz = app.policies.change.timezone;
+    let today = app.now().with_timezone(&tz).date_naive();
+    let first = q
+        .month
+        .as_deref()
+        .and_then(|m| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok())
+        .unwrap_or_else(|| today.with_day(1).unwrap_or(today));
+    let next_month = first
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    let prev_month = first
+        .checked_sub_months(chrono::Months::new(1))
+        .unwrap_or(first);
+    // Whole weeks, Monday first.
+    let from = first - Duration::days(i64::from(first.weekday().num_days_from_monday()));
+    let last = next_month.pred_opt().unwrap_or(first);
+    let to = last + Duration::days(i64::from(6 - last.weekday().num_days_from_monday()));
+    let days = match changes::agenda::view(&app, from, to).await {
+        Ok(d) => d,
+        Err(e) => return error_page(&app, Some(&s), e),
+    };
+    let keep = |c: &changes::agenda::CalendarChange| {
+        q.system
+            .as_deref()
+            .is_none_or(|x| x.is_empty() || c.systems.iter().any(|s| s == x))
+            && q.category
+                .as_deref()
+                .is_none_or(|x| x.is_empty() || c.category == x)
+            && q.status
+                .as_deref()
+                .is_none_or(|x| x.is_empty() || c.status == x)
+    };
+    let cells: Vec<Value> = days
+        .iter()
+        .map(|d| {
+            let changes: Vec<_> = d.changes.iter().filter(|c| keep(c)).collect();
+            json!({
+                "date": d.date.to_string(),
+                "label": format!("{}月{}日", d.date.month(), d.date.day()),
+                "kind": d.kind,
+                "name": d.name,
+                "other_month": d.date.month() != first.month(),
+                "changes": changes,
+            })
+        })
+        .collect();
+    let weeks: Vec<Vec<Value>> = cells.chunks(7).map(<[Value]>::to_vec).collect();
+    let ctx = with(
+        frame(&app, &s, "变更日历 / Change calendar"),
+        json!({
+            "month_label": format!("{}年{}月", first.year(), first.month()),
+            "prev": prev_month.format("%Y-%m").to_string(),
+            "next": next_month.format("%Y-%m").to_string(),
+            "weeks": weeks,
+        }),
+    );
+    render("calendar.html", ctx, StatusCode::OK)
+}
+
+// ---- one change ----
+
+fn status_label(status: &str) -> &'static str {
+    match status {
+        "submitted" => "已提交 / submitted",
+        "approved" => "已批准 / approved",
+        "rejected" => "已驳回 / rejected",
+        "in_progress" => "实施中 / in progress",
+        "completed" => "已完成 / completed",
+        "cancelled" => "已取消 / cancelled",
+        "expired" => "已过期 / expired",
+        _ => "未知 / unknown",
+    }
+}
+
+/// The button, and the text field the API needs for it.
+fn action(step: &str) -> Value {
+    let (label, field, field_label, required) = match step {
+        "approve" => (
+            "批准 / Approve",
+            Some("comment"),
+            "审批意见（可选） / Comment (optional)",
+            false,
+        ),
+        "reject" => ("驳回 / Reject", Some("reason"), "驳回理由 / Reason", true),
+        "start" => ("开始实施 / Start", None, "", false),
+        "complete" => ("完成 / Complete", Some("outcome"), "", true),
+        "cancel" => ("取消 / Cancel", Some("reason"), "取消理由 / Reason", true),
+        "review" => (
+            "事后复核 / Review",
+            Some("notes"),
+            "复核意见 / Review notes",
+            true,
+        ),
+        _ => ("", None, "", false),
+    };
+    json!({"step": step, "label": label, "field": field, "field_label": field_label, "required": required})
+}
+
+async fn change_page(
+    app: &App,
+    s: &Session,
+    id: i64,
+    flash: Option<(StatusCode, String)>,
+) -> Response {
+    if !s.may(app, "change.read") {
+        return not_permitted(app, s);
+    }
+    let c = match changes::get(app, id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(app, Some(s), e),
+    };
+    let tz = app.policies.change.timezone;
+    let fmt = |t: chrono::DateTime<Utc>| {
+        t.with_timezone(&tz)
+            .format("%Y年%m月%d日 %H:%M")
+            .to_string()
+    };
+    let actions: Vec<Value> = changes::steps_allowed(app, &s.who, &c)
+        .into_iter()
+        .map(action)
+        .collect();
+    let (status, flash, kind) = match flash {
+        Some((status, text)) => (status, Some(text), "error"),
+        None => (StatusCode::OK, None, ""),
+    };
+    let ctx = with(
+        frame(app, s, &format!("#{} {}", c.id, c.title)),
+        json!({
+            "c": c,
+            "status_label": status_label(&c.status),
+            "start": fmt(c.planned_start),
+            "end": fmt(c.planned_end),
+            "actions": actions,
+            "flash": flash,
+            "flash_kind": kind,
+        }),
+    );
+    render("change.html", ctx, status)
+}
+
+pub async fn change(State(app): State<App>, s: Session, Path(id): Path<i64>) -> Response {
+    change_page(&app, &s, id, None).await
+}
+
+#[derive(Deserialize)]
+pub struct StepForm {
+    csrf: String,
+    #[serde(default)]
+    text: String,
+    outcome: Option<String>,
+}
+
+pub async fn change_step(
+    State(app): State<App>,
+    s: Session,
+    Path((id, step)): Path<(i64, String)>,
+    Form(f): Form<StepForm>,
+) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused();
+    }
+    let text = f.text.trim().to_string();
+    let result = match step.as_str() {
+        "review" => changes::review(&app, &s.who, id, Review { notes: text }).await,
+        _ => {
+            let cmd = match step.as_str() {
+                "approve" => Command::Approve(Comment {
+                    comment: Some(text).filter(|t| !t.is_empty()),
+                }),
+                "reject" => Command::Reject(Reason { reason: text }),
+                "start" => Command::Start,
+                "cancel" => Command::Cancel(Reason { reason: text }),
+                "complete" => {
+                    let outcome = serde_json::from_value(json!(f.outcome.unwrap_or_default()));
+                    match outcome {
+                        Ok(outcome) => Command::Complete(Completion {
+                            outcome,
+                            notes: text,
+                        }),
+                        Err(_) => {
+                            let e = Error::invalid(
+                                "invalid_body",
+                                "结果须为 succeeded、failed 或 rolled_back / outcome must be succeeded, failed or rolled_back",
+                            );
+                            let flash = refused(
+                                &app,
+                                &s,
+                                "change.complete",
+                                format!("POST /console/changes/{id}/complete"),
+                                e,
+                            )
+                            .await;
+                            return change_page(&app, &s, id, Some(flash)).await;
+                        }
+                    }
+                }
+                _ => return error_page(&app, Some(&s), Error::NotFound { what: "step" }),
+            };
+            changes::transition(&app, &s.who, id, cmd).await
+        }
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("/console/changes/{id}")).into_response(),
+        Err(e) => {
+            let operation = format!("change.{step}");
+            let flash = refused(
+                &app,
+                &s,
+                &operation,
+                format!("POST /console/changes/{id}/{step}"),
+                e,
+            )
+            .await;
+            change_page(&app, &s, id, Some(flash)).await
+        }
+    }
+}
+
+// ---- filing ----
+
+#[derive(Deserialize, Default, serde::Serialize)]
+pub struct ChangeForm {
+    #[serde(default, skip_serializing)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    systems: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    impact: String,
+    #[serde(default)]
+    risk: String,
+    #[serde(default)]
+    rollback_plan: String,
+    #[serde(default)]
+    planned_start: String,
+    #[serde(default)]
+    planned_end: String,
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    emergency: Option<String>,
+    #[serde(default)]
+    justification: String,
+}
+
+async fn form_page(
+    app: &App,
+    s: &Session,
+    form: &ChangeForm,
+    flash: Option<(StatusCode, String)>,
+) -> Response {
+    let tz = app.policies.change.timezone;
+    let today = app.now().with_timezone(&tz).date_naive();
+    let earliest = match crate::workdays::earliest_start(app, today).await {
+        Ok(e) => e.earliest_start.to_string(),
+        Err(e) => return error_page(app, Some(s), e),
+    };
+    let categories: Vec<Value> = app
+        .policies
+        .change
+        .categories
+        .iter()
+        .map(|(k, c)| json!({"key": k, "title": format!("{} / {}", c.title_zh, c.title_en)}))
+        .collect();
+    let (status, flash, kind) = match flash {
+        Some((status, text)) => (status, Some(text), "error"),
+        None => (StatusCode::OK, None, ""),
+    };
+    let ctx = with(
+        frame(app, s, "提交变更 / File a change"),
+        json!({
+            "form": form,
+            "categories": categories,
+            "earliest": earliest,
+            "notice_days": app.policies.change.notice.working_days,
+            "flash": flash,
+            "flash_kind": kind,
+        }),
+    );
+    render("new_change.html", ctx, status)
+}
+
+pub async fn new_change(State(app): State<App>, s: Session) -> Response {
+    if !s.may(&app, "change.create") {
+        return not_permitted(&app, &s);
+    }
+    let form = ChangeForm {
+        risk: "medium".into(),
+        ..ChangeForm::default()
+    };
+    form_page(&app, &s, &form, None).await
+}
+
+/// A `datetime-local` value, taken in the bank's time zone.
+fn local_time(
+    app: &App,
+    field: &'static str,
+    v: &str,
+) -> Result<chrono::DateTime<chrono::FixedOffset>, Error> {
+    let tz = app.policies.change.timezone;
+    NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M")
+        .ok()
+        .and_then(|t| tz.from_local_datetime(&t).earliest())
+        .map(|t| t.fixed_offset())
+        .ok_or_else(|| {
+            Error::invalid(
+                "invalid_body",
+                format!("{field} 须为日期时间 / {field} must be a date and time"),
+            )
+        })
+}
+
+fn to_request(app: &App, f: &ChangeForm) -> Result<FileChange, Error> {
+    let opt = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
+    Ok(FileChange {
+        title: f.title.trim().to_string(),
+        category: f.category.clone(),
+        action: opt(&f.action),
+        systems: f
+            .systems
+            .split([',', '，', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        description: f.description.clone(),
+        impact: opt(&f.impact),
+        risk: serde_json::from_value(json!(f.risk)).map_err(|_| {
+            Error::invalid(
+                "invalid_body",
+                "风险须为 low、medium 或 high / risk must be low, medium or high",
+            )
+        })?,
+        rollback_plan: f.rollback_plan.clone(),
+        planned_start: local_time(app, "planned_start", &f.planned_start)?,
+        planned_end: local_time(app, "planned_end", &f.planned_end)?,
+        assignee: opt(&f.assignee),
+        emergency: f.emergency.is_some(),
+        justification: opt(&f.justification),
+    })
+}
+
+pub async fn file_change(
+    State(app): State<App>,
+    s: Session,
+    Form(f): Form<ChangeForm>,
+) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused();
+    }
+    let result = match to_request(&app, &f) {
+        Ok(req) => changes::file(&app, &s.who, req).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(c) => Redirect::to(&format!("/console/changes/{}", c.id)).into_response(),
+        Err(e) => {
+            let flash = refused(
+                &app,
+                &s,
+                "change.create",
+                "POST /console/changes/new".into(),
+                e,
+            )
+            .await;
+            form_page(&app, &s, &f, Some(flash)).await
+        }
+    }
+}
+
+// ---- audit ----
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    before: Option<i64>,
+    #[serde(default)]
+    q: String,
+}
+
+pub async fn audit(State(app): State<App>, s: Session, Query(q): Query<AuditQuery>) -> Response {
+    if !s.may(&app, "audit.read") {
+        return not_permitted(&app, &s);
+    }
+    let tz = app.policies.change.timezone;
+    let (entries, verification) = match tokio::try_join!(
+        crate::db::audit::list(&app.db, 100, q.before),
+        crate::db::audit::verify(&app.db, &app.sealer)
+    ) {
+        Ok(r) => r,
+        Err(e) => return error_page(&app, Some(&s), e.into()),
+    };
+    let older = entries.last().map(|e| e.seq).filter(|seq| *seq > 1);
+    let needle = q.q.trim().to_lowercase();
+    let rows: Vec<Value> = entries
+        .iter()
+        .filter(|e| {
+            needle.is_empty()
+                || [
+                    Some(&e.action),
+                    e.actor.as_ref(),
+                    e.target.as_ref(),
+                    e.code.as_ref(),
+                    e.reason.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|v| v.to_lowercase().contains(&needle))
+        })
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "at": e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+                "actor": e.actor, "action": e.action, "target": e.target,
+                "outcome": e.outcome, "code": e.code, "reason": e.reason,
+            })
+        })
+        .collect();
+    let ctx = with(
+        frame(&app, &s, "审计轨迹 / Audit trail"),
+        json!({"entries": rows, "verification": verification, "older": older, "q": q.q}),
+    );
+    render("audit.html", ctx, StatusCode::OK)
+}
+
+// ---- static assets, compiled in ----
+
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (
+            include_str!("../../../static/console/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "console.js" => (
+            include_str!("../../../static/console/console.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}

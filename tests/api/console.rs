@@ -1,0 +1,306 @@
+//! The web console in a real browser (Debian's chromium + chromedriver, headless) against the
+//! real server: log in, file a change refused for late notice and read why, refile, approve as a
+//! manager, find it on the calendar, read the verified audit trail. Screenshots of the main pages
+//! go to `test-artifacts/console/`. In CI a missing browser is a failure, not a skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::changes::{notice_today, setup};
+use crate::harness::TestServer;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl Browser {
+    /// None (outside CI) when the browser is not installed; in CI that is a failure.
+    async fn start(name: &str) -> Option<Browser> {
+        if !Path::new(CHROMEDRIVER).exists() || !Path::new(CHROMIUM).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs chromium and chromium-driver (.ci/run installs them)"
+            );
+            eprintln!("SKIPPED: browser tests need chromium and chromium-driver");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let caps = json!({"goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1366,900", "--lang=zh-CN"]
+        }});
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.enforce_http(true);
+        let mut last = None;
+        for _ in 0..100 {
+            let mut b = ClientBuilder::new(connector.clone());
+            b.capabilities(caps.as_object().unwrap().clone());
+            match b.connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(client) => {
+                    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("test-artifacts/console")
+                        .join(name);
+                    std::fs::create_dir_all(&shots).unwrap();
+                    return Some(Browser {
+                        client,
+                        driver,
+                        shots,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not answer: {last:?}");
+    }
+
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn text(&self) -> String {
+        self.client
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn login(&self, srv: &TestServer, user: &str) {
+        self.client.goto(&srv.url("/console/login")).await.unwrap();
+        let form = self
+            .client
+            .form(Locator::Css("form[action='/console/login']"))
+            .await
+            .unwrap();
+        form.set_by_name("username", user).await.unwrap();
+        form.set_by_name("password", "a long enough password")
+            .await
+            .unwrap();
+        form.submit().await.unwrap();
+        self.wait_for("h1").await;
+    }
+
+    async fn logout(&self) {
+        self.client
+            .find(Locator::Css("form[action='/console/logout'] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for("form[action='/console/login']").await;
+    }
+
+    async fn wait_for(&self, css: &str) {
+        let found = self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await;
+        if found.is_err() {
+            let url = self.client.current_url().await.unwrap();
+            let source = self.client.source().await.unwrap();
+            panic!("no `{css}` on {url}:\n{source}");
+        }
+    }
+
+    async fn file(&self, start: NaiveDate, title: &str) {
+        let form = self
+            .client
+            .form(Locator::Css("form#file-change"))
+            .await
+            .unwrap();
+        for (field, value) in [
+            ("title", title),
+            ("category", "software_upgrade"),
+            ("systems", "cs-platform"),
+            ("description", "升级到 2.3.0"),
+            ("rollback_plan", "回退到 2.2.9 镜像"),
+        ] {
+            form.set_by_name(field, value).await.unwrap();
+        }
+        form.set_by_name("planned_start", &format!("{start}T22:00"))
+            .await
+            .unwrap();
+        form.set_by_name("planned_end", &format!("{start}T23:30"))
+            .await
+            .unwrap();
+        // The live check reacts to the chosen start before anything is sent.
+        self.client
+            .execute(
+                "document.getElementById('planned_start').dispatchEvent(new Event('change'))",
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn stop(self) {
+        self.client.close().await.unwrap();
+        let mut driver = self.driver;
+        driver.kill().ok();
+        driver.wait().ok();
+    }
+}
+
+crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
+    let Some(b) = Browser::start(&format!("{:?}", srv.backend).to_lowercase()).await else {
+        return;
+    };
+    let p = setup(srv).await;
+    let (_, earliest) = notice_today(srv, &p.admin).await;
+    let too_early = earliest.pred_opt().unwrap();
+
+    // An operator files one day too early: the page warns before submitting, the server refuses.
+    b.login(srv, "op.zhang").await;
+    b.shot("calendar").await;
+    b.client
+        .goto(&srv.url("/console/changes/new"))
+        .await
+        .unwrap();
+    b.file(too_early, "客户服务平台升级 <b>v2.3</b>").await;
+    let hint = b
+        .client
+        .find(Locator::Id("notice-check"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        hint.contains("通知期不足") && hint.contains(&earliest.to_string()),
+        "{hint}"
+    );
+    b.shot("file-refused-live").await;
+    b.client
+        .find(Locator::Css("form#file-change button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("p.flash.error").await;
+    let refusal = b
+        .client
+        .find(Locator::Css("p.flash.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        refusal.contains("通知时间不足") && refusal.contains(&format!("最早可于 {earliest}")),
+        "{refusal}"
+    );
+    b.shot("file-refused").await;
+
+    // Refiled on the earliest day: accepted, on its own page; the title is shown, not executed.
+    b.file(earliest, "客户服务平台升级 <b>v2.3</b>").await;
+    b.client
+        .find(Locator::Css("form#file-change button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("p.status").await;
+    let url = b.client.current_url().await.unwrap();
+    let id: i64 = url.path().rsplit('/').next().unwrap().parse().unwrap();
+    let page = b.text().await;
+    assert!(
+        page.contains("已提交") && page.contains("<b>v2.3</b>"),
+        "{page}"
+    );
+    // The operator is offered no approval.
+    assert!(b.client.find(Locator::Css("button.approve")).await.is_err());
+    b.shot("change-submitted").await;
+    b.logout().await;
+
+    // The manager approves.
+    b.login(srv, "mgr.chen").await;
+    b.client
+        .goto(&srv.url(&format!("/console/changes/{id}")))
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("button.approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("p.status.approved").await;
+    b.shot("change-approved").await;
+
+    // On the calendar, on the right day and only there.
+    b.client
+        .goto(&srv.url(&format!(
+            "/console?month={}-{:02}",
+            earliest.year(),
+            earliest.month()
+        )))
+        .await
+        .unwrap();
+    let cell = b
+        .client
+        .find(Locator::Css(&format!("td[data-date='{earliest}']")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(cell.contains(&format!("#{id}")), "{cell}");
+    let link = format!("a[href='/console/changes/{id}']");
+    assert_eq!(
+        b.client.find_all(Locator::Css(&link)).await.unwrap().len(),
+        1
+    );
+    b.shot("calendar-with-change").await;
+    b.logout().await;
+
+    // An auditor reads the audit trail: the refusal and the approval are there, the chain holds.
+    srv.user_with(&p.admin, "audit.sun", &["auditor"]).await;
+    b.login(srv, "audit.sun").await;
+    assert!(
+        b.client
+            .find(Locator::Css("a[href='/console/changes/new']"))
+            .await
+            .is_err()
+    );
+    b.client.goto(&srv.url("/console/audit")).await.unwrap();
+    let audit = b.text().await;
+    assert!(audit.contains("链校验通过"), "{audit}");
+    assert!(
+        audit.contains("change.create") && audit.contains("insufficient_notice"),
+        "{audit}"
+    );
+    assert!(audit.contains("change.approve"), "{audit}");
+    b.shot("audit").await;
+    b.stop().await;
+});
