@@ -328,10 +328,11 @@ impl Authorizer {
         facts: &Facts,
     ) -> Decision {
         let no_facts = facts.grantee.is_none() && !facts.revoke && !facts.removes_last_admin;
-        if matches!(resource, Resource::Api) && no_facts {
-            if let Some(d) = self.api_decisions(principal).get(action) {
-                return d.clone();
-            }
+        if matches!(resource, Resource::Api)
+            && no_facts
+            && let Some(d) = self.api_decisions(principal).get(action)
+        {
+            return d.clone();
         }
         self.decide_uncached(principal, action, resource, facts)
     }
@@ -572,17 +573,29 @@ mod tests {
         // The same user loses a role: the very next decision follows.
         let before = user(8, &["admin", "viewer"]);
         let after = user(8, &["viewer"]);
-        assert!(a.decide(&before, "user.manage", &Resource::Api, &Facts::default()).allowed);
-        assert!(!a.decide(&after, "user.manage", &Resource::Api, &Facts::default()).allowed);
+        assert!(
+            a.decide(&before, "user.manage", &Resource::Api, &Facts::default())
+                .allowed
+        );
+        assert!(
+            !a.decide(&after, "user.manage", &Resource::Api, &Facts::default())
+                .allowed
+        );
         assert!(!a.permissions(&after).contains(&"user.manage".to_string()));
         // Facts are never answered from the cache.
         let last_admin = Facts {
             removes_last_admin: true,
             ..Facts::default()
         };
-        assert!(!a.decide(&before, "user.manage", &Resource::Api, &last_admin).allowed);
+        assert!(
+            !a.decide(&before, "user.manage", &Resource::Api, &last_admin)
+                .allowed
+        );
         // Unknown actions are still refused.
-        assert!(!a.decide(&before, "no.such", &Resource::Api, &Facts::default()).allowed);
+        assert!(
+            !a.decide(&before, "no.such", &Resource::Api, &Facts::default())
+                .allowed
+        );
     }
 
     #[test]
