@@ -15,7 +15,7 @@ use crate::App;
 use crate::audit::Entry;
 use crate::calendar::DayKind;
 use crate::db::audit as audit_db;
-use crate::db::changes::{self as db, ChangeFilter, ChangeRow};
+use crate::db::changes::{self as db, ChangeRow};
 use crate::error::{Error, Result};
 use crate::rbac::{Facts, Principal, Resource};
 
@@ -101,15 +101,12 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
     let tz = policy.timezone;
     let (range_start, _) = day_bounds(from, tz)?;
     let (_, range_end) = day_bounds(to, tz)?;
-    let rows = db::list_changes(
+    let rows = db::list_window(
         &app.db,
-        &ChangeFilter {
-            from: Some(range_start),
-            to: Some(range_end),
-            start_after: Some(range_start - TimeDelta::days(i64::from(policy.max_window_days))),
-            limit: MAX_CHANGES,
-            ..Default::default()
-        },
+        range_start,
+        range_end,
+        range_start - TimeDelta::days(i64::from(policy.max_window_days)),
+        MAX_CHANGES,
     )
     .await?;
     let rows: Vec<(ChangeRow, Vec<String>)> = rows
@@ -252,15 +249,12 @@ pub async fn feed_ics(app: &App, token: &str) -> Result<String> {
         return Err(bad_feed_token());
     }
     let policy = &app.policies.change;
-    let rows = db::list_changes(
+    let rows = db::list_window(
         &app.db,
-        &ChangeFilter {
-            from: Some(now - TimeDelta::days(90)),
-            to: Some(now + TimeDelta::days(366)),
-            start_after: Some(now - TimeDelta::days(90 + i64::from(policy.max_window_days))),
-            limit: 5000,
-            ..Default::default()
-        },
+        now - TimeDelta::days(90),
+        now + TimeDelta::days(366),
+        now - TimeDelta::days(90 + i64::from(policy.max_window_days)),
+        5000,
     )
     .await?;
     Ok(render_ics(

@@ -252,6 +252,31 @@ pub async fn list_changes(db: &Db, f: &ChangeFilter<'_>) -> Result<Vec<ChangeRow
         .await)?)
 }
 
+/// Changes whose windows overlap `[from, to)` and start at or after `start_after` (the
+/// calendar's range widened by the longest window), in start order. Plain range conditions,
+/// so the `planned_start` index bounds the scan on both backends whatever the plan (the
+/// `$n IS NULL OR …` filters of [`list_changes`] cannot use it in a generic plan).
+pub async fn list_window(
+    db: &Db,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    start_after: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ChangeRow>> {
+    let sql = concat!(
+        change_select!(),
+        " WHERE c.planned_start >= $1 AND c.planned_start < $2 AND c.planned_end > $3 \
+         ORDER BY c.planned_start, c.id LIMIT $4"
+    );
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, ChangeRow>(sql)
+        .bind(start_after)
+        .bind(to)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?)
+}
+
 /// A change whose window overlaps another's on a shared system.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct Conflict {

@@ -165,23 +165,42 @@ pub async fn insert_session(
     Ok(())
 }
 
-/// The active user of a session that is neither revoked nor expired.
+/// The active user of a session that is neither revoked nor expired, with the roles in force
+/// at `now`: one statement (one row per role in force, or one row with no role).
 pub async fn session_user(
     db: &Db,
     session_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<SessionUser>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: User,
+        role: Option<String>,
+    }
     let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
-               u.created_at, u.updated_at FROM sessions s JOIN users u ON u.id = s.user_id \
-               WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active";
-    let user = on_pool!(db, |p| sqlx::query_as::<_, User>(sql)
+               u.created_at, u.updated_at, g.role FROM sessions s JOIN users u ON u.id = s.user_id \
+               LEFT JOIN role_grants g ON g.user_id = u.id \
+               AND (g.expires_at IS NULL OR g.expires_at > $2) \
+               WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active \
+               ORDER BY g.role";
+    let rows = on_pool!(db, |p| sqlx::query_as::<_, Row>(sql)
         .bind(session_id)
         .bind(now)
-        .fetch_optional(p)
+        .fetch_all(p)
         .await)?;
-    let Some(user) = user else { return Ok(None) };
-    let roles = roles_of(db, user.id, now).await?;
-    Ok(Some(SessionUser { user, roles }))
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let roles = std::iter::once(first.role)
+        .chain(rows.map(|r| r.role))
+        .flatten()
+        .collect();
+    Ok(Some(SessionUser {
+        user: first.user,
+        roles,
+    }))
 }
 
 pub async fn revoke_session(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<()> {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cedar_policy::{
     Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
@@ -89,7 +89,30 @@ struct Inner {
     change_type: EntityTypeName,
     api_uid: EntityUid,
     action_uids: HashMap<String, EntityUid>,
+    /// The role entities and the service entity, built once: they are policy, fixed until restart.
+    fixed_entities: Vec<Entity>,
+    /// Decisions on the service as a whole ([`Resource::Api`], no facts), per principal.
+    api_cache: RwLock<HashMap<ApiKey, Arc<ApiDecisions>>>,
 }
+
+/// Everything a decision on [`Resource::Api`] without facts depends on: the principal entity
+/// (identity, the attributes handed to Cedar, the roles in force). The policies and the role
+/// catalogue are fixed until restart, so a cached answer is exactly what Cedar would answer
+/// now; the roles come from the database on every request, so a revoked role or a disabled
+/// user is a different key (or no principal at all) on the very next request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ApiKey {
+    user_id: i64,
+    username: String,
+    department: String,
+    roles: Vec<String>,
+}
+
+/// action -> decision, for every action of the schema.
+type ApiDecisions = HashMap<String, Decision>;
+
+/// More principals than this in the cache: start again (a bound on memory, not a policy).
+const API_CACHE_MAX: usize = 10_000;
 
 const SCHEMA_FILE: &str = "schema.cedarschema";
 
@@ -178,6 +201,17 @@ impl Authorizer {
             })
             .collect();
 
+        let mut fixed_entities: Vec<Entity> = roles
+            .names()
+            .map(|r| {
+                Entity::new_no_attrs(
+                    EntityUid::from_type_name_and_id(role_type.clone(), EntityId::new(r)),
+                    HashSet::new(),
+                )
+            })
+            .collect();
+        fixed_entities.push(Entity::new_no_attrs(api_uid.clone(), HashSet::new()));
+
         let mut authz = Authorizer {
             inner: Arc::new(Inner {
                 policies,
@@ -190,6 +224,8 @@ impl Authorizer {
                 change_type,
                 api_uid,
                 action_uids,
+                fixed_entities,
+                api_cache: RwLock::new(HashMap::new()),
             }),
         };
         // What each role carries on its own, from the same policies that decide.
@@ -239,19 +275,69 @@ impl Authorizer {
 
     /// What `principal` may do on the service as a whole.
     pub fn permissions(&self, principal: &Principal) -> Vec<String> {
+        let table = self.api_decisions(principal);
         self.inner
             .actions
             .iter()
-            .filter(|a| {
-                self.decide(principal, a, &Resource::Api, &Facts::default())
-                    .allowed
-            })
+            .filter(|a| table.get(*a).is_some_and(|d| d.allowed))
             .cloned()
             .collect()
     }
 
+    /// Every decision on the service as a whole for `principal`, from the cache or asked of
+    /// Cedar once per action and kept.
+    fn api_decisions(&self, principal: &Principal) -> Arc<ApiDecisions> {
+        let key = ApiKey {
+            user_id: principal.user_id,
+            username: principal.username.clone(),
+            department: principal.department.clone(),
+            roles: principal.roles.clone(),
+        };
+        let cache = &self.inner.api_cache;
+        if let Some(found) = cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return found.clone();
+        }
+        let table: Arc<ApiDecisions> = Arc::new(
+            self.inner
+                .actions
+                .iter()
+                .map(|a| {
+                    let d = self.decide_uncached(principal, a, &Resource::Api, &Facts::default());
+                    (a.clone(), d)
+                })
+                .collect(),
+        );
+        let mut w = cache.write().unwrap_or_else(PoisonError::into_inner);
+        if w.len() >= API_CACHE_MAX {
+            w.clear();
+        }
+        w.insert(key, table.clone());
+        table
+    }
+
     /// The one place where access is decided.
     pub fn decide(
+        &self,
+        principal: &Principal,
+        action: &str,
+        resource: &Resource<'_>,
+        facts: &Facts,
+    ) -> Decision {
+        let no_facts = facts.grantee.is_none() && !facts.revoke && !facts.removes_last_admin;
+        if matches!(resource, Resource::Api)
+            && no_facts
+            && let Some(d) = self.api_decisions(principal).get(action)
+        {
+            return d.clone();
+        }
+        self.decide_uncached(principal, action, resource, facts)
+    }
+
+    fn decide_uncached(
         &self,
         principal: &Principal,
         action: &str,
@@ -309,17 +395,13 @@ impl Authorizer {
         let principal_entity =
             Entity::new(principal_uid.clone(), attrs, parents).map_err(|e| e.to_string())?;
 
-        let mut entities = vec![principal_entity];
-        for r in inner.roles.names() {
-            entities.push(Entity::new_no_attrs(role_uid(r), HashSet::new()));
-        }
+        let mut entities = Vec::with_capacity(inner.fixed_entities.len() + 2);
+        entities.push(principal_entity);
+        entities.extend(inner.fixed_entities.iter().cloned());
         // Only the principal and the resource need to be in the store: policies read no
         // attributes of other users (the grantee is compared by identity only).
         let resource_uid = match resource {
-            Resource::Api => {
-                entities.push(Entity::new_no_attrs(inner.api_uid.clone(), HashSet::new()));
-                inner.api_uid.clone()
-            }
+            Resource::Api => inner.api_uid.clone(),
             Resource::Role(r) => role_uid(r),
             Resource::User(id) => user_uid(*id),
             Resource::Change(c) => {
@@ -462,6 +544,58 @@ mod tests {
                 "{a}"
             );
         }
+    }
+
+    #[test]
+    fn cached_api_decisions_equal_cedar_and_follow_the_roles() {
+        let p = shipped();
+        let a = &p.authorizer;
+        let names: Vec<&str> = p.roles.names().collect();
+        // Every role alone, every pair, and no role: the cache answers exactly what Cedar does,
+        // asked twice (the second time from the cache).
+        let mut sets: Vec<Vec<&str>> = vec![vec![]];
+        for (i, r) in names.iter().enumerate() {
+            sets.push(vec![r]);
+            for s in &names[i + 1..] {
+                sets.push(vec![r, s]);
+            }
+        }
+        for roles in &sets {
+            let who = user(7, roles);
+            for _ in 0..2 {
+                for action in a.actions() {
+                    let fresh = a.decide_uncached(&who, action, &Resource::Api, &Facts::default());
+                    let cached = a.decide(&who, action, &Resource::Api, &Facts::default());
+                    assert_eq!(fresh, cached, "{roles:?} {action}");
+                }
+            }
+        }
+        // The same user loses a role: the very next decision follows.
+        let before = user(8, &["admin", "viewer"]);
+        let after = user(8, &["viewer"]);
+        assert!(
+            a.decide(&before, "user.manage", &Resource::Api, &Facts::default())
+                .allowed
+        );
+        assert!(
+            !a.decide(&after, "user.manage", &Resource::Api, &Facts::default())
+                .allowed
+        );
+        assert!(!a.permissions(&after).contains(&"user.manage".to_string()));
+        // Facts are never answered from the cache.
+        let last_admin = Facts {
+            removes_last_admin: true,
+            ..Facts::default()
+        };
+        assert!(
+            !a.decide(&before, "user.manage", &Resource::Api, &last_admin)
+                .allowed
+        );
+        // Unknown actions are still refused.
+        assert!(
+            !a.decide(&before, "no.such", &Resource::Api, &Facts::default())
+                .allowed
+        );
     }
 
     #[test]
