@@ -12,7 +12,7 @@ use crate::harness::{Backend, Options, TestServer, body, problem, shipped_polici
 
 /// Today's notice and its earliest start, computed with the calendar module (never a clock
 /// override in the server). In late December next year's test calendar is loaded first.
-async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDate) {
+pub async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDate) {
     let today = Utc::now().with_timezone(&Shanghai).date_naive();
     let mut cal =
         WorkingCalendar::new(load_dir(&shipped_policies().join("calendars/cn")).unwrap()).unwrap();
@@ -44,7 +44,7 @@ async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDate) {
 }
 
 /// 00:00 of `d` in Shanghai, plus `minutes`.
-fn at(d: NaiveDate, minutes: i64) -> DateTime<Utc> {
+pub fn at(d: NaiveDate, minutes: i64) -> DateTime<Utc> {
     d.and_hms_opt(0, 0, 0)
         .unwrap()
         .and_local_timezone(Shanghai)
@@ -53,7 +53,7 @@ fn at(d: NaiveDate, minutes: i64) -> DateTime<Utc> {
         + TimeDelta::minutes(minutes)
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
+pub fn rfc(t: DateTime<Utc>) -> String {
     t.with_timezone(&Shanghai).to_rfc3339()
 }
 

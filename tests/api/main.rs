@@ -8,5 +8,6 @@ mod auth;
 mod changes;
 mod cli;
 mod errors;
+mod notify;
 mod rbac;
 mod workdays;
