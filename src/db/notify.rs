@@ -247,9 +247,8 @@ pub async fn requeue(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<()> {
 
 /// Claims the run of `job` for `slot`; false when another instance (or an earlier start) ran it.
 pub async fn claim_slot(db: &Db, job: &str, slot: &str, now: DateTime<Utc>) -> Result<bool> {
-    let r =
-        on_pool!(db, |p| {
-            sqlx::query(
+    let r = on_pool!(db, |p| {
+        sqlx::query(
         "INSERT INTO job_runs (job, slot, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
     )
     .bind(job)
@@ -258,6 +257,6 @@ pub async fn claim_slot(db: &Db, job: &str, slot: &str, now: DateTime<Utc>) -> R
     .execute(p)
     .await
     .map(|r| r.rows_affected())
-        })?;
+    })?;
     Ok(r == 1)
 }

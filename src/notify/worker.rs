@@ -15,10 +15,6 @@ use crate::db::notify::{self as db, OutboxRow};
 
 use super::Templates;
 
-/// How long a claimed message belongs to the worker that claimed it. A worker that dies
-/// mid-send leaves the row `sending`; after the lease another worker takes it over.
-pub const LEASE: Duration = Duration::from_secs(120);
-
 /// Where messages go.
 pub enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -131,7 +127,8 @@ pub fn backoff(base_secs: u64, max_secs: u64, attempts: i32) -> Duration {
 pub async fn run_once(app: &App) -> anyhow::Result<usize> {
     let policy = &app.policies.notifications;
     let now = app.now();
-    let lease = chrono::Duration::from_std(LEASE)?;
+    // A worker that dies mid-send leaves the row `sending`; after the lease another takes it.
+    let lease = chrono::Duration::seconds(i64::try_from(policy.lease_secs)?);
     let rows = db::claim_due(&app.db, now, now + lease, i64::from(policy.batch)).await?;
     let n = rows.len();
     let mut set = tokio::task::JoinSet::new();

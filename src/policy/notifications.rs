@@ -33,10 +33,16 @@ struct File {
     backoff_secs: u64,
     backoff_max_secs: u64,
     poll_secs: u64,
+    #[serde(default = "default_lease")]
+    lease_secs: u64,
     #[serde(default = "default_batch")]
     batch: u32,
     events: BTreeMap<String, Vec<String>>,
     schedules: Schedules,
+}
+
+fn default_lease() -> u64 {
+    120
 }
 
 fn default_batch() -> u32 {
@@ -71,6 +77,8 @@ pub struct NotifyPolicy {
     pub backoff_secs: u64,
     pub backoff_max_secs: u64,
     pub poll_secs: u64,
+    /// How long a claimed message belongs to its worker (longer than one SMTP attempt).
+    pub lease_secs: u64,
     pub batch: u32,
     pub events: BTreeMap<String, Vec<Recipient>>,
     pub schedules: Schedules,
@@ -95,6 +103,9 @@ impl NotifyPolicy {
         }
         if f.poll_secs == 0 || f.poll_secs > 3600 {
             return Err(at("poll_secs", "poll_secs must be 1 to 3600".into()));
+        }
+        if !(2..=3600).contains(&f.lease_secs) {
+            return Err(at("lease_secs", "lease_secs must be 2 to 3600".into()));
         }
         if f.batch == 0 || f.batch > 1000 {
             return Err(at("batch", "batch must be 1 to 1000".into()));
@@ -184,6 +195,7 @@ impl NotifyPolicy {
             backoff_secs: f.backoff_secs,
             backoff_max_secs: f.backoff_max_secs,
             poll_secs: f.poll_secs,
+            lease_secs: f.lease_secs,
             batch: f.batch,
             events,
             schedules: f.schedules,

@@ -16,10 +16,13 @@ use crate::changes::{at, change, notice_today, setup};
 use crate::harness::{Backend, Options, TestServer, body, postgres_url, problem, shipped_policies};
 use crate::rbac::copy_dir;
 
-/// What the SMTP server received: (envelope recipients, raw message).
+/// One message as the SMTP server received it: (envelope recipients, raw message).
+type Received = (Vec<String>, Vec<u8>);
+
+/// What the SMTP server received.
 #[derive(Clone, Default)]
 struct Sink {
-    got: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
+    got: Arc<Mutex<Vec<Received>>>,
     to: Vec<String>,
     buf: Vec<u8>,
 }
@@ -99,16 +102,16 @@ impl Smtp {
 
     /// What arrived, less the scheduler's weekly warning about next year's calendar (sent at
     /// start-up from 1 November while the test calendar for next year is not loaded yet).
-    fn messages(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+    fn messages(&self) -> Vec<Received> {
         let got = self.sink.got.lock().unwrap().clone();
         got.into_iter()
             .filter(|(_, raw)| !parse(raw).subject().unwrap_or("").contains("工作日历"))
             .collect()
     }
 
-    /// Waits until at least `n` messages arrived (10 s at most).
-    async fn wait_for(&self, n: usize) -> Vec<(Vec<String>, Vec<u8>)> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Waits until at least `n` messages arrived (20 s at most).
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let got = self.messages();
             if got.len() >= n || Instant::now() > deadline {
@@ -131,7 +134,8 @@ fn fast_policies(max_attempts: u32) -> tempfile::TempDir {
             &format!("max_attempts = {max_attempts}"),
         )
         .replace("backoff_secs = 30", "backoff_secs = 1")
-        .replace("poll_secs = 10", "poll_secs = 1");
+        .replace("poll_secs = 10", "poll_secs = 1")
+        .replace("lease_secs = 120", "lease_secs = 2");
     std::fs::write(&f, text).unwrap();
     dir
 }
@@ -148,14 +152,14 @@ async fn start(backend: Backend, smtp: &str, policies: Option<&Path>) -> TestSer
     .await
 }
 
-/// Polls the notifications API until `pred` holds for the list (10 s at most).
+/// Polls the notifications API until `pred` holds for the list (20 s at most).
 async fn wait_api(
     srv: &TestServer,
     token: &str,
     query: &str,
     pred: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = body(
             srv.get(&format!("/api/v1/notifications{query}"), token)
@@ -582,7 +586,8 @@ async fn sigkill_after_filing_then_restart_sends() {
     let got = smtp.wait_for(2).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(got.len(), 2, "notice and receipt sent after the restart");
+    // At least once; a duplicate would carry the same Message-ID.
+    assert!(got.len() >= 2, "notice and receipt sent after the restart");
     let m = parse(&got[0].1);
     assert!(m.subject().unwrap().contains(&format!("#{id}")));
 }
