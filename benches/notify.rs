@@ -32,7 +32,8 @@ fn smtp() -> (u16, Count) {
     let port = l.local_addr().unwrap().port();
     let count = Count::default();
     let mut server = mailin_embedded::Server::new(count.clone());
-    server.with_num_threads(16).with_tcp_listener(l);
+    // A thread per connection: both pools keep connections open.
+    server.with_num_threads(64).with_tcp_listener(l);
     std::thread::spawn(move || {
         let _ = server.serve();
     });
@@ -48,7 +49,7 @@ async fn main() {
         database_url: format!("sqlite:{}", dir.path().join("bench.db").display()),
         policies_dir: root.join("policies"),
         key_dir: Some(dir.path().to_path_buf()),
-        bootstrap_admin_password: Some(SecretString::from("bench admin password")),
+        bootstrap_admin_password: Some(SecretString::from("bench bootstrap secret 42")),
         smtp_url: Some(SecretString::from(format!("smtp://127.0.0.1:{port}"))),
         outbox_dir: dir.path().join("outbox"),
         ..Settings::default()
