@@ -260,3 +260,14 @@ pub async fn claim_slot(db: &Db, job: &str, slot: &str, now: DateTime<Utc>) -> R
     })?;
     Ok(r == 1)
 }
+
+/// Forgets runs started before `before` (they can no longer be due).
+pub async fn prune_runs(db: &Db, before: DateTime<Utc>) -> Result<u64> {
+    Ok(on_pool!(db, |p| sqlx::query(
+        "DELETE FROM job_runs WHERE started_at < $1"
+    )
+    .bind(before)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?)
+}

@@ -96,11 +96,16 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
         let r = match job {
             Job::Digest => digest(app, slot.date_naive(), now).await.map(|_| ()),
             Job::Reminder => reminder(app, slot.date_naive(), now).await.map(|_| ()),
-            Job::Expiry => crate::changes::expire_overdue_at(app, now).await.map(|n| {
-                if n > 0 {
-                    tracing::info!(expired = n, "changes expired");
-                }
-            }),
+            Job::Expiry => {
+                // The runs table would grow by a row a minute: keep 30 days (the longest
+                // look-back is 8 days).
+                db::prune_runs(&app.db, now - chrono::Duration::days(30)).await?;
+                crate::changes::expire_overdue_at(app, now).await.map(|n| {
+                    if n > 0 {
+                        tracing::info!(expired = n, "changes expired");
+                    }
+                })
+            }
             Job::CalendarWarning => calendar_warning(app, slot.date_naive(), now)
                 .await
                 .map(|_| ()),
