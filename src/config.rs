@@ -38,6 +38,19 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Log format: `text` or `json`.
     pub log_format: String,
+    /// The bank's mail server in lettre's URL form: `smtp://host:25` (plain, a local relay),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`.
+    /// Unset: each message is written as an `.eml` file into `outbox_dir`.
+    #[serde(skip_serializing)]
+    pub smtp_url: Option<SecretString>,
+    /// Sender of the notices, e.g. `changeguard <changeguard@bank.local>`.
+    pub mail_from: String,
+    /// Where `.eml` files go when no SMTP server is configured.
+    pub outbox_dir: PathBuf,
+    /// Language of the notices: `zh` (default) or `en`.
+    pub mail_language: String,
+    /// Email templates (`email/{zh,en}/*.{txt,html}`). Default: `templates` beside the policies.
+    pub templates_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -54,6 +67,11 @@ impl Default for Settings {
             hash_concurrency: None,
             public_url: None,
             log_format: "text".into(),
+            smtp_url: None,
+            mail_from: "changeguard <changeguard@localhost>".into(),
+            outbox_dir: PathBuf::from("outbox"),
+            mail_language: "zh".into(),
+            templates_dir: None,
         }
     }
 }
@@ -118,7 +136,39 @@ impl Settings {
                 "CHANGEGUARD_PUBLIC_URL must start with http:// or https://".into(),
             ));
         }
+        if !matches!(self.mail_language.as_str(), "zh" | "en") {
+            return Err(ConfigError(
+                "CHANGEGUARD_MAIL_LANGUAGE must be zh or en".into(),
+            ));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError(
+                "CHANGEGUARD_MAIL_FROM must be an address such as changeguard@bank.local or \"changeguard <changeguard@bank.local>\"".into(),
+            ));
+        }
+        if let Some(url) = &self.smtp_url {
+            use secrecy::ExposeSecret as _;
+            let url = url.expose_secret();
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(ConfigError(format!(
+                    "CHANGEGUARD_SMTP_URL must start with smtp:// or smtps:// (got {})",
+                    redact_url(url)
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Email templates directory: the setting, else `templates` beside the policies folder,
+    /// else `./templates`.
+    pub fn templates_dir(&self) -> PathBuf {
+        if let Some(d) = &self.templates_dir {
+            return d.clone();
+        }
+        match self.policies_dir.parent().map(|p| p.join("templates")) {
+            Some(d) if d.join("email").is_dir() => d,
+            _ => PathBuf::from("templates"),
+        }
     }
 
     /// True when the database is PostgreSQL.
@@ -169,6 +219,19 @@ pub fn sqlite_path(url: &str) -> Option<String> {
     Some(path.to_string())
 }
 
+/// A URL with its password (and user) hidden, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<invalid URL>".into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
 fn one_line(e: &figment::Error) -> String {
     e.to_string().replace('\n', " ")
 }
@@ -198,6 +261,16 @@ mod tests {
         };
         assert_eq!(s.key_dir(), PathBuf::from("/var/lib/cg"));
         assert_eq!(Settings::default().key_dir(), PathBuf::from("."));
+    }
+
+    #[test]
+    fn smtp_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("smtp://cg:s3cret@mail.bank.local:587?tls=required"),
+            "smtp://***@mail.bank.local:587?tls=required"
+        );
+        assert_eq!(redact_url("smtp://relay:25"), "smtp://relay:25");
+        assert!(!redact_url("smtps://a:p@w@h:465").contains("p@w"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod notify;
 pub mod policy;
 pub mod rbac;
 pub mod workdays;
@@ -54,6 +55,7 @@ pub struct AppInner {
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
     pub calendar_cache: workdays::CalendarCache,
+    pub notifier: notify::Notifier,
 }
 
 impl Deref for App {
@@ -112,6 +114,16 @@ impl App {
             }
         }
         let hasher = Hasher::new(settings.hash_concurrency())?;
+        let notifier = notify::Notifier::new(&settings)?;
+        // Said once, so a newcomer knows where the notices go.
+        tracing::info!(transport = %notifier.describe, "email notices: sending through {}", notifier.describe);
+        if matches!(notifier.transport, notify::worker::Transport::File(_)) {
+            println!(
+                "邮件通知未配置 SMTP，写入 {} / no CHANGEGUARD_SMTP_URL: email notices are written as .eml files into {}",
+                settings.outbox_dir.display(),
+                settings.outbox_dir.display()
+            );
+        }
         let app = App(Arc::new(AppInner {
             tokens: Tokens::new(&jwt_key),
             sealer: Sealer::new(audit_key),
@@ -120,6 +132,7 @@ impl App {
             db,
             clock: Arc::new(SystemClock),
             calendar_cache: Default::default(),
+            notifier,
             settings,
         }));
         if let Some(password) =
@@ -158,14 +171,16 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let router = http::router(self.app.clone())?;
-        let expiry = changes::spawn_expiry(self.app.clone());
+        let sender = notify::worker::spawn(self.app.clone());
+        let scheduler = notify::schedule::spawn(self.app.clone());
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await?;
-        expiry.abort();
+        sender.abort();
+        scheduler.abort();
         self.app.db.close().await;
         Ok(())
     }

@@ -356,6 +356,7 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
             to: Status::Submitted.as_str(),
             actor: Some(who.user_id),
             comment: justification,
+            notice: Some("filed"),
         },
         &entry,
         now,
@@ -438,16 +439,19 @@ fn check_schedule(
         .map_err(|r| notice_error(r, policy.timezone.name()))
 }
 
-/// A line of a change's timeline.
+/// A line of a change's timeline, and the email notices it causes.
 struct Line<'a> {
     id: i64,
     from: Option<&'a str>,
     to: &'a str,
     actor: Option<i64>,
     comment: Option<&'a str>,
+    /// The event of policies/notifications.toml whose notices go into the outbox.
+    notice: Option<&'static str>,
 }
 
-/// The end of every command: the timeline line, the audit entry, and the commit.
+/// The end of every command: the timeline line, the audit entry, the email notices (outbox
+/// rows), and the commit; then the sender is woken.
 async fn record(
     app: &App,
     mut tx: crate::db::Tx,
@@ -461,10 +465,18 @@ async fn record(
         to,
         actor,
         comment,
+        notice,
     } = line;
     db::insert_event(&mut tx, id, from, to, actor, comment, now).await?;
     audit_db::append(&mut tx, &app.sealer, entry, now).await?;
+    let queued = match notice {
+        Some(event) => crate::notify::enqueue_change(app, &mut tx, id, event, comment, now).await?,
+        None => 0,
+    };
     tx.commit().await?;
+    if queued > 0 {
+        app.notifier.wake();
+    }
     Ok(())
 }
 
@@ -752,6 +764,15 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
             to: to.as_str(),
             actor: Some(who.user_id),
             comment: comment.as_deref(),
+            notice: Some(match step {
+                Step::Approve => "approved",
+                Step::Reject => "rejected",
+                Step::Start => "started",
+                Step::Complete => "completed",
+                Step::Cancel => "cancelled",
+                Step::Expire => "expired",
+                Step::Reschedule => "rescheduled",
+            }),
         },
         &entry,
         now,
@@ -801,6 +822,7 @@ pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<
             to: &row.status,
             actor: Some(who.user_id),
             comment: Some(&req.notes),
+            notice: Some("reviewed"),
         },
         &entry,
         now,
@@ -921,6 +943,7 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
             to: to.as_str(),
             actor: Some(who.user_id),
             comment: comment.as_deref(),
+            notice: Some("rescheduled"),
         },
         &entry,
         now,
@@ -932,7 +955,11 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
 /// Marks approved changes whose window has passed unstarted as `expired` (a scheduled job).
 /// Returns how many expired. Safe with several instances: each row is locked and re-checked.
 pub async fn expire_overdue(app: &App) -> Result<usize> {
-    let now = app.now();
+    expire_overdue_at(app, app.now()).await
+}
+
+/// [`expire_overdue`] as of `now` (the scheduler's slot time).
+pub async fn expire_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
     let mut n = 0;
     for id in db::overdue_approved(&app.db, now).await? {
         let mut tx = app.db.begin().await?;
@@ -961,6 +988,7 @@ pub async fn expire_overdue(app: &App) -> Result<usize> {
                 to: Status::Expired.as_str(),
                 actor: None,
                 comment: Some("never started in its window"),
+                notice: Some("expired"),
             },
             &entry,
             now,
@@ -969,19 +997,4 @@ pub async fn expire_overdue(app: &App) -> Result<usize> {
         n += 1;
     }
     Ok(n)
-}
-
-/// Runs [`expire_overdue`] every minute until the process ends.
-pub fn spawn_expiry(app: App) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            match expire_overdue(&app).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "changes expired"),
-                Err(e) => tracing::warn!(error = %e, "expiry job failed; will retry"),
-            }
-        }
-    })
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod calendar;
 pub mod changes;
 pub mod keys;
+pub mod notify;
 pub mod users;
 
 use std::str::FromStr;

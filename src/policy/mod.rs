@@ -6,16 +6,21 @@
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
 //! policies/change-policy.toml         time zone, notice rule, change categories, freeze windows
+//! policies/notifications.toml         who gets which email notice, retries, schedules
 //! policies/calendars/cn/YYYY.toml     China's official working-day calendar, one year a file
 //! ```
 
 mod change_policy;
+mod notifications;
 mod roles;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use change_policy::{Category, ChangePolicy, FreezeWindow};
+pub use notifications::{
+    EVENTS as NOTIFY_EVENTS, NotifyPolicy, Recipient, Schedules, valid_address,
+};
 pub use roles::{Role, RoleCatalog};
 
 use crate::calendar::YearCalendar;
@@ -79,6 +84,7 @@ pub struct Policies {
     pub roles: RoleCatalog,
     pub authorizer: Authorizer,
     pub change: ChangePolicy,
+    pub notifications: NotifyPolicy,
     /// The calendar years shipped as files (the database may add or replace years).
     pub calendar_years: Vec<YearCalendar>,
 }
@@ -99,6 +105,8 @@ impl Policies {
             |a| authorizer.is_action(a),
             |r| roles.get(r).is_some(),
         )?;
+        let notifications =
+            NotifyPolicy::load(&dir.join("notifications.toml"), |r| roles.get(r).is_some())?;
         let calendar_dir = dir.join("calendars").join("cn");
         let calendar_years = crate::calendar::load_dir(&calendar_dir)?;
         crate::calendar::WorkingCalendar::new(calendar_years.clone())
@@ -108,6 +116,7 @@ impl Policies {
             roles,
             authorizer,
             change,
+            notifications,
             calendar_years,
         })
     }

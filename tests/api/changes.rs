@@ -53,7 +53,7 @@ pub fn at(d: NaiveDate, minutes: i64) -> DateTime<Utc> {
         + TimeDelta::minutes(minutes)
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
+pub fn rfc(t: DateTime<Utc>) -> String {
     t.with_timezone(&Shanghai).to_rfc3339()
 }
 

@@ -57,6 +57,8 @@ pub struct Options {
     pub policies: PathBuf,
     /// Join an existing database and key directory (a second instance) instead of a fresh one.
     pub join: Option<(String, PathBuf)>,
+    /// `CHANGEGUARD_SMTP_URL`; none: `.eml` files in the test's own folder.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
         Options {
             policies: shipped_policies(),
             join: None,
+            smtp_url: None,
         }
     }
 }
@@ -109,6 +112,8 @@ impl TestServer {
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
             key_dir: Some(key_dir),
             hash_concurrency: Some(2),
+            smtp_url: opts.smtp_url.map(SecretString::from),
+            outbox_dir: dir.path().join("outbox"),
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,6 +148,12 @@ impl TestServer {
             join: Some((self.database_url.clone(), self.dir.path().to_path_buf())),
             ..Options::default()
         };
+        TestServer::start_with(self.backend, opts).await
+    }
+
+    /// Another instance on the same database and keys, with its own options (policies, SMTP).
+    pub async fn second_instance_with(&self, mut opts: Options) -> TestServer {
+        opts.join = Some((self.database_url.clone(), self.dir.path().to_path_buf()));
         TestServer::start_with(self.backend, opts).await
     }
 

@@ -9,5 +9,6 @@ mod changes;
 mod cli;
 mod console;
 mod errors;
+mod notify;
 mod rbac;
 mod workdays;

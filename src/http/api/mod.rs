@@ -4,6 +4,7 @@ pub mod agenda;
 pub mod audit;
 pub mod auth;
 pub mod changes;
+pub mod notifications;
 pub mod roles;
 pub mod systems;
 pub mod users;
@@ -47,4 +48,6 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(agenda::create_feed, agenda::revoke_feed))
         .routes(routes!(agenda::feed))
         .routes(routes!(agenda::changes_report))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::retry))
 }

@@ -1,0 +1,401 @@
+//! Email notices that are never lost: the transactional outbox, its sender and the schedules.
+//!
+//! A notice is a row of `outbox` written in the SAME transaction as the change that causes it
+//! ([`enqueue_change`], called from `changes::record`). After the commit the worker
+//! ([`worker`]) is woken; it claims due rows with a lease, sends them through lettre (SMTP, or
+//! `.eml` files when no server is configured), retries with exponential backoff and finally
+//! marks them `dead` for a manager to retry. Who gets what is `policies/notifications.toml`;
+//! the words are the templates in `templates/email/{zh,en}/`.
+
+pub mod schedule;
+pub mod templates;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::App;
+use crate::audit::Entry;
+use crate::db::audit as audit_db;
+use crate::db::changes::{self as change_db, ChangeRow};
+use crate::db::notify::{self as db, NewMessage, OutboxRow};
+use crate::db::{StoreError, Tx};
+use crate::error::{Error, Result};
+use crate::policy::Recipient;
+use crate::rbac::Principal;
+
+pub use templates::Templates;
+pub use worker::Notifier;
+
+/// The title of an event in the notice's language.
+fn event_title(event: &str, lang: &str) -> &'static str {
+    let (zh, en) = match event {
+        "filed" => ("已提交，请管理部门知悉", "filed: notice to management"),
+        "receipt" => ("已提交（回执）", "filed (receipt)"),
+        "approved" => ("已批准", "approved"),
+        "rejected" => ("已驳回", "rejected"),
+        "rescheduled" => (
+            "已修改或改期，待重新审批",
+            "amended or rescheduled, to be approved again",
+        ),
+        "started" => ("已开始实施", "started"),
+        "completed" => ("已完成", "completed"),
+        "cancelled" => ("已撤销", "cancelled"),
+        "expired" => (
+            "已过期（未在窗口内开始）",
+            "expired (never started in its window)",
+        ),
+        "reviewed" => ("已完成事后复核", "reviewed after the fact"),
+        "reminder" => ("将于下一个工作日开始", "starts on the next working day"),
+        _ => ("通知", "notice"),
+    };
+    if lang == "en" { en } else { zh }
+}
+
+/// Local time as the notices show it.
+fn local(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
+}
+
+#[derive(Serialize)]
+struct ChangeCtx {
+    id: i64,
+    title: String,
+    category: String,
+    action: Option<String>,
+    systems: Vec<String>,
+    description: String,
+    risk: String,
+    rollback_plan: String,
+    planned_start: String,
+    planned_end: String,
+    notified_on: String,
+    earliest_start: Option<String>,
+    status: String,
+    requester: String,
+    assignee: String,
+    emergency: bool,
+    justification: Option<String>,
+    link: String,
+}
+
+fn change_ctx(app: &App, r: &ChangeRow) -> ChangeCtx {
+    let tz = app.policies.change.timezone;
+    let lang = app.notifier.templates.language.as_str();
+    let category = app.policies.change.categories.get(&r.category).map_or_else(
+        || r.category.clone(),
+        |c| {
+            if lang == "en" {
+                c.title_en.clone()
+            } else {
+                c.title_zh.clone()
+            }
+        },
+    );
+    ChangeCtx {
+        id: r.id,
+        title: r.title.clone(),
+        category,
+        action: r.action.clone(),
+        systems: serde_json::from_str(&r.systems).unwrap_or_default(),
+        description: r.description.clone(),
+        risk: r.risk.clone(),
+        rollback_plan: r.rollback_plan.clone(),
+        planned_start: local(r.planned_start, tz),
+        planned_end: local(r.planned_end, tz),
+        notified_on: r.notified_on.clone(),
+        earliest_start: r.earliest_start.clone(),
+        status: r.status.clone(),
+        requester: format!("{} ({})", r.requester_name, r.requester_username),
+        assignee: format!("{} ({})", r.assignee_name, r.assignee_username),
+        emergency: r.emergency,
+        justification: r.justification.clone(),
+        link: format!("{}/api/v1/changes/{}", app.settings.public_url(), r.id),
+    }
+}
+
+/// The change's calendar entry, METHOD:REQUEST (or CANCEL when it will not happen), with the
+/// same UID as the calendar feed so a client updates the entry it already has.
+pub fn change_ics(app: &App, row: &ChangeRow, cancel: bool) -> String {
+    let policy = &app.policies.change;
+    let text = crate::changes::agenda::render_ics(
+        std::slice::from_ref(row),
+        policy.timezone,
+        &app.settings.public_url(),
+        |c| policy.categories.get(c).map(|c| c.title_zh.clone()),
+    );
+    let method = if cancel {
+        "METHOD:CANCEL\r\n"
+    } else {
+        "METHOD:REQUEST\r\n"
+    };
+    text.replacen(
+        "BEGIN:VCALENDAR\r\n",
+        &format!("BEGIN:VCALENDAR\r\n{method}"),
+        1,
+    )
+}
+
+/// Resolves recipient rules to addresses (deduplicated, in order).
+async fn resolve(
+    app: &App,
+    tx: &mut Tx,
+    rules: &[Recipient],
+    change: Option<&ChangeRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let push = |a: String, out: &mut Vec<String>| {
+        if crate::policy::valid_address(&a) && !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    for rule in rules {
+        match (rule, change) {
+            (Recipient::Requester, Some(c)) => {
+                push(db::user_email(tx, c.requester_id).await?, &mut out)
+            }
+            (Recipient::Assignee, Some(c)) => {
+                push(db::user_email(tx, c.assignee_id).await?, &mut out)
+            }
+            (Recipient::Management, Some(c)) => {
+                if let Some(cat) = app.policies.change.categories.get(&c.category) {
+                    for role in &cat.notify_roles {
+                        for a in db::role_emails(tx, role, now).await? {
+                            push(a, &mut out);
+                        }
+                    }
+                    for m in &cat.notify_mailboxes {
+                        push(m.clone(), &mut out);
+                    }
+                }
+            }
+            (Recipient::Role(role), _) => {
+                for a in db::role_emails(tx, role, now).await? {
+                    push(a, &mut out);
+                }
+            }
+            (Recipient::Mailbox(m), _) => push(m.clone(), &mut out),
+            (_, None) => {}
+        }
+    }
+    Ok(out)
+}
+
+fn render_error(e: minijinja::Error) -> Error {
+    Error::Internal(anyhow::anyhow!("email template: {e}"))
+}
+
+/// Writes the notices of `event` about change `id` into the outbox, inside the caller's
+/// transaction (so they commit, or vanish, with the change). Filing also sends the receipt.
+pub async fn enqueue_change(
+    app: &App,
+    tx: &mut Tx,
+    id: i64,
+    event: &str,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let row = change_db::get_change_for_update(tx, id).await?;
+    let events: &[&str] = if event == "filed" {
+        &["filed", "receipt"]
+    } else {
+        std::slice::from_ref(&event)
+    };
+    let policy = &app.policies.notifications;
+    let cancel = matches!(event, "rejected" | "cancelled" | "expired");
+    let ics = change_ics(app, &row, cancel);
+    let mut n = 0;
+    for ev in events {
+        let mut rules = policy.recipients(ev).to_vec();
+        // Compliance hears of every emergency, but the receipt is the requester's alone.
+        if row.emergency && *ev != "receipt" {
+            rules.extend(policy.recipients("emergency_also").iter().cloned());
+        }
+        let recipients = resolve(app, tx, &rules, Some(&row), now).await?;
+        if recipients.is_empty() {
+            continue;
+        }
+        let lang = app.notifier.templates.language.as_str();
+        let ctx = json!({
+            "event": ev,
+            "event_title": event_title(ev, lang),
+            "change": change_ctx(app, &row),
+            "comment": comment,
+            "timezone": app.policies.change.timezone.name(),
+            "link": format!("{}/api/v1/changes/{}", app.settings.public_url(), row.id),
+        });
+        let r = app
+            .notifier
+            .templates
+            .render("change", &ctx)
+            .map_err(render_error)?;
+        db::insert_message(
+            tx,
+            &NewMessage {
+                kind: ev,
+                change_id: Some(row.id),
+                recipients: &recipients,
+                subject: &r.subject,
+                body_text: &r.text,
+                body_html: &r.html,
+                ics: Some(&ics),
+            },
+            &app.notifier.host,
+            now,
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Writes one notice not tied to a change's transaction (digest, warning), then wakes the sender.
+pub async fn enqueue_other(
+    app: &App,
+    kind: &str,
+    template: &str,
+    ctx: &serde_json::Value,
+    change: Option<&ChangeRow>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let mut tx = app.db.begin().await?;
+    let rules = app.policies.notifications.recipients(kind).to_vec();
+    let recipients = resolve(app, &mut tx, &rules, change, now).await?;
+    if recipients.is_empty() {
+        return Ok(None);
+    }
+    let r = app
+        .notifier
+        .templates
+        .render(template, ctx)
+        .map_err(render_error)?;
+    let ics = change.map(|c| change_ics(app, c, false));
+    let id = db::insert_message(
+        &mut tx,
+        &NewMessage {
+            kind,
+            change_id: change.map(|c| c.id),
+            recipients: &recipients,
+            subject: &r.subject,
+            body_text: &r.text,
+            body_html: &r.html,
+            ics: ics.as_deref(),
+        },
+        &app.notifier.host,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    app.notifier.wake();
+    Ok(Some(id))
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Notice {
+    pub id: i64,
+    /// filed, receipt, approved, …, digest, reminder, calendar_missing
+    pub kind: String,
+    pub change_id: Option<i64>,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub message_id: String,
+    /// pending | sending | sent | failed | dead
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl From<OutboxRow> for Notice {
+    fn from(r: OutboxRow) -> Self {
+        Notice {
+            id: r.id,
+            kind: r.kind,
+            change_id: r.change_id,
+            recipients: serde_json::from_str(&r.recipients).unwrap_or_default(),
+            subject: r.subject,
+            message_id: r.message_id,
+            status: r.status,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+        }
+    }
+}
+
+pub const STATUSES: &[&str] = &["pending", "sending", "sent", "failed", "dead"];
+
+/// Messages, newest first.
+pub async fn list(app: &App, change_id: Option<i64>, status: Option<&str>) -> Result<Vec<Notice>> {
+    if let Some(s) = status
+        && !STATUSES.contains(&s)
+    {
+        return Err(Error::invalid(
+            "invalid_status",
+            format!(
+                "status 须为 / status must be one of: {}",
+                STATUSES.join(", ")
+            ),
+        ));
+    }
+    Ok(db::list(&app.db, change_id, status, 500)
+        .await?
+        .into_iter()
+        .map(Notice::from)
+        .collect())
+}
+
+/// A dead message back to the queue (audited, in one transaction).
+pub async fn retry(app: &App, who: &Principal, id: i64) -> Result<Notice> {
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let status = db::status_for_update(&mut tx, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound {
+                what: "notification",
+            },
+            other => other.into(),
+        })?;
+    if status != "dead" {
+        return Err(Error::conflict(
+            "not_dead",
+            format!(
+                "只有 dead 状态的通知可以重发（当前 {status}） / Only a dead notification can be retried (it is {status})"
+            ),
+        ));
+    }
+    db::requeue(&mut tx, id, now).await?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "notification.retry",
+        format!("notification:{id}"),
+    )
+    .with_details(json!({"from": "dead", "to": "pending"}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    app.notifier.wake();
+    Ok(db::get(&app.db, id).await?.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_event_has_a_title() {
+        for e in crate::policy::NOTIFY_EVENTS {
+            if matches!(*e, "emergency_also" | "digest" | "calendar_missing") {
+                continue;
+            }
+            assert_ne!(super::event_title(e, "zh"), "通知", "{e}");
+            assert_ne!(super::event_title(e, "en"), "notice", "{e}");
+        }
+    }
+}

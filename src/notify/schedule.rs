@@ -1,0 +1,327 @@
+//! Scheduled jobs (`[schedules]` in policies/notifications.toml, cron in the bank's time zone):
+//! the morning digest, the reminder before a change starts, expiry of approved changes never
+//! started, and the warning while next year's calendar is missing.
+//!
+//! Each slot runs once across all instances: whoever inserts `(job, slot)` into `job_runs`
+//! first runs it. At each tick only the LATEST slot due is considered, so a slot missed while
+//! the service was down runs once when it is back, if it is still useful (see [`Job::useful`]).
+//! The scheduler takes `now` as an argument: tests drive it; the binary passes the system clock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::json;
+
+use crate::App;
+use crate::db::changes::{self as change_db, ChangeFilter, ChangeRow};
+use crate::db::notify as db;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Digest,
+    Reminder,
+    Expiry,
+    CalendarWarning,
+}
+
+impl Job {
+    pub const ALL: [Job; 4] = [
+        Job::Digest,
+        Job::Reminder,
+        Job::Expiry,
+        Job::CalendarWarning,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Digest => "digest",
+            Job::Reminder => "reminder",
+            Job::Expiry => "expiry",
+            Job::CalendarWarning => "calendar_warning",
+        }
+    }
+
+    fn expr(self, app: &App) -> &str {
+        let s = &app.policies.notifications.schedules;
+        match self {
+            Job::Digest => &s.digest,
+            Job::Reminder => &s.reminder,
+            Job::Expiry => &s.expiry,
+            Job::CalendarWarning => &s.calendar_warning,
+        }
+    }
+
+    /// Whether a slot is still worth running at `now`: a digest or a reminder only on its own
+    /// day (a digest at 15:00 still beats none; tomorrow's will come), the warning within its
+    /// week, expiry always.
+    fn useful(self, slot: DateTime<Tz>, now: DateTime<Tz>) -> bool {
+        match self {
+            Job::Digest | Job::Reminder => slot.date_naive() == now.date_naive(),
+            Job::CalendarWarning => now - slot < chrono::Duration::days(7),
+            Job::Expiry => true,
+        }
+    }
+}
+
+/// The latest slot of `expr` at or before `now`, looking back at most 8 days.
+pub fn latest_slot(expr: &str, now: DateTime<Tz>) -> Option<DateTime<Tz>> {
+    let schedule = cron::Schedule::from_str(expr).ok()?;
+    let from = now - chrono::Duration::days(8);
+    schedule.after(&from).take_while(|t| *t <= now).last()
+}
+
+/// What one tick did: the jobs run, by name and slot.
+#[derive(Debug, Default)]
+pub struct Ran(pub Vec<(&'static str, String)>);
+
+/// Runs every job whose latest slot at `now` is due, useful, and not yet run by anyone.
+pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
+    let tz = app.policies.change.timezone;
+    let local_now = now.with_timezone(&tz);
+    let mut ran = Ran::default();
+    for job in Job::ALL {
+        let Some(slot) = latest_slot(job.expr(app), local_now) else {
+            continue;
+        };
+        if !job.useful(slot, local_now) {
+            continue;
+        }
+        let slot_s = slot.to_rfc3339();
+        if !db::claim_slot(&app.db, job.name(), &slot_s, now).await? {
+            continue;
+        }
+        let r = match job {
+            Job::Digest => digest(app, slot.date_naive(), now).await.map(|_| ()),
+            Job::Reminder => reminder(app, slot.date_naive(), now).await.map(|_| ()),
+            Job::Expiry => {
+                // The runs table would grow by a row a minute: keep 30 days (the longest
+                // look-back is 8 days).
+                db::prune_runs(&app.db, now - chrono::Duration::days(30)).await?;
+                crate::changes::expire_overdue_at(app, now).await.map(|n| {
+                    if n > 0 {
+                        tracing::info!(expired = n, "changes expired");
+                    }
+                })
+            }
+            Job::CalendarWarning => calendar_warning(app, slot.date_naive(), now)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = r {
+            // The slot stays claimed: the next slot tries again (expiry runs every minute).
+            tracing::warn!(job = job.name(), slot = %slot_s, error = %e, "scheduled job failed");
+        }
+        ran.0.push((job.name(), slot_s));
+    }
+    Ok(ran)
+}
+
+/// Runs [`tick`] with the system clock every 15 seconds until the process ends.
+pub fn spawn(app: App) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(15));
+        loop {
+            every.tick().await;
+            if let Err(e) = tick(&app, app.now()).await {
+                tracing::warn!(error = %e, "scheduler tick failed; will retry");
+            }
+        }
+    })
+}
+
+fn start_of(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let naive = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map_or_else(|| Utc.from_utc_datetime(&naive), |t| t.with_timezone(&Utc))
+}
+
+/// The first `n` working days from `from` (inclusive).
+fn working_days(
+    cal: &crate::calendar::WorkingCalendar,
+    from: NaiveDate,
+    n: u32,
+) -> Result<Vec<NaiveDate>> {
+    let mut out = Vec::new();
+    let mut d = from;
+    while out.len() < n as usize {
+        if cal.is_working(d).map_err(crate::changes::calendar_error)? {
+            out.push(d);
+        }
+        d = d
+            .succ_opt()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("date overflow")))?;
+    }
+    Ok(out)
+}
+
+fn open(r: &ChangeRow) -> bool {
+    matches!(r.status.as_str(), "submitted" | "approved" | "in_progress")
+}
+
+/// The changes the digest of `today` lists: open changes whose windows overlap today and the
+/// following working days, `digest_working_days` working days in all (today included).
+/// `None` on a day off (no digest).
+pub async fn digest_changes(
+    app: &App,
+    today: NaiveDate,
+) -> Result<Option<(NaiveDate, Vec<ChangeRow>)>> {
+    let cal = app.calendar().await?;
+    if !cal
+        .is_working(today)
+        .map_err(crate::changes::calendar_error)?
+    {
+        return Ok(None);
+    }
+    let days = app.policies.notifications.schedules.digest_working_days;
+    let last = *working_days(&cal, today, days)?
+        .last()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("no working days")))?;
+    let tz = app.policies.change.timezone;
+    let end = start_of(last.succ_opt().unwrap_or(last), tz);
+    let rows = change_db::list_changes(
+        &app.db,
+        &ChangeFilter {
+            from: Some(start_of(today, tz)),
+            to: Some(end),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Some((last, rows.into_iter().filter(open).collect())))
+}
+
+async fn digest(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<Option<i64>> {
+    let Some((last, rows)) = digest_changes(app, today).await? else {
+        return Ok(None);
+    };
+    let tz = app.policies.change.timezone;
+    let base = app.settings.public_url();
+    let changes: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "title": r.title, "status": r.status, "emergency": r.emergency,
+                "planned_start": super::local(r.planned_start, tz),
+                "planned_end": super::local(r.planned_end, tz),
+                "systems": serde_json::from_str::<Vec<String>>(&r.systems).unwrap_or_default(),
+                "assignee": format!("{} ({})", r.assignee_name, r.assignee_username),
+                "link": format!("{base}/api/v1/changes/{}", r.id),
+            })
+        })
+        .collect();
+    let ctx = json!({
+        "days": app.policies.notifications.schedules.digest_working_days,
+        "from": today.to_string(), "to": last.to_string(), "timezone": tz.name(),
+        "changes": changes,
+    });
+    super::enqueue_other(app, "digest", "digest", &ctx, None, now).await
+}
+
+/// Approved changes starting after `today` and no later than the end of the next working day
+/// (so Friday's reminder covers a Saturday, Sunday or Monday start). `None` on a day off.
+pub async fn reminder_changes(app: &App, today: NaiveDate) -> Result<Option<Vec<ChangeRow>>> {
+    let cal = app.calendar().await?;
+    if !cal
+        .is_working(today)
+        .map_err(crate::changes::calendar_error)?
+    {
+        return Ok(None);
+    }
+    let tomorrow = today.succ_opt().unwrap_or(today);
+    let next = working_days(&cal, tomorrow, 1)?
+        .first()
+        .copied()
+        .unwrap_or(tomorrow);
+    let tz = app.policies.change.timezone;
+    let rows = change_db::list_changes(
+        &app.db,
+        &ChangeFilter {
+            status: Some("approved"),
+            start_after: Some(start_of(tomorrow, tz)),
+            to: Some(start_of(next.succ_opt().unwrap_or(next), tz)),
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(Some(rows))
+}
+
+async fn reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<usize> {
+    let Some(rows) = reminder_changes(app, today).await? else {
+        return Ok(0);
+    };
+    let lang = app.notifier.templates.language.clone();
+    let mut n = 0;
+    for r in &rows {
+        let ctx = json!({
+            "event": "reminder",
+            "event_title": super::event_title("reminder", &lang),
+            "change": super::change_ctx(app, r),
+            "comment": null,
+            "timezone": app.policies.change.timezone.name(),
+            "link": format!("{}/api/v1/changes/{}", app.settings.public_url(), r.id),
+        });
+        if super::enqueue_other(app, "reminder", "change", &ctx, Some(r), now)
+            .await?
+            .is_some()
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// From 1 November: next year's calendar missing → a warning to the admins.
+async fn calendar_warning(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<Option<i64>> {
+    let next = today.year() + 1;
+    if today.month() < 11 || app.calendar().await?.has_year(next) {
+        return Ok(None);
+    }
+    super::enqueue_other(
+        app,
+        "calendar_missing",
+        "calendar_missing",
+        &json!({"year": next}),
+        None,
+        now,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Tz> {
+        DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+    }
+
+    #[test]
+    fn latest_slot_is_the_last_one_due() {
+        let s = latest_slot("0 30 8 * * *", at("2026-12-01T08:29:59+08:00")).unwrap();
+        assert_eq!(s, at("2026-11-30T08:30:00+08:00"));
+        let s = latest_slot("0 30 8 * * *", at("2026-12-01T08:30:00+08:00")).unwrap();
+        assert_eq!(s, at("2026-12-01T08:30:00+08:00"));
+        // Down for three days: only the latest missed slot.
+        let s = latest_slot("0 30 8 * * *", at("2026-12-04T10:00:00+08:00")).unwrap();
+        assert_eq!(s, at("2026-12-04T08:30:00+08:00"));
+        let s = latest_slot("0 0 9 * * Mon", at("2026-12-03T10:00:00+08:00")).unwrap();
+        assert_eq!(s, at("2026-11-30T09:00:00+08:00"));
+    }
+
+    #[test]
+    fn a_missed_digest_is_useful_only_on_its_day() {
+        let slot = at("2026-12-01T08:30:00+08:00");
+        assert!(Job::Digest.useful(slot, at("2026-12-01T15:00:00+08:00")));
+        assert!(!Job::Digest.useful(slot, at("2026-12-02T08:00:00+08:00")));
+        assert!(Job::Expiry.useful(slot, at("2026-12-09T08:00:00+08:00")));
+    }
+}

@@ -1,0 +1,262 @@
+//! `policies/notifications.toml`: who gets which email notice, retries, and the schedules.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::{PolicyFileError, line_of, parse_toml, read};
+
+/// The events that send notices.
+pub const EVENTS: &[&str] = &[
+    "filed",
+    "receipt",
+    "approved",
+    "rejected",
+    "rescheduled",
+    "started",
+    "completed",
+    "cancelled",
+    "expired",
+    "reviewed",
+    "emergency_also",
+    "digest",
+    "reminder",
+    "calendar_missing",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    max_attempts: u32,
+    backoff_secs: u64,
+    backoff_max_secs: u64,
+    poll_secs: u64,
+    #[serde(default = "default_lease")]
+    lease_secs: u64,
+    #[serde(default = "default_batch")]
+    batch: u32,
+    events: BTreeMap<String, Vec<String>>,
+    schedules: Schedules,
+}
+
+fn default_lease() -> u64 {
+    120
+}
+
+fn default_batch() -> u32 {
+    50
+}
+
+/// Cron expressions (with seconds) in the bank's time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedules {
+    pub digest: String,
+    pub digest_working_days: u32,
+    pub reminder: String,
+    pub expiry: String,
+    pub calendar_warning: String,
+}
+
+/// One recipient rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    Requester,
+    Assignee,
+    /// The category's notify_roles and notify_mailboxes.
+    Management,
+    Role(String),
+    Mailbox(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyPolicy {
+    pub max_attempts: u32,
+    pub backoff_secs: u64,
+    pub backoff_max_secs: u64,
+    pub poll_secs: u64,
+    /// How long a claimed message belongs to its worker (longer than one SMTP attempt).
+    pub lease_secs: u64,
+    pub batch: u32,
+    pub events: BTreeMap<String, Vec<Recipient>>,
+    pub schedules: Schedules,
+}
+
+impl NotifyPolicy {
+    pub fn load(path: &Path, is_role: impl Fn(&str) -> bool) -> Result<Self, PolicyFileError> {
+        let src = read(path)?;
+        let f: File = parse_toml(path, &src)?;
+        let at = |needle: &str, reason: String| {
+            let line = src.find(needle).map(|o| line_of(&src, o));
+            PolicyFileError::at(path, line, reason)
+        };
+        if f.max_attempts == 0 || f.max_attempts > 100 {
+            return Err(at("max_attempts", "max_attempts must be 1 to 100".into()));
+        }
+        if f.backoff_secs == 0 || f.backoff_max_secs < f.backoff_secs {
+            return Err(at(
+                "backoff_secs",
+                "backoff_secs must be at least 1 and at most backoff_max_secs".into(),
+            ));
+        }
+        if f.poll_secs == 0 || f.poll_secs > 3600 {
+            return Err(at("poll_secs", "poll_secs must be 1 to 3600".into()));
+        }
+        if !(2..=3600).contains(&f.lease_secs) {
+            return Err(at("lease_secs", "lease_secs must be 2 to 3600".into()));
+        }
+        if f.batch == 0 || f.batch > 1000 {
+            return Err(at("batch", "batch must be 1 to 1000".into()));
+        }
+        let mut events = BTreeMap::new();
+        for (name, list) in &f.events {
+            if !EVENTS.contains(&name.as_str()) {
+                return Err(at(
+                    &format!("{name} ="),
+                    format!("unknown event `{name}`; known: {}", EVENTS.join(", ")),
+                ));
+            }
+            let mut rules = Vec::new();
+            for r in list {
+                let rule = match r.as_str() {
+                    "requester" => Recipient::Requester,
+                    "assignee" => Recipient::Assignee,
+                    "management" => Recipient::Management,
+                    other => {
+                        if let Some(role) = other.strip_prefix("role:") {
+                            if !is_role(role) {
+                                return Err(at(
+                                    &format!("{name} ="),
+                                    format!("event `{name}`: unknown role `{role}`"),
+                                ));
+                            }
+                            Recipient::Role(role.to_string())
+                        } else if valid_address(other) {
+                            Recipient::Mailbox(other.to_string())
+                        } else {
+                            return Err(at(
+                                &format!("{name} ="),
+                                format!(
+                                    "event `{name}`: `{other}` is not requester, assignee, management, role:NAME or an e-mail address"
+                                ),
+                            ));
+                        }
+                    }
+                };
+                if (name == "digest" || name == "calendar_missing")
+                    && matches!(
+                        rule,
+                        Recipient::Requester | Recipient::Assignee | Recipient::Management
+                    )
+                {
+                    return Err(at(
+                        &format!("{name} ="),
+                        format!(
+                            "event `{name}` concerns no single change: use role:NAME or an address"
+                        ),
+                    ));
+                }
+                rules.push(rule);
+            }
+            events.insert(name.clone(), rules);
+        }
+        if let Some(missing) = EVENTS.iter().find(|e| !events.contains_key(**e)) {
+            return Err(at(
+                "[events]",
+                format!("[events] must list `{missing}` (use [] for nobody)"),
+            ));
+        }
+        let s = &f.schedules;
+        for (key, expr) in [
+            ("digest", &s.digest),
+            ("reminder", &s.reminder),
+            ("expiry", &s.expiry),
+            ("calendar_warning", &s.calendar_warning),
+        ] {
+            if let Err(e) = cron::Schedule::from_str(expr) {
+                return Err(at(
+                    &format!("{key} ="),
+                    format!(
+                        "schedules.{key}: not a cron expression (sec min hour dom month dow): {e}"
+                    ),
+                ));
+            }
+        }
+        if !(1..=20).contains(&s.digest_working_days) {
+            return Err(at(
+                "digest_working_days",
+                "digest_working_days must be 1 to 20".into(),
+            ));
+        }
+        Ok(NotifyPolicy {
+            max_attempts: f.max_attempts,
+            backoff_secs: f.backoff_secs,
+            backoff_max_secs: f.backoff_max_secs,
+            poll_secs: f.poll_secs,
+            lease_secs: f.lease_secs,
+            batch: f.batch,
+            events,
+            schedules: f.schedules,
+        })
+    }
+
+    /// The rules of an event (empty when nobody is to be told).
+    pub fn recipients(&self, event: &str) -> &[Recipient] {
+        self.events.get(event).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A plain check: one `@`, something on both sides, no spaces or angle brackets.
+pub fn valid_address(s: &str) -> bool {
+    s.parse::<lettre::Address>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(src: &str) -> Result<NotifyPolicy, PolicyFileError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("notifications.toml");
+        std::fs::write(&p, src).unwrap();
+        NotifyPolicy::load(&p, |r| ["manager", "compliance", "admin"].contains(&r))
+    }
+
+    fn shipped() -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/notifications.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn shipped_policy_loads() {
+        let p = load(&shipped()).unwrap();
+        assert_eq!(p.recipients("filed"), &[Recipient::Management]);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_reason() {
+        let src = shipped().replace("role:compliance", "role:nobody");
+        let e = load(&src).unwrap_err();
+        assert!(e.reason.contains("unknown role `nobody`"), "{e}");
+        let line = src
+            .lines()
+            .position(|l| l.starts_with("emergency_also"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, Some(line));
+
+        let e = load(&shipped().replace("0 30 8 * * *", "half past eight")).unwrap_err();
+        assert!(e.reason.contains("schedules.digest"), "{e}");
+        assert!(e.line.is_some());
+
+        let e = load(&shipped().replace("receipt = [\"requester\"]\n", "")).unwrap_err();
+        assert!(e.reason.contains("`receipt`"), "{e}");
+
+        let e = load(&shipped().replace("\"management\"]", "\"not an address\"]")).unwrap_err();
+        assert!(e.reason.contains("not an address"), "{e}");
+    }
+}
