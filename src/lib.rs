@@ -23,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod policy;
 pub mod rbac;
+pub mod vault;
 pub mod workdays;
 
 use std::ops::Deref;
@@ -54,6 +55,8 @@ pub struct AppInner {
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
     pub calendar_cache: workdays::CalendarCache,
+    /// The credential vault's master keys.
+    pub vault: vault::Keyring,
 }
 
 impl Deref for App {
@@ -111,6 +114,15 @@ impl App {
                 );
             }
         }
+        // The vault's master key: never in the database; a wrong or missing one stops here.
+        let (vault, vault_new) = vault::Keyring::start(&settings, &db, SystemClock.now()).await?;
+        if vault_new {
+            tracing::warn!(
+                dir = %key_dir.display(),
+                "generated the credential vault's master key file changeguard.master.key (owner-only); \
+                 back it up SEPARATELY from the database: without it no stored credential can be read"
+            );
+        }
         let hasher = Hasher::new(settings.hash_concurrency())?;
         let app = App(Arc::new(AppInner {
             tokens: Tokens::new(&jwt_key),
@@ -120,6 +132,7 @@ impl App {
             db,
             clock: Arc::new(SystemClock),
             calendar_cache: Default::default(),
+            vault,
             settings,
         }));
         if let Some(password) =

@@ -85,6 +85,7 @@ pub async fn login(
     app: &App,
     username: &str,
     password: &SecretString,
+    totp: Option<&str>,
     client: Option<IpAddr>,
 ) -> Result<LoginOk> {
     let now = app.now();
@@ -119,6 +120,7 @@ pub async fn login(
         Some((user, _)) if ok && user.active => user,
         _ => return Err(invalid_credentials(subject)),
     };
+    second_factor(app, &user, totp, now).await?;
     users_db::clear_throttle(&app.db, &key).await?;
 
     let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
@@ -139,6 +141,41 @@ pub async fn login(
         access_token,
         token_type: "Bearer",
         expires_in: ttl.num_seconds(),
+    })
+}
+
+/// The login second factor, for holders of the roles `policies/security.toml` names. A refused
+/// code leaves the attempt counted by the throttle (the password alone is not a success).
+async fn second_factor(
+    app: &App,
+    user: &users_db::User,
+    totp: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let required = &app.policies.security.totp_required_roles;
+    if required.is_empty() {
+        return Ok(());
+    }
+    let roles = users_db::roles_of(&app.db, user.id, now).await?;
+    if !roles.iter().any(|r| required.contains(r)) {
+        return Ok(());
+    }
+    let mut tx = app.db.begin().await?;
+    let outcome = crate::vault::factor::check(app, &mut tx, user.id, totp, false, now).await?;
+    // An accepted step or a counted failure sticks.
+    tx.commit().await?;
+    outcome.map_err(|e| match e {
+        Error::Forbidden { code, message, .. } => Error::Unauthenticated {
+            // Not enrolled: the same answer as a missing code, so the login form asks for one.
+            code: if code == "totp_not_enrolled" {
+                "totp_required"
+            } else {
+                code
+            },
+            message,
+            subject: Some(user.username.clone()),
+        },
+        other => other,
     })
 }
 

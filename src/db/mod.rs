@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod changes;
 pub mod keys;
 pub mod users;
+pub mod vault;
 
 use std::str::FromStr;
 use std::time::Duration;

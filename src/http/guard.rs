@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::problem::{ApiError, Refusal, problem};
+use super::problem::{ApiError, Audited, Refusal, problem};
 use crate::App;
 use crate::audit::{Entry, Outcome};
 use crate::error::Error;
@@ -207,7 +207,11 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         Err((who, e)) => (who, ApiError::from(e).into_response()),
     };
 
-    if write && response.status().is_client_error() && response.status() != StatusCode::NOT_FOUND {
+    if write
+        && response.status().is_client_error()
+        && response.status() != StatusCode::NOT_FOUND
+        && response.extensions().get::<Audited>().is_none()
+    {
         let refusal = response.extensions().get::<Refusal>().cloned();
         let permission = match &info.access {
             Access::Permission(p) => Some(p.clone()),

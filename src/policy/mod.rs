@@ -5,18 +5,21 @@
 //! policies/roles.toml                 role catalogue: titles, which roles a holder may grant
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
+//! policies/security.toml           second factor: roles that need TOTP at login
 //! policies/change-policy.toml         time zone, notice rule, change categories, freeze windows
 //! policies/calendars/cn/YYYY.toml     China's official working-day calendar, one year a file
 //! ```
 
 mod change_policy;
 mod roles;
+mod security;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use change_policy::{Category, ChangePolicy, FreezeWindow};
 pub use roles::{Role, RoleCatalog};
+pub use security::SecurityPolicy;
 
 use crate::calendar::YearCalendar;
 use crate::rbac::Authorizer;
@@ -79,6 +82,7 @@ pub struct Policies {
     pub roles: RoleCatalog,
     pub authorizer: Authorizer,
     pub change: ChangePolicy,
+    pub security: SecurityPolicy,
     /// The calendar years shipped as files (the database may add or replace years).
     pub calendar_years: Vec<YearCalendar>,
 }
@@ -99,6 +103,8 @@ impl Policies {
             |a| authorizer.is_action(a),
             |r| roles.get(r).is_some(),
         )?;
+        let security =
+            SecurityPolicy::load(&dir.join("security.toml"), |r| roles.get(r).is_some())?;
         let calendar_dir = dir.join("calendars").join("cn");
         let calendar_years = crate::calendar::load_dir(&calendar_dir)?;
         crate::calendar::WorkingCalendar::new(calendar_years.clone())
@@ -108,6 +114,7 @@ impl Policies {
             roles,
             authorizer,
             change,
+            security,
             calendar_years,
         })
     }

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod roles;
 pub mod systems;
 pub mod users;
+pub mod vault;
 pub mod workdays;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -47,4 +48,17 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(agenda::create_feed, agenda::revoke_feed))
         .routes(routes!(agenda::feed))
         .routes(routes!(agenda::changes_report))
+        .routes(routes!(vault::create, vault::list))
+        .routes(routes!(vault::get))
+        .routes(routes!(vault::reveal))
+        .routes(routes!(vault::rotate))
+        .routes(routes!(vault::access_log))
+        .routes(routes!(vault::revealers))
+        .routes(routes!(vault::revealable))
+        .routes(routes!(vault::create_grant, vault::grants))
+        .routes(routes!(vault::approve_grant))
+        .routes(routes!(vault::reminders))
+        .routes(routes!(vault::totp_enrol))
+        .routes(routes!(vault::totp_confirm))
+        .routes(routes!(vault::recovery_codes))
 }
