@@ -9,4 +9,5 @@ mod changes;
 mod cli;
 mod errors;
 mod rbac;
+mod vault;
 mod workdays;
