@@ -11,6 +11,7 @@
 )]
 
 pub mod accounts;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod calendar;

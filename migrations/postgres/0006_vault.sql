@@ -105,6 +105,7 @@ CREATE TABLE disclosures (
     compliance_approved_at TIMESTAMPTZ,
     refused_by BIGINT REFERENCES users(id),
     refused_at TIMESTAMPTZ,
+    refusal_reason TEXT,
     -- 'requested', 'approved', 'refused'
     status TEXT NOT NULL
 );

@@ -105,6 +105,7 @@ CREATE TABLE disclosures (
     compliance_approved_at TEXT,
     refused_by INTEGER REFERENCES users(id),
     refused_at TEXT,
+    refusal_reason TEXT,
     -- 'requested', 'approved', 'refused'
     status TEXT NOT NULL
 );

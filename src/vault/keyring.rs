@@ -56,15 +56,16 @@ impl Keyring {
         let file = dir.join(KEY_FILE);
         let rows = db::master_keys(db).await?;
         let current_row = rows.iter().find(|r| r.state == "current");
-        if settings.master_key.is_none() && !file.exists() {
-            if let Some(row) = current_row {
-                anyhow::bail!(
-                    "the credential vault's master key is missing: set {VAR} or restore {KEY_FILE} into {} \
-                     from your backup (this database needs master key {}). Nothing was changed.",
-                    dir.display(),
-                    row.key_id
-                );
-            }
+        if settings.master_key.is_none()
+            && !file.exists()
+            && let Some(row) = current_row
+        {
+            anyhow::bail!(
+                "the credential vault's master key is missing: set {VAR} or restore {KEY_FILE} into {} \
+                 from your backup (this database needs master key {}). Nothing was changed.",
+                dir.display(),
+                row.key_id
+            );
         }
         let (key, created) = load_or_create(&KeySource {
             var: VAR,

@@ -939,3 +939,191 @@ crate::both_backends!(
         second.stop().await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_listed_in_security_toml_give_a_totp_code_at_login() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if backend == Backend::Postgres && crate::harness::postgres_url().is_none() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        crate::rbac::copy_dir(&shipped_policies(), dir.path());
+        std::fs::write(
+            dir.path().join("security.toml"),
+            "totp_required_roles = [\"tech_operator\"]\n",
+        )
+        .unwrap();
+        let srv = TestServer::start_with(
+            backend,
+            crate::harness::Options {
+                policies: dir.path().to_path_buf(),
+                ..Default::default()
+            },
+        )
+        .await;
+        // The first admin still signs in without a code (admin is not listed here).
+        let admin = srv.admin().await;
+        let (id, token) = srv.user_with(&admin, "op.zhang", &[]).await;
+        let secret = enrol(&srv, &token).await;
+        let r = srv
+            .post(
+                &format!("/api/v1/users/{id}/roles"),
+                &admin,
+                json!({"role": "tech_operator"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let login = |totp: Option<String>| {
+            let mut b = json!({"username": "op.zhang", "password": "a long enough password"});
+            if let Some(t) = totp {
+                b["totp"] = json!(t);
+            }
+            srv.call(Method::POST, "/api/v1/auth/login", None, Some(b))
+        };
+        problem(login(None).await, StatusCode::UNAUTHORIZED, "totp_required").await;
+        let step = aligned_step().await;
+        let code = totp::code_at(&secret, step);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        problem(
+            login(Some(wrong.into())).await,
+            StatusCode::UNAUTHORIZED,
+            "totp_invalid",
+        )
+        .await;
+        assert_eq!(login(Some(code.clone())).await.status(), StatusCode::OK);
+        problem(
+            login(Some(code)).await,
+            StatusCode::UNAUTHORIZED,
+            "totp_replayed",
+        )
+        .await;
+        // A wrong password never reaches the second factor.
+        let r = srv
+            .call(
+                Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": "op.zhang", "password": "wrong password here", "totp": totp::code_at(&secret, step + 1)})),
+            )
+            .await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        srv.stop().await;
+    }
+}
+
+crate::both_backends!(disclosures_need_a_manager_and_compliance, |srv| {
+    let v = setup(srv).await;
+    let (_, mgr2) = srv.user_with(&v.admin, "mgr.wang", &["manager"]).await;
+    let (_, comp) = srv.user_with(&v.admin, "comp.zhao", &["compliance"]).await;
+    let r = srv
+        .post(
+            "/api/v1/assets",
+            &v.admin,
+            json!({"name": "核心系统源码 / core source", "kind": "repository",
+                   "location": "git.bank.local/core", "custodian": "op.zhang"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let asset = body(r).await;
+    assert_eq!(asset["custodian"], "op.zhang");
+    let id = asset["id"].as_i64().unwrap();
+    // Operators may not register assets.
+    problem(
+        srv.post(
+            "/api/v1/assets",
+            &v.op,
+            json!({"name": "x", "kind": "document", "location": "y", "custodian": "op.zhang"}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let d = body(
+        srv.post(
+            &format!("/api/v1/assets/{id}/disclosures"),
+            &v.op,
+            json!({"recipient": "外包商 / vendor Ltd.", "purpose": "安全审计 / security audit"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(d["status"], "requested");
+    let did = d["id"].as_i64().unwrap();
+    let approve = |token: String| {
+        let url = srv.url(&format!("/api/v1/disclosures/{did}/approve"));
+        let client = srv.client.clone();
+        async move { client.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    // The requester holds no approval permission; a manager approves once, a second manager
+    // cannot stand in for compliance.
+    problem(
+        approve(v.op.clone()).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    let d = body(approve(v.mgr.clone()).await).await;
+    assert_eq!(d["status"], "requested");
+    problem(
+        approve(v.mgr.clone()).await,
+        StatusCode::FORBIDDEN,
+        "second_approver_required",
+    )
+    .await;
+    problem(
+        approve(mgr2).await,
+        StatusCode::FORBIDDEN,
+        "approver_role_required",
+    )
+    .await;
+    let d = body(approve(comp.clone()).await).await;
+    assert_eq!(d["status"], "approved");
+    problem(
+        approve(comp).await,
+        StatusCode::CONFLICT,
+        "invalid_transition",
+    )
+    .await;
+    // A second request, refused with a reason.
+    let d2 = body(
+        srv.post(
+            &format!("/api/v1/assets/{id}/disclosures"),
+            &v.op,
+            json!({"recipient": "某公司", "purpose": "演示"}),
+        )
+        .await,
+    )
+    .await;
+    let r = srv
+        .post(
+            &format!("/api/v1/disclosures/{}/refuse", d2["id"]),
+            &v.mgr,
+            json!({"reason": "无必要 / not needed"}),
+        )
+        .await;
+    assert_eq!(body(r).await["status"], "refused");
+    let list = body(
+        srv.get(&format!("/api/v1/assets/{id}/disclosures"), &v.op)
+            .await,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // Requests, approvals and refusals are audited.
+    let audit = body(srv.get("/api/v1/audit?limit=200", &v.admin).await).await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == format!("asset:{id}"))
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "disclosure.approve")
+            .count(),
+        2
+    );
+    assert!(actions.contains(&"disclosure.request") && actions.contains(&"disclosure.refuse"));
+});

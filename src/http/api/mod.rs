@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`.
 
 pub mod agenda;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod changes;
@@ -61,4 +62,8 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(vault::totp_enrol))
         .routes(routes!(vault::totp_confirm))
         .routes(routes!(vault::recovery_codes))
+        .routes(routes!(assets::create, assets::list))
+        .routes(routes!(assets::request, assets::list_disclosures))
+        .routes(routes!(assets::approve))
+        .routes(routes!(assets::refuse))
 }
