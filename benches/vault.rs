@@ -43,7 +43,7 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
         database_url,
         listen: "127.0.0.1:0".parse().unwrap(),
         policies_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        bootstrap_admin_password: Some(SecretString::from("bench admin password")),
+        bootstrap_admin_password: Some(SecretString::from("vault bench bootstrap secret 7f3a")),
         key_dir: Some(dir.to_path_buf()),
         ..Settings::default()
     };
@@ -68,7 +68,7 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
                 .to_string()
         }
     };
-    let admin = login("admin", "bench admin password").await;
+    let admin = login("admin", "vault bench bootstrap secret 7f3a").await;
     post(
         &c,
         u("/api/v1/systems"),
