@@ -25,6 +25,35 @@ pub async fn master_keys(db: &Db) -> Result<Vec<MasterRow>> {
     .await)?)
 }
 
+/// The master keys, read inside a write transaction that seals a secret: on PostgreSQL the rows
+/// are share-locked, so a rotation cannot promote a new key until this transaction committed
+/// (and its final sweep then sees the row sealed here).
+pub async fn master_keys_tx(tx: &mut Tx) -> Result<Vec<MasterRow>> {
+    let sql = match tx.backend() {
+        Backend::Postgres => {
+            "SELECT key_id, check_value, state FROM vault_master_keys ORDER BY key_id FOR SHARE"
+        }
+        Backend::Sqlite => {
+            "SELECT key_id, check_value, state FROM vault_master_keys ORDER BY key_id"
+        }
+    };
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, MasterRow>(sql)
+        .fetch_all(c)
+        .await)?)
+}
+
+async fn master_keys_tx_update(tx: &mut Tx) -> Result<()> {
+    if tx.backend() == Backend::Postgres {
+        on_tx!(tx, |c| sqlx::query(
+            "SELECT key_id FROM vault_master_keys ORDER BY key_id FOR UPDATE"
+        )
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    }
+    Ok(())
+}
+
 /// Records a master key (`current` on first start, `next` when a rotation begins).
 pub async fn insert_master(
     db: &Db,
@@ -49,6 +78,8 @@ pub async fn insert_master(
 
 /// Ends a rotation: `old` retired, `new` current, in the caller's transaction.
 pub async fn promote_master(tx: &mut Tx, old: &str, new: &str, now: DateTime<Utc>) -> Result<()> {
+    // Lock the rows in the order sealers share-lock them (by key id): no deadlock.
+    master_keys_tx_update(tx).await?;
     on_tx!(tx, |c| sqlx::query(
         "UPDATE vault_master_keys SET state = 'retired', retired_at = $2 WHERE key_id = $1"
     )

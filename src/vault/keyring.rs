@@ -169,10 +169,11 @@ impl Keyring {
         }
     }
 
-    /// The key new secrets are sealed with: the database's current master key. After a
-    /// rotation this instance picks the new key up from its key sources.
-    pub async fn sealing_key(&self, dbh: &Db) -> Result<Arc<MasterKey>, Error> {
-        let rows = db::master_keys(dbh).await?;
+    /// The key new secrets are sealed with: the database's current master key, read in the
+    /// sealing transaction `tx` (so a concurrent rotation cannot leave the new row behind).
+    /// After a rotation this instance picks the new key up from its key sources.
+    pub async fn sealing_key(&self, tx: &mut crate::db::Tx) -> Result<Arc<MasterKey>, Error> {
+        let rows = db::master_keys_tx(tx).await?;
         let Some(current) = rows.iter().find(|r| r.state == "current") else {
             return Err(unavailable("no current master key is recorded"));
         };

@@ -147,8 +147,8 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
         })?;
     let department = req.department.clone().unwrap_or(system.owner_department);
     field("department", &department, 100)?;
-    let key = app.vault.sealing_key(&app.db).await?;
     let mut tx = app.db.begin().await?;
+    let key = app.vault.sealing_key(&mut tx).await?;
     let id = db::insert_credential(
         &mut tx,
         &NewCredential {
@@ -218,11 +218,11 @@ pub async fn rotate(
 ) -> Result<CredentialView> {
     let now = app.now();
     check_secret(&req.secret)?;
-    let key = app.vault.sealing_key(&app.db).await?;
     let mut tx = app.db.begin().await?;
     let c = db::get_credential_tx(&mut tx, id)
         .await
         .map_err(not_found)?;
+    let key = app.vault.sealing_key(&mut tx).await?;
     let manager =
         app.policies
             .authorizer
@@ -745,13 +745,13 @@ pub struct TotpEnrolment {
 pub async fn enrol_totp(app: &App, who: &Principal) -> Result<TotpEnrolment> {
     let now = app.now();
     let secret = Zeroizing::new(totp::new_secret());
-    let key = app.vault.sealing_key(&app.db).await?;
+    let mut tx = app.db.begin().await?;
+    let key = app.vault.sealing_key(&mut tx).await?;
     let sealed = app.vault.seal(
         &key,
         factor::binding(who.user_id),
         totp::base32(&secret).as_bytes(),
     )?;
-    let mut tx = app.db.begin().await?;
     db::put_totp(&mut tx, who.user_id, &sealed, now).await?;
     let entry = Entry::ok(
         Some((who.user_id, &who.username)),

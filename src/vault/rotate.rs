@@ -31,10 +31,12 @@ pub async fn rotate(
     keyring: &Keyring,
     now: impl Fn() -> DateTime<Utc>,
 ) -> anyhow::Result<Rotation> {
+    let mut tx = dbh.begin().await?;
     let old = keyring
-        .sealing_key(dbh)
+        .sealing_key(&mut tx)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
     let dir = settings.key_dir();
     let file_mode = settings.master_key.is_none();
     if !file_mode && settings.master_key_next.is_none() {
