@@ -78,7 +78,24 @@ pub async fn rotate(
     })
 }
 
+/// Re-wraps in batches; a batch that fails (a busy SQLite file under load) is rolled back and
+/// retried a few times: each batch is idempotent.
 async fn rewrap_all(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
+    let mut tries = 0;
+    loop {
+        match rewrap_batches(dbh, old, new).await {
+            Ok(n) => return Ok(n),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::warn!(error = %e, "key rotation batch failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn rewrap_batches(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut n = 0u64;
     loop {
         let mut tx = dbh.begin().await?;
