@@ -339,6 +339,7 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
             grantee: Some(user_id),
             revoke: true,
             removes_last_admin,
+            ..Facts::default()
         },
     ))?;
     if !users_db::delete_grant(&mut tx, user_id, role).await? {

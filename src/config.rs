@@ -25,6 +25,13 @@ pub struct Settings {
     /// Key of the audit chain's MAC. Unset: kept in a key file.
     #[serde(skip_serializing)]
     pub audit_key: Option<SecretString>,
+    /// Master key of the credential vault (256 bits, hex or base64). Unset: kept in the key file
+    /// `changeguard.master.key`, generated on the first start. Never stored in the database.
+    #[serde(skip_serializing)]
+    pub master_key: Option<SecretString>,
+    /// The next master key while `changeguard keys rotate` runs (instances then read both).
+    #[serde(skip_serializing)]
+    pub master_key_next: Option<SecretString>,
     /// Password of the `admin` user created on the first start with no users.
     #[serde(skip_serializing)]
     pub bootstrap_admin_password: Option<SecretString>,
@@ -61,6 +68,8 @@ impl Default for Settings {
             policies_dir: PathBuf::from("policies"),
             jwt_secret: None,
             audit_key: None,
+            master_key: None,
+            master_key_next: None,
             bootstrap_admin_password: None,
             key_dir: None,
             token_ttl_secs: 900,

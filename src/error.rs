@@ -44,6 +44,10 @@ pub enum Error {
         retry_after_secs: u64,
         subject: Option<String>,
     },
+    /// 500 with a clear, safe message: stored data failed an integrity check (a ciphertext that
+    /// does not decrypt) or a key is not available. Carries no secret.
+    #[error("{message}")]
+    Integrity { code: &'static str, message: String },
     /// 500: never shown to the client beyond a generic message.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -81,7 +85,8 @@ impl Error {
             | Error::Forbidden { code, .. }
             | Error::BadRequest { code, .. }
             | Error::Unprocessable { code, .. }
-            | Error::Conflict { code, .. } => code,
+            | Error::Conflict { code, .. }
+            | Error::Integrity { code, .. } => code,
             Error::NotFound { .. } => "not_found",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Internal(_) => "internal_error",

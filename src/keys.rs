@@ -68,7 +68,7 @@ pub fn fingerprint(key: &KeyBytes) -> String {
 }
 
 /// Hex (64+ characters) or base64 (standard or URL-safe) of at least 32 bytes.
-fn decode_key(s: &str) -> Option<Vec<u8>> {
+pub fn decode_key(s: &str) -> Option<Vec<u8>> {
     if s.chars().all(|c| c.is_ascii_hexdigit()) {
         // All hex digits: read as hex, never as base64 (a short hex key is short).
         return hex::decode(s).ok().filter(|b| b.len() >= 32);

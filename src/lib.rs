@@ -11,6 +11,7 @@
 )]
 
 pub mod accounts;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod calendar;
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod notify;
 pub mod policy;
 pub mod rbac;
+pub mod vault;
 pub mod workdays;
 
 use std::ops::Deref;
@@ -56,6 +58,8 @@ pub struct AppInner {
     pub clock: Arc<dyn Clock>,
     pub calendar_cache: workdays::CalendarCache,
     pub notifier: notify::Notifier,
+    /// The credential vault's master keys.
+    pub vault: vault::Keyring,
 }
 
 impl Deref for App {
@@ -113,12 +117,21 @@ impl App {
                 );
             }
         }
+        // The vault's master key: never in the database; a wrong or missing one stops here.
+        let (vault, vault_new) = vault::Keyring::start(&settings, &db, SystemClock.now()).await?;
+        if vault_new {
+            tracing::warn!(
+                dir = %key_dir.display(),
+                "generated the credential vault's master key file changeguard.master.key (owner-only); \
+                 back it up SEPARATELY from the database: without it no stored credential can be read"
+            );
+        }
         let hasher = Hasher::new(settings.hash_concurrency())?;
         let notifier = notify::Notifier::new(&settings)?;
         // Said once, so a newcomer knows where the notices go.
         tracing::info!(transport = %notifier.describe, "email notices: sending through {}", notifier.describe);
         if matches!(notifier.transport, notify::worker::Transport::File(_)) {
-            println!(
+            eprintln!(
                 "邮件通知未配置 SMTP，写入 {} / no CHANGEGUARD_SMTP_URL: email notices are written as .eml files into {}",
                 settings.outbox_dir.display(),
                 settings.outbox_dir.display()
@@ -133,6 +146,7 @@ impl App {
             clock: Arc::new(SystemClock),
             calendar_cache: Default::default(),
             notifier,
+            vault,
             settings,
         }));
         if let Some(password) =

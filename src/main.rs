@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: PoliciesCommand,
     },
+    /// The credential vault's master key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// The working-day calendar of policies/calendars (no database or server needed).
     Calendar {
         #[command(subcommand)]
@@ -85,6 +90,16 @@ enum UserCommand {
 enum AuditCommand {
     /// Verify the whole chain; exit status 1 names the first bad entry.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Which master keys the database knows and how many secrets each one wraps.
+    Status,
+    /// Re-wrap every data key under a new master key (a batch per transaction; running
+    /// instances keep serving). The new key comes from CHANGEGUARD_MASTER_KEY_NEXT, else a new
+    /// key file that replaces changeguard.master.key at the end (the old one is kept aside).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +237,43 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::from(1))
             }
+        }
+        Command::Keys { command } => {
+            let app = App::start(settings).await?;
+            if let KeysCommand::Rotate = command {
+                let r = changeguard::vault::rotate::rotate(
+                    &app.settings,
+                    &app.db,
+                    &app.vault,
+                    chrono::Utc::now,
+                )
+                .await?;
+                println!(
+                    "master key rotated: {} -> {}, {} data keys re-wrapped",
+                    r.old_key_id, r.new_key_id, r.rewrapped
+                );
+                match r.retired_file {
+                    Some(f) => println!(
+                        "the new key is now changeguard.master.key; the old key was moved to {} \
+                         (keep it with the backups made before this rotation, then destroy it). \
+                         Back up the new key file now, separately from the database.",
+                        f.display()
+                    ),
+                    None => println!(
+                        "now set CHANGEGUARD_MASTER_KEY to the value of CHANGEGUARD_MASTER_KEY_NEXT on every \
+                         instance and remove CHANGEGUARD_MASTER_KEY_NEXT"
+                    ),
+                }
+            }
+            let counts = db::vault::wrapped_counts(&app.db).await?;
+            for k in db::vault::master_keys(&app.db).await? {
+                let n = counts
+                    .iter()
+                    .find(|(id, _)| *id == k.key_id)
+                    .map_or(0, |(_, n)| *n);
+                println!("{}\t{}\t{} secrets", k.key_id, k.state, n);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::User {
             command:

@@ -4,12 +4,14 @@
 //! once and compiled for both backends through [`on_tx!`] / [`on_pool!`]. Where the SQL must
 //! differ, both versions stand side by side with [`Db::backend`]. SQL lives in this module only.
 
+pub mod assets;
 pub mod audit;
 pub mod calendar;
 pub mod changes;
 pub mod keys;
 pub mod notify;
 pub mod users;
+pub mod vault;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::problem::{ApiError, Refusal, problem};
+use super::problem::{ApiError, Audited, Refusal, problem};
 use crate::App;
 use crate::audit::{Entry, Outcome};
 use crate::error::Error;
@@ -248,7 +248,12 @@ pub fn audit_refusal<'a>(
     now: chrono::DateTime<chrono::Utc>,
 ) -> impl Future<Output = Result<(), Response>> + Send + 'a {
     // Read what is needed now: a `Response` is not `Sync`, so no borrow of it may be awaited.
-    let status = response.status();
+    // A refusal the domain already audited (with its own details) is not written twice.
+    let status = if response.extensions().get::<Audited>().is_some() {
+        StatusCode::OK
+    } else {
+        response.status()
+    };
     let refusal = response.extensions().get::<Refusal>().cloned();
     audit_refused(app, r, status, refusal, now)
 }

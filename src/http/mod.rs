@@ -36,7 +36,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = api::routes().merge(ops::routes()).split_for_parts();
     doc.info.title = "changeguard".into();
     doc.info.description = Some(
-        "变更管控服务 API / changeguard API: accounts, RBAC, audit trail, working-day calendar, change requests. \
+        "变更管控服务 API / changeguard API: accounts, RBAC, audit trail, working-day calendar, change requests, credential vault, confidential assets. \
          Errors are application/problem+json with a stable `code`. Each operation's security scope is the \
          permission it requires."
             .into(),

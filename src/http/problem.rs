@@ -35,6 +35,11 @@ pub struct Refusal {
     pub subject: Option<String>,
 }
 
+/// Marks a refusal whose audit entry the domain already wrote (with its own details), so the
+/// guard does not write a second one.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
 /// The HTTP layer's error: a domain error, or a request that could not be read.
 #[derive(Debug)]
 pub enum ApiError {
@@ -222,6 +227,18 @@ impl IntoResponse for ApiError {
                         subject,
                         Some(retry_after_secs),
                     ),
+                    Error::Integrity { message, .. } => {
+                        tracing::error!(code, "integrity error: {message}");
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            code,
+                            message,
+                            Map::new(),
+                            vec![],
+                            None,
+                            None,
+                        )
+                    }
                     Error::Internal(err) => {
                         tracing::error!(error = ?err, "internal error");
                         (

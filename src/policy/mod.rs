@@ -5,6 +5,7 @@
 //! policies/roles.toml                 role catalogue: titles, which roles a holder may grant
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
+//! policies/security.toml           second factor: roles that need TOTP at login
 //! policies/change-policy.toml         time zone, notice rule, change categories, freeze windows
 //! policies/notifications.toml         who gets which email notice, retries, schedules
 //! policies/calendars/cn/YYYY.toml     China's official working-day calendar, one year a file
@@ -13,6 +14,7 @@
 mod change_policy;
 mod notifications;
 mod roles;
+mod security;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ pub use notifications::{
     EVENTS as NOTIFY_EVENTS, NotifyPolicy, Recipient, Schedules, valid_address,
 };
 pub use roles::{Role, RoleCatalog};
+pub use security::SecurityPolicy;
 
 use crate::calendar::YearCalendar;
 use crate::rbac::Authorizer;
@@ -85,6 +88,7 @@ pub struct Policies {
     pub authorizer: Authorizer,
     pub change: ChangePolicy,
     pub notifications: NotifyPolicy,
+    pub security: SecurityPolicy,
     /// The calendar years shipped as files (the database may add or replace years).
     pub calendar_years: Vec<YearCalendar>,
 }
@@ -107,6 +111,8 @@ impl Policies {
         )?;
         let notifications =
             NotifyPolicy::load(&dir.join("notifications.toml"), |r| roles.get(r).is_some())?;
+        let security =
+            SecurityPolicy::load(&dir.join("security.toml"), |r| roles.get(r).is_some())?;
         let calendar_dir = dir.join("calendars").join("cn");
         let calendar_years = crate::calendar::load_dir(&calendar_dir)?;
         crate::calendar::WorkingCalendar::new(calendar_years.clone())
@@ -117,6 +123,7 @@ impl Policies {
             authorizer,
             change,
             notifications,
+            security,
             calendar_years,
         })
     }

@@ -42,6 +42,24 @@ pub enum Resource<'a> {
     User(i64),
     /// A change request.
     Change(ChangeFacts),
+    /// A credential of the vault.
+    Credential(CredentialFacts<'a>),
+}
+
+/// What the policies may know about a credential (never its secret).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialFacts<'a> {
+    pub id: i64,
+    pub system: &'a str,
+    pub department: &'a str,
+}
+
+/// The change a reveal is made for, as the reveal policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowFacts {
+    pub assignee: i64,
+    pub in_progress: bool,
+    pub touches_system: bool,
 }
 
 /// What the policies may know about a change request.
@@ -62,6 +80,10 @@ pub struct Facts {
     pub revoke: bool,
     /// The operation would leave no active admin.
     pub removes_last_admin: bool,
+    /// Reveal: the change it is made for, if any.
+    pub change: Option<WindowFacts>,
+    /// Reveal: the caller holds an approved, unexpired standing grant for the credential.
+    pub standing_grant: bool,
 }
 
 /// The outcome of one decision and the policies that made it.
@@ -87,6 +109,7 @@ struct Inner {
     user_type: EntityTypeName,
     role_type: EntityTypeName,
     change_type: EntityTypeName,
+    credential_type: EntityTypeName,
     api_uid: EntityUid,
     action_uids: HashMap<String, EntityUid>,
     /// The role entities and the service entity, built once: they are policy, fixed until restart.
@@ -189,6 +212,7 @@ impl Authorizer {
         let role_type = type_name("Role")?;
         let api_type = type_name("Api")?;
         let change_type = type_name("Change")?;
+        let credential_type = type_name("Credential")?;
         let action_type = type_name("Action")?;
         let api_uid = EntityUid::from_type_name_and_id(api_type, EntityId::new("changeguard"));
         let action_uids = actions
@@ -222,6 +246,7 @@ impl Authorizer {
                 user_type,
                 role_type,
                 change_type,
+                credential_type,
                 api_uid,
                 action_uids,
                 fixed_entities,
@@ -428,6 +453,26 @@ impl Authorizer {
                 );
                 uid
             }
+            Resource::Credential(c) => {
+                let uid = EntityUid::from_type_name_and_id(
+                    inner.credential_type.clone(),
+                    EntityId::new(c.id.to_string()),
+                );
+                let attrs = HashMap::from([
+                    (
+                        "system".to_string(),
+                        RestrictedExpression::new_string(c.system.to_string()),
+                    ),
+                    (
+                        "department".to_string(),
+                        RestrictedExpression::new_string(c.department.to_string()),
+                    ),
+                ]);
+                entities.push(
+                    Entity::new(uid.clone(), attrs, HashSet::new()).map_err(|e| e.to_string())?,
+                );
+                uid
+            }
         };
 
         let mut ctx: Vec<(String, RestrictedExpression)> = Vec::new();
@@ -443,6 +488,30 @@ impl Authorizer {
         if facts.removes_last_admin {
             ctx.push((
                 "removes_last_admin".into(),
+                RestrictedExpression::new_bool(true),
+            ));
+        }
+        if let Some(w) = facts.change {
+            let record = RestrictedExpression::new_record([
+                (
+                    "assignee".to_string(),
+                    RestrictedExpression::new_entity_uid(user_uid(w.assignee)),
+                ),
+                (
+                    "in_progress".to_string(),
+                    RestrictedExpression::new_bool(w.in_progress),
+                ),
+                (
+                    "touches_system".to_string(),
+                    RestrictedExpression::new_bool(w.touches_system),
+                ),
+            ])
+            .map_err(|e| e.to_string())?;
+            ctx.push(("change".into(), record));
+        }
+        if facts.standing_grant {
+            ctx.push((
+                "standing_grant".into(),
                 RestrictedExpression::new_bool(true),
             ));
         }
@@ -633,6 +702,7 @@ mod tests {
             grantee: Some(2),
             revoke: true,
             removes_last_admin: true,
+            ..Facts::default()
         };
         let d = p
             .authorizer

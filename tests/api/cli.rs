@@ -226,3 +226,61 @@ fn calendar_show_marks_days_off_and_makeup_days() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("2031"));
 }
+
+#[test]
+fn keys_status_and_rotate_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("cg.db").display());
+    let run = |args: &[&str]| {
+        changeguard()
+            .args(args)
+            .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+            .env("CHANGEGUARD_DATABASE_URL", &db)
+            .env(
+                "CHANGEGUARD_BOOTSTRAP_ADMIN_PASSWORD",
+                "bootstrap secret for tests",
+            )
+            .env_remove("CHANGEGUARD_MASTER_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["keys", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let first = status.split('\t').next().unwrap().to_string();
+    assert!(status.contains("\tcurrent\t0 secrets"), "{status}");
+    // Generated beside the database, owner-only, and announced.
+    let key = dir.path().join("changeguard.master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changeguard.master.key"));
+    let out = run(&["keys", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(&format!("{first}\tretired")), "{text}");
+    assert!(text.contains("\tcurrent\t"), "{text}");
+    assert!(
+        dir.path()
+            .join(format!("changeguard.master.key.retired-{first}"))
+            .exists()
+    );
+    // The new key file starts the service; the retired one would not.
+    let out = run(&["keys", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,4 +11,5 @@ mod console;
 mod errors;
 mod notify;
 mod rbac;
+mod vault;
 mod workdays;

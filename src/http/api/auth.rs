@@ -18,12 +18,14 @@ pub struct LoginRequest {
     pub username: String,
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
+    /// TOTP code (or a recovery code), for holders of the roles `policies/security.toml` lists.
+    pub totp: Option<String>,
 }
 
 /// Signs in; the token carries identity and session only.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", operation_id = "auth.login",
     request_body = LoginRequest, security(()),
-    responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials"),
+    responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials, totp_required, totp_invalid, totp_replayed"),
                (status = 429, body = Problem, description = "too_many_requests, with Retry-After")))]
 pub async fn login(
     State(app): State<App>,
@@ -31,7 +33,14 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginOk>> {
     Ok(Json(
-        auth::login(&app, &req.username, &req.password, Some(peer.ip())).await?,
+        auth::login(
+            &app,
+            &req.username,
+            &req.password,
+            req.totp.as_deref(),
+            Some(peer.ip()),
+        )
+        .await?,
     ))
 }
 

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`.
 
 pub mod agenda;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod changes;
@@ -8,6 +9,7 @@ pub mod notifications;
 pub mod roles;
 pub mod systems;
 pub mod users;
+pub mod vault;
 pub mod workdays;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -50,4 +52,21 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(agenda::changes_report))
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::retry))
+        .routes(routes!(vault::create, vault::list))
+        .routes(routes!(vault::get))
+        .routes(routes!(vault::reveal))
+        .routes(routes!(vault::rotate))
+        .routes(routes!(vault::access_log))
+        .routes(routes!(vault::revealers))
+        .routes(routes!(vault::revealable))
+        .routes(routes!(vault::create_grant, vault::grants))
+        .routes(routes!(vault::approve_grant))
+        .routes(routes!(vault::reminders))
+        .routes(routes!(vault::totp_enrol))
+        .routes(routes!(vault::totp_confirm))
+        .routes(routes!(vault::recovery_codes))
+        .routes(routes!(assets::create, assets::list))
+        .routes(routes!(assets::request, assets::list_disclosures))
+        .routes(routes!(assets::approve))
+        .routes(routes!(assets::refuse))
 }

@@ -133,6 +133,8 @@ pub struct LoginForm {
     csrf: String,
     username: String,
     password: String,
+    #[serde(default)]
+    totp: String,
 }
 
 pub async fn login(
@@ -146,7 +148,8 @@ pub async fn login(
         return super::csrf_refused();
     }
     let password = SecretString::from(f.password);
-    match crate::auth::login(&app, &f.username, &password, Some(peer.ip())).await {
+    let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
+    match crate::auth::login(&app, &f.username, &password, totp, Some(peer.ip())).await {
         Ok(ok) => {
             let jar = jar
                 .add(cookie(&app, SESSION_COOKIE, ok.access_token))

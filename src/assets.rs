@@ -1,0 +1,239 @@
+//! Confidential assets (Art. 21): the register of development documents and source-code
+//! repositories with their custodians, and requests to disclose one to a third party, which
+//! need a `manager` and a second approver from `compliance`. Every step is audited.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::App;
+use crate::audit::Entry;
+use crate::db::assets::{self as db, Asset, Disclosure};
+use crate::db::{StoreError, audit as audit_db, users as users_db};
+use crate::error::{Error, Result};
+use crate::rbac::Principal;
+
+fn field(name: &'static str, v: &str, max: usize) -> Result<()> {
+    if v.trim().is_empty() || v.chars().count() > max {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!("{name} 不能为空且不超过 {max} 个字符 / {name} must be 1 to {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn asset_not_found(e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound => Error::NotFound { what: "asset" },
+        o => o.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAsset {
+    pub name: String,
+    /// `document` or `repository`.
+    pub kind: String,
+    /// Where it is kept (repository URL, archive shelf, document system path).
+    pub location: String,
+    /// Username of the custodian.
+    pub custodian: String,
+    /// Default: the custodian's department.
+    pub department: Option<String>,
+}
+
+pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asset> {
+    let now = app.now();
+    field("name", &req.name, 200)?;
+    field("location", &req.location, 500)?;
+    if !matches!(req.kind.as_str(), "document" | "repository") {
+        return Err(Error::invalid(
+            "invalid_kind",
+            "kind 须为 document 或 repository / kind must be document or repository",
+        ));
+    }
+    let custodian = users_db::list(&app.db)
+        .await?
+        .into_iter()
+        .find(|u| u.username == crate::auth::normalize_username(&req.custodian) && u.active)
+        .ok_or_else(|| Error::invalid("unknown_user", "没有该保管人 / No such active custodian"))?;
+    let department = req
+        .department
+        .clone()
+        .unwrap_or(custodian.department.clone());
+    let mut tx = app.db.begin().await?;
+    let id = db::insert_asset(
+        &mut tx,
+        req.name.trim(),
+        &req.kind,
+        req.location.trim(),
+        custodian.id,
+        &department,
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Unique => Error::conflict(
+            "asset_exists",
+            "同名资产已存在 / An asset with this name already exists",
+        ),
+        o => o.into(),
+    })?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "asset.create",
+        format!("asset:{id}"),
+    )
+    .with_details(
+        json!({"name": req.name.trim(), "kind": req.kind, "custodian": custodian.username}),
+    );
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    Ok(db::get_asset(&app.db, id).await?)
+}
+
+pub async fn list(app: &App) -> Result<Vec<Asset>> {
+    Ok(db::list_assets(&app.db).await?)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDisclosure {
+    /// The third party receiving the asset.
+    pub recipient: String,
+    pub purpose: String,
+}
+
+pub async fn request(
+    app: &App,
+    who: &Principal,
+    asset_id: i64,
+    req: RequestDisclosure,
+) -> Result<Disclosure> {
+    let now = app.now();
+    db::get_asset(&app.db, asset_id)
+        .await
+        .map_err(asset_not_found)?;
+    field("recipient", &req.recipient, 200)?;
+    field("purpose", &req.purpose, 1000)?;
+    let mut tx = app.db.begin().await?;
+    let d = db::insert_disclosure(
+        &mut tx,
+        asset_id,
+        req.recipient.trim(),
+        req.purpose.trim(),
+        who.user_id,
+        now,
+    )
+    .await?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "disclosure.request",
+        format!("asset:{asset_id}"),
+    )
+    .with_reason(req.purpose.trim())
+    .with_details(json!({"disclosure_id": d.id, "recipient": d.recipient}));
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    // NOTIFY HOOK: disclosure.requested (managers and compliance officers, the custodian)
+    Ok(d)
+}
+
+pub async fn disclosures(app: &App, asset_id: i64) -> Result<Vec<Disclosure>> {
+    db::get_asset(&app.db, asset_id)
+        .await
+        .map_err(asset_not_found)?;
+    Ok(db::disclosures_of(&app.db, asset_id).await?)
+}
+
+/// Approves as `manager` or as `compliance` (the first of the caller's roles whose approval is
+/// still missing). The requester never approves; nobody fills both approvals.
+pub async fn approve(app: &App, who: &Principal, id: i64) -> Result<Disclosure> {
+    decide(app, who, id, None).await
+}
+
+pub async fn refuse(app: &App, who: &Principal, id: i64, reason: &str) -> Result<Disclosure> {
+    field("reason", reason, 1000)?;
+    decide(app, who, id, Some(reason.trim())).await
+}
+
+async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> Result<Disclosure> {
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let mut d = db::disclosure_for_update(&mut tx, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound { what: "disclosure" },
+            o => o.into(),
+        })?;
+    if d.status != "requested" {
+        return Err(Error::conflict(
+            "invalid_transition",
+            format!(
+                "披露申请已{} / The disclosure request is already {}",
+                d.status, d.status
+            ),
+        ));
+    }
+    if d.requested_by == who.user_id {
+        return Err(Error::Forbidden {
+            code: "self_approval",
+            message: "申请人不能审批自己的披露申请 / The requester never decides their own request"
+                .into(),
+            policy_ids: vec![],
+        });
+    }
+    if [d.manager_approved_by, d.compliance_approved_by].contains(&Some(who.user_id)) {
+        return Err(Error::Forbidden {
+            code: "second_approver_required",
+            message: "须由另一人作第二审批 / A different person must give the second approval"
+                .into(),
+            policy_ids: vec![],
+        });
+    }
+    let holds = |r: &str| who.roles.iter().any(|x| x == r);
+    let action = match refusal {
+        Some(reason) => {
+            d.refused_by = Some(who.user_id);
+            d.refused_at = Some(now);
+            d.refusal_reason = Some(reason.to_string());
+            d.status = "refused".into();
+            "disclosure.refuse"
+        }
+        None if holds("manager") && d.manager_approved_by.is_none() => {
+            d.manager_approved_by = Some(who.user_id);
+            d.manager_approved_at = Some(now);
+            "disclosure.approve"
+        }
+        None if holds("compliance") && d.compliance_approved_by.is_none() => {
+            d.compliance_approved_by = Some(who.user_id);
+            d.compliance_approved_at = Some(now);
+            "disclosure.approve"
+        }
+        None => {
+            return Err(Error::Forbidden {
+                code: "approver_role_required",
+                message: "需要电子银行部管理员和合规部各一人审批；您的角色的审批已有 / One manager and one compliance officer approve; the approval your roles can give is already there".into(),
+                policy_ids: vec![],
+            });
+        }
+    };
+    if d.manager_approved_by.is_some() && d.compliance_approved_by.is_some() {
+        d.status = "approved".into();
+    }
+    db::update_disclosure(&mut tx, &d).await?;
+    let mut entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        action,
+        format!("asset:{}", d.asset_id),
+    )
+    .with_details(json!({"disclosure_id": d.id, "status": d.status}));
+    if let Some(r) = refusal {
+        entry = entry.with_reason(r);
+    }
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    tx.commit().await?;
+    // NOTIFY HOOK: disclosure.decided (the requester, the custodian; compliance when approved)
+    Ok(d)
+}

@@ -1,0 +1,137 @@
+//! The second factor: a user's TOTP secret (sealed like a credential), single-use codes,
+//! rate-limited guesses, and hashed recovery codes.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use super::crypto::Binding;
+use super::keyring::crypto_error;
+use super::totp;
+use crate::App;
+use crate::db::{Tx, vault as db};
+use crate::error::{Error, Result};
+
+pub fn binding(user_id: i64) -> Binding<'static> {
+    Binding {
+        kind: "totp",
+        id: user_id,
+        version: 1,
+    }
+}
+
+fn refuse(code: &'static str, message: &str) -> Error {
+    Error::Forbidden {
+        code,
+        message: message.to_string(),
+        policy_ids: vec![],
+    }
+}
+
+/// Checks `code` for `user_id` inside `tx` (the caller commits, with its audit entry, whatever
+/// the outcome: an accepted step and a counted failure must both stick).
+/// Outer error: the check could not be made; inner error: the code is refused.
+pub async fn check(
+    app: &App,
+    tx: &mut Tx,
+    user_id: i64,
+    code: Option<&str>,
+    confirming: bool,
+    now: DateTime<Utc>,
+) -> Result<Result<()>> {
+    let Some(row) = db::totp_for_update(tx, user_id).await? else {
+        return Ok(Err(refuse(
+            "totp_not_enrolled",
+            "尚未登记动态口令（POST /api/v1/me/totp） / No TOTP enrolled yet (POST /api/v1/me/totp)",
+        )));
+    };
+    if row.confirmed == confirming {
+        return Ok(Err(if confirming {
+            Error::conflict(
+                "totp_already_confirmed",
+                "动态口令已确认 / TOTP is already confirmed",
+            )
+        } else {
+            refuse(
+                "totp_not_enrolled",
+                "动态口令登记尚未确认（POST /api/v1/me/totp/confirm） / TOTP enrolment is not confirmed yet",
+            )
+        }));
+    }
+    if let Some(until) = row.blocked_until
+        && until > now
+    {
+        return Ok(Err(Error::TooManyRequests {
+            retry_after_secs: (until - now).num_seconds().max(1) as u64,
+            subject: None,
+        }));
+    }
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(Err(refuse(
+            "totp_required",
+            "需要当前的动态口令 / A fresh TOTP code is required",
+        )));
+    };
+    if code.contains('-') && !confirming {
+        if db::use_recovery_code(tx, user_id, &hash_recovery_code(code), now).await? {
+            db::totp_accept(tx, user_id, row.last_step, false, now).await?;
+            return Ok(Ok(()));
+        }
+    } else {
+        let secret = app
+            .vault
+            .open(tx, binding(user_id), &row.sealed)
+            .await
+            .map_err(crypto_error)?;
+        let Some(secret) = totp::decode(secret.expose_secret()) else {
+            return Err(Error::Integrity {
+                code: "totp_secret_invalid",
+                message: "动态口令密钥损坏 / The stored TOTP secret is damaged".into(),
+            });
+        };
+        let now_step = totp::step_of(now.timestamp());
+        match totp::matching_step(&secret, code, now_step) {
+            Some(step) if step > row.last_step => {
+                db::totp_accept(tx, user_id, step, confirming, now).await?;
+                return Ok(Ok(()));
+            }
+            Some(_) => {
+                return Ok(Err(refuse(
+                    "totp_replayed",
+                    "该动态口令已使用过，请等待下一个 / This code was used already; wait for the next one",
+                )));
+            }
+            None => {}
+        }
+    }
+    let failures = row.failures + 1;
+    let policy = &app.policies.security;
+    let blocked = (failures >= policy.totp_max_failures)
+        .then(|| now + TimeDelta::seconds(policy.totp_block_secs));
+    db::totp_failure(tx, user_id, failures, blocked).await?;
+    Ok(Err(refuse(
+        "totp_invalid",
+        "动态口令不正确 / Wrong TOTP code",
+    )))
+}
+
+/// A recovery code: 10 base32 characters (50 bits) as `XXXXX-XXXXX`.
+pub fn new_recovery_code() -> String {
+    let mut b = [0u8; 7];
+    rand::rng().fill_bytes(&mut b);
+    let s = totp::base32(&b);
+    format!("{}-{}", &s[..5], &s[5..10])
+}
+
+/// Recovery codes are random and single-use: a SHA-256 of the normalised code is enough.
+pub fn hash_recovery_code(code: &str) -> String {
+    let norm: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    hex::encode(Sha256::digest(
+        format!("changeguard recovery v1|{norm}").as_bytes(),
+    ))
+}
