@@ -81,13 +81,31 @@ impl Browser {
     }
 
     async fn text(&self) -> String {
+        self.text_of("body").await
+    }
+
+    async fn text_of(&self, css: &str) -> String {
         self.client
-            .find(Locator::Css("body"))
+            .find(Locator::Css(css))
             .await
             .unwrap()
             .text()
             .await
             .unwrap()
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn goto(&self, srv: &TestServer, path: &str) {
+        self.client.goto(&srv.url(path)).await.unwrap();
     }
 
     async fn login(&self, srv: &TestServer, user: &str) {
@@ -106,13 +124,7 @@ impl Browser {
     }
 
     async fn logout(&self) {
-        self.client
-            .find(Locator::Css("form[action='/console/logout'] button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        self.click("form[action='/console/logout'] button").await;
         self.wait_for("form[action='/console/login']").await;
     }
 
@@ -180,40 +192,17 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
     // An operator files one day too early: the page warns before submitting, the server refuses.
     b.login(srv, "op.zhang").await;
     b.shot("calendar").await;
-    b.client
-        .goto(&srv.url("/console/changes/new"))
-        .await
-        .unwrap();
+    b.goto(srv, "/console/changes/new").await;
     b.file(too_early, "客户服务平台升级 <b>v2.3</b>").await;
-    let hint = b
-        .client
-        .find(Locator::Id("notice-check"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let hint = b.text_of("#notice-check").await;
     assert!(
         hint.contains("通知期不足") && hint.contains(&earliest.to_string()),
         "{hint}"
     );
     b.shot("file-refused-live").await;
-    b.client
-        .find(Locator::Css("form#file-change button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form#file-change button[type=submit]").await;
     b.wait_for("p.flash.error").await;
-    let refusal = b
-        .client
-        .find(Locator::Css("p.flash.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refusal = b.text_of("p.flash.error").await;
     assert!(
         refusal.contains("通知时间不足") && refusal.contains(&format!("最早可于 {earliest}")),
         "{refusal}"
@@ -222,13 +211,7 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
 
     // Refiled on the earliest day: accepted, on its own page; the title is shown, not executed.
     b.file(earliest, "客户服务平台升级 <b>v2.3</b>").await;
-    b.client
-        .find(Locator::Css("form#file-change button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("form#file-change button[type=submit]").await;
     b.wait_for("p.status").await;
     let url = b.client.current_url().await.unwrap();
     let id: i64 = url.path().rsplit('/').next().unwrap().parse().unwrap();
@@ -244,29 +227,17 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
 
     // The manager approves.
     b.login(srv, "mgr.chen").await;
-    b.client
-        .goto(&srv.url(&format!("/console/changes/{id}")))
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Css("button.approve"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.goto(srv, &format!("/console/changes/{id}")).await;
+    b.click("button.approve").await;
     b.wait_for("p.status.approved").await;
     b.shot("change-approved").await;
 
     // On the calendar, on the right day and only there.
-    b.client
-        .goto(&srv.url(&format!(
-            "/console?month={}-{:02}",
-            earliest.year(),
-            earliest.month()
-        )))
-        .await
-        .unwrap();
+    b.goto(
+        srv,
+        &format!("/console?month={}-{:02}", earliest.year(), earliest.month()),
+    )
+    .await;
     let cell = b
         .client
         .find(Locator::Css(&format!("td[data-date='{earliest}']")))
@@ -293,7 +264,7 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
             .await
             .is_err()
     );
-    b.client.goto(&srv.url("/console/audit")).await.unwrap();
+    b.goto(srv, "/console/audit").await;
     let audit = b.text().await;
     assert!(audit.contains("链校验通过"), "{audit}");
     assert!(
