@@ -275,3 +275,111 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
     b.shot("audit").await;
     b.stop().await;
 });
+
+// Without a browser: every console page needs a session and its permission, every form its
+// CSRF token and our own origin; refusals write nothing.
+crate::both_backends!(
+    console_pages_need_a_session_the_permission_and_the_token,
+    |srv| {
+        use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+        use reqwest::{StatusCode, redirect::Policy};
+        let p = setup(srv).await;
+        let client = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap();
+        let cookie_of = |r: &reqwest::Response, name: &str| {
+            r.headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|v| v.strip_prefix(&format!("{name}=")))
+                .map(|v| v.split(';').next().unwrap().to_string())
+        };
+        // No session: every page sends to the login.
+        for page in [
+            "/console",
+            "/console/audit",
+            "/console/changes/new",
+            "/console/changes/1",
+        ] {
+            let r = client.get(srv.url(page)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{page}");
+            assert_eq!(r.headers()[LOCATION], "/console/login");
+        }
+        // A viewer signs in.
+        let r = client.get(srv.url("/console/login")).send().await.unwrap();
+        let csrf = cookie_of(&r, "cg_csrf").unwrap();
+        let r = client
+            .post(srv.url("/console/login"))
+            .header(COOKIE, format!("cg_csrf={csrf}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "view.wu"),
+                ("password", "a long enough password"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let session = cookie_of(&r, "cg_session").unwrap();
+        let csrf = cookie_of(&r, "cg_csrf").unwrap();
+        let jar = format!("cg_session={session}; cg_csrf={csrf}");
+        let get = |path: &str| client.get(srv.url(path)).header(COOKIE, jar.clone()).send();
+        assert_eq!(get("/console").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            get("/console/audit").await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            get("/console/changes/new").await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+        // Forms: a missing token, another origin, a missing permission — all refused.
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("title", "x"),
+            ("category", "software_upgrade"),
+        ];
+        let r = client
+            .post(srv.url("/console/changes/new"))
+            .header(COOKIE, jar.clone())
+            .form(&[("title", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = client
+            .post(srv.url("/console/changes/new"))
+            .header(COOKIE, jar.clone())
+            .header(ORIGIN, "http://evil.example")
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = client
+            .post(srv.url("/console/changes/new"))
+            .header(COOKIE, jar.clone())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let changes = crate::harness::body(srv.get("/api/v1/changes", &p.admin).await).await;
+        assert_eq!(changes.as_array().unwrap().len(), 0);
+        // Logout ends the session for the console too.
+        let r = client
+            .post(srv.url("/console/logout"))
+            .header(COOKIE, jar.clone())
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            get("/console").await.unwrap().status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+);

@@ -581,9 +581,13 @@ pub async fn file_change(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused();
     }
-    let result = match to_request(&app, &f) {
-        Ok(req) => changes::file(&app, &s.who, req).await,
-        Err(e) => Err(e),
+    let result = if !s.may(&app, "change.create") {
+        Err(Error::forbidden(Vec::new()))
+    } else {
+        match to_request(&app, &f) {
+            Ok(req) => changes::file(&app, &s.who, req).await,
+            Err(e) => Err(e),
+        }
     };
     match result {
         Ok(c) => Redirect::to(&format!("/console/changes/{}", c.id)).into_response(),
