@@ -164,6 +164,12 @@ pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) ->
     Ok(user)
 }
 
+/// The active user with this username (as typed: it is normalized), read by its index.
+pub async fn active_user(app: &App, username: &str) -> Result<Option<User>> {
+    let found = users_db::credentials(&app.db, &normalize_username(username)).await?;
+    Ok(found.map(|(u, _)| u).filter(|u| u.active))
+}
+
 pub async fn view(app: &App, id: i64) -> Result<UserView> {
     let user = users_db::get(&app.db, id).await.map_err(not_found)?;
     let grants = users_db::grants_of(&app.db, id).await?;

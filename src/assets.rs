@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::db::assets::{self as db, Asset, Disclosure};
-use crate::db::{StoreError, audit as audit_db, users as users_db};
+use crate::db::{StoreError, audit as audit_db};
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 
@@ -53,10 +53,8 @@ pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asse
             "kind 须为 document 或 repository / kind must be document or repository",
         ));
     }
-    let custodian = users_db::list(&app.db)
+    let custodian = crate::accounts::active_user(app, &req.custodian)
         .await?
-        .into_iter()
-        .find(|u| u.username == crate::auth::normalize_username(&req.custodian) && u.active)
         .ok_or_else(|| Error::invalid("unknown_user", "没有该保管人 / No such active custodian"))?;
     let department = req
         .department

@@ -527,10 +527,8 @@ pub async fn create_grant(
             "有效期须在将来且不超过 90 天 / expires_at must be in the future and at most 90 days ahead",
         ));
     }
-    let grantee = users_db::list(&app.db)
+    let grantee = crate::accounts::active_user(app, &req.grantee)
         .await?
-        .into_iter()
-        .find(|u| u.username == crate::auth::normalize_username(&req.grantee) && u.active)
         .ok_or_else(|| Error::invalid("unknown_user", "没有该用户 / No such active user"))?;
     if grantee.id == who.user_id {
         return Err(refuse(
