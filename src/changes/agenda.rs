@@ -15,7 +15,7 @@ use crate::App;
 use crate::audit::Entry;
 use crate::calendar::DayKind;
 use crate::db::audit as audit_db;
-use crate::db::changes::{self as db, ChangeRow};
+use crate::db::changes::{self as db, CalendarRow, ChangeRow};
 use crate::error::{Error, Result};
 use crate::rbac::{Facts, Principal, Resource};
 
@@ -62,8 +62,8 @@ fn day_bounds(d: NaiveDate, tz: Tz) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
 }
 
 /// Conflicts among `rows`: open changes sharing a system with overlapping windows.
-fn conflicts_among(rows: &[(ChangeRow, Vec<String>)]) -> BTreeMap<i64, BTreeSet<i64>> {
-    let mut by_system: BTreeMap<&str, Vec<&ChangeRow>> = BTreeMap::new();
+fn conflicts_among(rows: &[(CalendarRow, Vec<String>)]) -> BTreeMap<i64, BTreeSet<i64>> {
+    let mut by_system: BTreeMap<&str, Vec<&CalendarRow>> = BTreeMap::new();
     for (row, systems) in rows {
         if rules::Status::parse(&row.status).is_some_and(|s| s.is_open()) {
             for s in systems {
@@ -101,7 +101,7 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
     let tz = policy.timezone;
     let (range_start, _) = day_bounds(from, tz)?;
     let (_, range_end) = day_bounds(to, tz)?;
-    let rows = db::list_window(
+    let rows = db::calendar_window(
         &app.db,
         range_start,
         range_end,
@@ -109,7 +109,7 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
         MAX_CHANGES,
     )
     .await?;
-    let rows: Vec<(ChangeRow, Vec<String>)> = rows
+    let rows: Vec<(CalendarRow, Vec<String>)> = rows
         .into_iter()
         .map(|r| {
             let systems = serde_json::from_str(&r.systems).unwrap_or_default();
@@ -119,39 +119,49 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
     let conflicts = conflicts_among(&rows);
     let calendar = app.calendar().await?;
     let mut days = Vec::new();
+    let mut bounds = Vec::new();
     let mut d = from;
     while d <= to {
-        let (ds, de) = day_bounds(d, tz)?;
         let info = calendar.day(d).ok();
-        let changes = rows
-            .iter()
-            .filter(|(r, _)| r.planned_start < de && r.planned_end > ds)
-            .map(|(r, systems)| CalendarChange {
-                id: r.id,
-                title: r.title.clone(),
-                category: r.category.clone(),
-                status: r.status.clone(),
-                emergency: r.emergency,
-                systems: systems.clone(),
-                planned_start: r.planned_start,
-                planned_end: r.planned_end,
-                conflicts: conflicts
-                    .get(&r.id)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default(),
-            })
-            .collect();
+        bounds.push(day_bounds(d, tz)?);
         days.push(CalendarDay {
             date: d,
             working: info.as_ref().map(|i| i.working),
             kind: info.as_ref().map(|i| i.kind),
             name: info.and_then(|i| i.name),
-            changes,
+            changes: Vec::new(),
         });
         d = match d.succ_opt() {
             Some(n) => n,
             None => break,
         };
+    }
+    // One pass: each change goes to the days its window overlaps (found by binary search over
+    // the days' bounds), in start order as the rows come.
+    for (r, systems) in rows {
+        let first = bounds.partition_point(|(_, end)| *end <= r.planned_start);
+        let last = bounds.partition_point(|(start, _)| *start < r.planned_end);
+        if first >= last {
+            continue;
+        }
+        let change = CalendarChange {
+            conflicts: conflicts
+                .get(&r.id)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            id: r.id,
+            title: r.title,
+            category: r.category,
+            status: r.status,
+            emergency: r.emergency,
+            systems,
+            planned_start: r.planned_start,
+            planned_end: r.planned_end,
+        };
+        for day in &mut days[first..last - 1] {
+            day.changes.push(change.clone());
+        }
+        days[last - 1].changes.push(change);
     }
     Ok(days)
 }
