@@ -10,6 +10,7 @@ use crate::audit::Entry;
 use crate::db::assets::{self as db, Asset, Disclosure};
 use crate::db::{StoreError, audit as audit_db};
 use crate::error::{Error, Result};
+use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::Principal;
 
 fn field(name: &'static str, v: &str, max: usize) -> Result<()> {
@@ -110,7 +111,7 @@ pub async fn request(
     req: RequestDisclosure,
 ) -> Result<Disclosure> {
     let now = app.now();
-    db::get_asset(&app.db, asset_id)
+    let asset = db::get_asset(&app.db, asset_id)
         .await
         .map_err(asset_not_found)?;
     field("recipient", &req.recipient, 200)?;
@@ -133,8 +134,40 @@ pub async fn request(
     .with_reason(req.purpose.trim())
     .with_details(json!({"disclosure_id": d.id, "recipient": d.recipient}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    let notice = Bulletin::new(
+        app,
+        &format!("保密资料对外提供申请：{}", asset.name),
+        &format!(
+            "Request to hand a confidential asset to a third party: {}",
+            asset.name
+        ),
+    )
+    .fact(app, "申请人", "Requested by", person(who))
+    .fact(
+        app,
+        "审批",
+        "Approval",
+        app.notifier.templates.pick(
+            "须电子银行部管理员与合规部各一人审批",
+            "needs one manager and one compliance officer",
+        ),
+    );
+    let notice = disclosure_facts(app, notice, &asset, &d);
+    notify::enqueue_bulletin(
+        app,
+        &mut tx,
+        "disclosure_requested",
+        Parties {
+            requester: Some(who.user_id),
+            custodian: Some(asset.custodian_id),
+            ..Parties::default()
+        },
+        &notice,
+        now,
+    )
+    .await?;
     tx.commit().await?;
-    // NOTIFY HOOK: disclosure.requested (managers and compliance officers, the custodian)
+    app.notifier.wake();
     Ok(d)
 }
 
@@ -231,7 +264,61 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
         entry = entry.with_reason(r);
     }
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    let asset = db::get_asset_tx(&mut tx, d.asset_id).await?;
+    let (zh, en) = match d.status.as_str() {
+        "approved" => ("已批准", "approved"),
+        "refused" => ("已驳回", "refused"),
+        _ if d.manager_approved_by.is_some() => (
+            "电子银行部已审批，待合规部审批",
+            "approved by management, waiting for compliance",
+        ),
+        _ => (
+            "合规部已审批，待电子银行部审批",
+            "approved by compliance, waiting for management",
+        ),
+    };
+    let notice = Bulletin::new(
+        app,
+        &format!("保密资料对外提供申请{zh}：{}", asset.name),
+        &format!("Disclosure of {} {en}", asset.name),
+    )
+    .fact(app, "审批人", "Decided by", person(who))
+    .comment(refusal);
+    let notice = disclosure_facts(app, notice, &asset, &d);
+    notify::enqueue_bulletin(
+        app,
+        &mut tx,
+        "disclosure_decided",
+        Parties {
+            requester: Some(d.requested_by),
+            custodian: Some(asset.custodian_id),
+            ..Parties::default()
+        },
+        &notice,
+        now,
+    )
+    .await?;
     tx.commit().await?;
-    // NOTIFY HOOK: disclosure.decided (the requester, the custodian; compliance when approved)
+    app.notifier.wake();
     Ok(d)
+}
+
+/// "Display Name (username)", as notices name people.
+pub(crate) fn person(who: &Principal) -> String {
+    format!("{} ({})", who.display_name, who.username)
+}
+
+/// The facts every disclosure notice carries.
+fn disclosure_facts(app: &App, b: Bulletin, asset: &Asset, d: &Disclosure) -> Bulletin {
+    b.fact(
+        app,
+        "资料",
+        "Asset",
+        format!("{} ({}, {})", asset.name, asset.kind, asset.location),
+    )
+    .fact(app, "保管人", "Custodian", &asset.custodian)
+    .fact(app, "接收方", "Third party", &d.recipient)
+    .fact(app, "用途", "Purpose", &d.purpose)
+    .fact(app, "申请编号", "Request", d.id)
+    .link(app, &format!("/api/v1/assets/{}/disclosures", asset.id))
 }

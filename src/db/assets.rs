@@ -67,6 +67,14 @@ pub async fn get_asset(db: &Db, id: i64) -> Result<Asset> {
         .await)?)
 }
 
+pub async fn get_asset_tx(tx: &mut Tx, id: i64) -> Result<Asset> {
+    let sql = concat!(asset_select!(), " WHERE a.id = $1");
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, Asset>(sql)
+        .bind(id)
+        .fetch_one(c)
+        .await)?)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct Disclosure {
     pub id: i64,

@@ -305,6 +305,23 @@ pub async fn rotation_reminders(db: &Db, user_id: i64) -> Result<Vec<Credential>
         .await)?)
 }
 
+/// Every credential still flagged "rotate after use", with the assignee of the change it was
+/// revealed for.
+pub async fn rotation_due(db: &Db) -> Result<Vec<(Credential, i64)>> {
+    let due = on_pool!(db, |p| sqlx::query_as::<_, (i64, i64)>(
+        "SELECT c.id, r.assignee_id FROM credentials c \
+         JOIN change_requests r ON r.id = c.rotate_reason_change_id \
+         WHERE c.rotate_after_use ORDER BY c.id"
+    )
+    .fetch_all(p)
+    .await)?;
+    let mut out = Vec::with_capacity(due.len());
+    for (id, assignee) in due {
+        out.push((get_credential(db, id).await?, assignee));
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------- change windows
 
 /// A change as far as the reveal rule needs it.
@@ -427,6 +444,20 @@ pub async fn approve_grant(
     Ok(on_tx!(tx, |c| sqlx::query_as::<_, CredentialGrant>(sql)
         .bind(id)
         .bind(approver)
+        .bind(now)
+        .fetch_one(c)
+        .await)?)
+}
+
+/// Ends a grant now (the caller checked it is neither revoked nor expired).
+pub async fn revoke_grant(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<CredentialGrant> {
+    let sql = concat!(
+        "UPDATE credential_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+         RETURNING ",
+        grant_cols!()
+    );
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, CredentialGrant>(sql)
+        .bind(id)
         .bind(now)
         .fetch_one(c)
         .await)?)

@@ -138,12 +138,34 @@ pub fn change_ics(app: &App, row: &ChangeRow, cancel: bool) -> String {
     )
 }
 
+/// The people the party rules of a notice mean (`requester`, `assignee`, `custodian`, and the
+/// change category whose `management` is told). Which ones an event has is
+/// [`crate::policy::parties_of`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Parties<'a> {
+    pub requester: Option<i64>,
+    pub assignee: Option<i64>,
+    pub custodian: Option<i64>,
+    pub category: Option<&'a str>,
+}
+
+impl<'a> Parties<'a> {
+    pub fn of_change(c: &'a ChangeRow) -> Self {
+        Parties {
+            requester: Some(c.requester_id),
+            assignee: Some(c.assignee_id),
+            custodian: None,
+            category: Some(&c.category),
+        }
+    }
+}
+
 /// Resolves recipient rules to addresses (deduplicated, in order).
 async fn resolve(
     app: &App,
     tx: &mut Tx,
     rules: &[Recipient],
-    change: Option<&ChangeRow>,
+    parties: Parties<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
@@ -153,15 +175,15 @@ async fn resolve(
         }
     };
     for rule in rules {
-        match (rule, change) {
-            (Recipient::Requester, Some(c)) => {
-                push(db::user_email(tx, c.requester_id).await?, &mut out)
-            }
-            (Recipient::Assignee, Some(c)) => {
-                push(db::user_email(tx, c.assignee_id).await?, &mut out)
-            }
-            (Recipient::Management, Some(c)) => {
-                if let Some(cat) = app.policies.change.categories.get(&c.category) {
+        let person = match rule {
+            Recipient::Requester => parties.requester,
+            Recipient::Assignee => parties.assignee,
+            Recipient::Custodian => parties.custodian,
+            Recipient::Management => {
+                if let Some(cat) = parties
+                    .category
+                    .and_then(|c| app.policies.change.categories.get(c))
+                {
                     for role in &cat.notify_roles {
                         for a in db::role_emails(tx, role, now).await? {
                             push(a, &mut out);
@@ -171,14 +193,21 @@ async fn resolve(
                         push(m.clone(), &mut out);
                     }
                 }
+                None
             }
-            (Recipient::Role(role), _) => {
+            Recipient::Role(role) => {
                 for a in db::role_emails(tx, role, now).await? {
                     push(a, &mut out);
                 }
+                None
             }
-            (Recipient::Mailbox(m), _) => push(m.clone(), &mut out),
-            (_, None) => {}
+            Recipient::Mailbox(m) => {
+                push(m.clone(), &mut out);
+                None
+            }
+        };
+        if let Some(id) = person {
+            push(db::user_email(tx, id).await?, &mut out);
         }
     }
     Ok(out)
@@ -214,7 +243,7 @@ pub async fn enqueue_change(
         if row.emergency && *ev != "receipt" {
             rules.extend(policy.recipients("emergency_also").iter().cloned());
         }
-        let recipients = resolve(app, tx, &rules, Some(&row), now).await?;
+        let recipients = resolve(app, tx, &rules, Parties::of_change(&row), now).await?;
         if recipients.is_empty() {
             continue;
         }
@@ -252,6 +281,87 @@ pub async fn enqueue_change(
     Ok(n)
 }
 
+/// A notice about something other than one change (a disclosure, a reveal, a standing grant):
+/// a headline, facts as label/value pairs, an optional comment and link. Rendered by the
+/// `notice` template; the labels are in the notices' language.
+#[derive(Debug, Serialize)]
+pub struct Bulletin {
+    pub headline: String,
+    pub facts: Vec<(String, String)>,
+    pub comment: Option<String>,
+    pub link: Option<String>,
+}
+
+impl Bulletin {
+    pub fn new(app: &App, zh: &str, en: &str) -> Self {
+        Bulletin {
+            headline: app.notifier.templates.pick(zh, en).to_string(),
+            facts: Vec::new(),
+            comment: None,
+            link: None,
+        }
+    }
+
+    /// Adds a fact labelled in the notices' language.
+    pub fn fact(mut self, app: &App, zh: &str, en: &str, value: impl ToString) -> Self {
+        self.facts.push((
+            app.notifier.templates.pick(zh, en).to_string(),
+            value.to_string(),
+        ));
+        self
+    }
+
+    pub fn comment(mut self, c: Option<&str>) -> Self {
+        self.comment = c.map(str::to_string);
+        self
+    }
+
+    /// A link to an API path of this service (e.g. `/api/v1/assets/3`).
+    pub fn link(mut self, app: &App, path: &str) -> Self {
+        self.link = Some(format!("{}{path}", app.settings.public_url()));
+        self
+    }
+}
+
+/// Writes the notice of `event` (a `policies/notifications.toml` event that concerns no single
+/// change) into the outbox inside the caller's transaction: it commits, or vanishes, with the
+/// deed it tells of. Wake the sender after the commit. `false` when the event has no recipients.
+pub async fn enqueue_bulletin(
+    app: &App,
+    tx: &mut Tx,
+    event: &str,
+    parties: Parties<'_>,
+    bulletin: &Bulletin,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let rules = app.policies.notifications.recipients(event).to_vec();
+    let recipients = resolve(app, tx, &rules, parties, now).await?;
+    if recipients.is_empty() {
+        return Ok(false);
+    }
+    let r = app
+        .notifier
+        .templates
+        .render("notice", bulletin)
+        .map_err(render_error)?;
+    db::insert_message(
+        tx,
+        &NewMessage {
+            kind: event,
+            change_id: None,
+            recipients: &recipients,
+            subject: &r.subject,
+            body_text: &r.text,
+            body_html: &r.html,
+            ics: None,
+        },
+        &app.notifier.host,
+        now,
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Writes one notice not tied to a change's transaction (digest, warning), then wakes the sender.
 pub async fn enqueue_other(
     app: &App,
@@ -263,7 +373,8 @@ pub async fn enqueue_other(
 ) -> Result<Option<i64>> {
     let mut tx = app.db.begin().await?;
     let rules = app.policies.notifications.recipients(kind).to_vec();
-    let recipients = resolve(app, &mut tx, &rules, change, now).await?;
+    let parties = change.map(Parties::of_change).unwrap_or_default();
+    let recipients = resolve(app, &mut tx, &rules, parties, now).await?;
     if recipients.is_empty() {
         return Ok(None);
     }
@@ -391,7 +502,7 @@ mod tests {
     #[test]
     fn every_event_has_a_title() {
         for e in crate::policy::NOTIFY_EVENTS {
-            if matches!(*e, "emergency_also" | "digest" | "calendar_missing") {
+            if !crate::policy::parties_of(e).contains(&"management") || *e == "emergency_also" {
                 continue;
             }
             assert_ne!(super::event_title(e, "zh"), "通知", "{e}");

@@ -1,6 +1,6 @@
 //! Scheduled jobs (`[schedules]` in policies/notifications.toml, cron in the bank's time zone):
 //! the morning digest, the reminder before a change starts, expiry of approved changes never
-//! started, and the warning while next year's calendar is missing.
+//! started, the warning while next year's calendar is missing, and "rotate after use" reminders.
 //!
 //! Each slot runs once across all instances: whoever inserts `(job, slot)` into `job_runs`
 //! first runs it. At each tick only the LATEST slot due is considered, so a slot missed while
@@ -25,14 +25,16 @@ pub enum Job {
     Reminder,
     Expiry,
     CalendarWarning,
+    RotationReminder,
 }
 
 impl Job {
-    pub const ALL: [Job; 4] = [
+    pub const ALL: [Job; 5] = [
         Job::Digest,
         Job::Reminder,
         Job::Expiry,
         Job::CalendarWarning,
+        Job::RotationReminder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Job {
             Job::Reminder => "reminder",
             Job::Expiry => "expiry",
             Job::CalendarWarning => "calendar_warning",
+            Job::RotationReminder => "rotation_reminder",
         }
     }
 
@@ -51,6 +54,7 @@ impl Job {
             Job::Reminder => &s.reminder,
             Job::Expiry => &s.expiry,
             Job::CalendarWarning => &s.calendar_warning,
+            Job::RotationReminder => &s.rotation_reminder,
         }
     }
 
@@ -59,7 +63,9 @@ impl Job {
     /// week, expiry always.
     fn useful(self, slot: DateTime<Tz>, now: DateTime<Tz>) -> bool {
         match self {
-            Job::Digest | Job::Reminder => slot.date_naive() == now.date_naive(),
+            Job::Digest | Job::Reminder | Job::RotationReminder => {
+                slot.date_naive() == now.date_naive()
+            }
             Job::CalendarWarning => now - slot < chrono::Duration::days(7),
             Job::Expiry => true,
         }
@@ -107,6 +113,9 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 })
             }
             Job::CalendarWarning => calendar_warning(app, slot.date_naive(), now)
+                .await
+                .map(|_| ()),
+            Job::RotationReminder => rotation_reminder(app, slot.date_naive(), now)
                 .await
                 .map(|_| ()),
         };
@@ -275,6 +284,19 @@ async fn reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<usi
         }
     }
     Ok(n)
+}
+
+/// On working days: "rotate after use" to whoever revealed a secret for a change, until rotated.
+async fn rotation_reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<usize> {
+    let working = app
+        .calendar()
+        .await?
+        .is_working(today)
+        .map_err(crate::changes::calendar_error)?;
+    if !working {
+        return Ok(0);
+    }
+    crate::vault::remind_rotation(app, now).await
 }
 
 /// From 1 November: next year's calendar missing → a warning to the admins.

@@ -9,7 +9,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 /// Every template a notice can use.
-pub const NAMES: &[&str] = &["change", "digest", "calendar_missing"];
+pub const NAMES: &[&str] = &["change", "digest", "calendar_missing", "notice"];
 
 /// The prefix of every subject, so the bank's mail rules can file the notices.
 pub const SUBJECT_PREFIX: &str = "[变更通知]";
@@ -55,6 +55,11 @@ impl Templates {
             env,
             language: language.to_string(),
         })
+    }
+
+    /// The text of the notices' language: `zh` unless the templates are English.
+    pub fn pick<'a>(&self, zh: &'a str, en: &'a str) -> &'a str {
+        if self.language == "en" { en } else { zh }
     }
 
     /// Renders `name` with `ctx`: subject (prefixed), text and HTML.
@@ -106,5 +111,23 @@ mod tests {
             .unwrap();
         assert!(r.html.contains("&lt;script&gt;"));
         assert!(r.text.contains("<script>"));
+
+        // The notice of a disclosure, reveal or grant: facts as label/value rows.
+        for lang in ["zh", "en"] {
+            let t = Templates::load(&dir, lang).unwrap();
+            let r = t
+                .render(
+                    "notice",
+                    &serde_json::json!({"headline": "凭据已取用：<b>db</b>",
+                        "facts": [["取用人", "<img src=x>"], ["事由", "修复"]],
+                        "comment": "请轮换", "link": "http://x/api/v1/credentials/1"}),
+                )
+                .unwrap();
+            assert_eq!(r.subject, "[变更通知] 凭据已取用：<b>db</b>");
+            assert!(r.text.contains("<img src=x>") && r.text.contains("请轮换"));
+            assert!(r.text.contains("http://x/api/v1/credentials/1"));
+            assert!(r.html.contains("&lt;img src=x&gt;") && !r.html.contains("<img"));
+            assert!(r.html.contains("&lt;b&gt;db"));
+        }
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use change_policy::{Category, ChangePolicy, FreezeWindow};
 pub use notifications::{
-    EVENTS as NOTIFY_EVENTS, NotifyPolicy, Recipient, Schedules, valid_address,
+    EVENTS as NOTIFY_EVENTS, NotifyPolicy, Recipient, Schedules, parties_of, valid_address,
 };
 pub use roles::{Role, RoleCatalog};
 pub use security::SecurityPolicy;

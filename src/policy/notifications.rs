@@ -24,7 +24,28 @@ pub const EVENTS: &[&str] = &[
     "digest",
     "reminder",
     "calendar_missing",
+    "disclosure_requested",
+    "disclosure_decided",
+    "credential_revealed",
+    "rotation_reminder",
+    "grant_requested",
+    "grant_decided",
 ];
+
+/// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
+/// `custodian`) it may use. Roles and fixed mailboxes fit every event.
+pub fn parties_of(event: &str) -> &'static [&'static str] {
+    match event {
+        "digest" | "calendar_missing" => &[],
+        // A disclosure: who asked for it and the asset's custodian.
+        "disclosure_requested" | "disclosure_decided" => &["requester", "custodian"],
+        // A reveal: the person who revealed the secret.
+        "credential_revealed" | "rotation_reminder" => &["assignee"],
+        // A standing grant: the admin who gave it and its grantee.
+        "grant_requested" | "grant_decided" => &["requester", "assignee"],
+        _ => &["requester", "assignee", "management"],
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +79,13 @@ pub struct Schedules {
     pub reminder: String,
     pub expiry: String,
     pub calendar_warning: String,
+    /// Reminds whoever revealed a secret for a change until it is rotated.
+    #[serde(default = "default_rotation_reminder")]
+    pub rotation_reminder: String,
+}
+
+fn default_rotation_reminder() -> String {
+    "0 0 9 * * *".into()
 }
 
 /// One recipient rule.
@@ -67,6 +95,8 @@ pub enum Recipient {
     Assignee,
     /// The category's notify_roles and notify_mailboxes.
     Management,
+    /// The custodian of a confidential asset.
+    Custodian,
     Role(String),
     Mailbox(String),
 }
@@ -124,6 +154,7 @@ impl NotifyPolicy {
                     "requester" => Recipient::Requester,
                     "assignee" => Recipient::Assignee,
                     "management" => Recipient::Management,
+                    "custodian" => Recipient::Custodian,
                     other => {
                         if let Some(role) = other.strip_prefix("role:") {
                             if !is_role(role) {
@@ -139,23 +170,35 @@ impl NotifyPolicy {
                             return Err(at(
                                 &format!("{name} ="),
                                 format!(
-                                    "event `{name}`: `{other}` is not requester, assignee, management, role:NAME or an e-mail address"
+                                    "event `{name}`: `{other}` is not requester, assignee, management, custodian, role:NAME or an e-mail address"
                                 ),
                             ));
                         }
                     }
                 };
-                if (name == "digest" || name == "calendar_missing")
-                    && matches!(
-                        rule,
-                        Recipient::Requester | Recipient::Assignee | Recipient::Management
-                    )
+                let party = match rule {
+                    Recipient::Requester => Some("requester"),
+                    Recipient::Assignee => Some("assignee"),
+                    Recipient::Management => Some("management"),
+                    Recipient::Custodian => Some("custodian"),
+                    Recipient::Role(_) | Recipient::Mailbox(_) => None,
+                };
+                if let Some(party) = party
+                    && !parties_of(name).contains(&party)
                 {
+                    let allowed = parties_of(name);
                     return Err(at(
                         &format!("{name} ="),
-                        format!(
-                            "event `{name}` concerns no single change: use role:NAME or an address"
-                        ),
+                        if allowed.is_empty() {
+                            format!(
+                                "event `{name}` concerns no single person: use role:NAME or an address"
+                            )
+                        } else {
+                            format!(
+                                "event `{name}` has no `{party}`; use {}, role:NAME or an address",
+                                allowed.join(", ")
+                            )
+                        },
                     ));
                 }
                 rules.push(rule);
@@ -174,6 +217,7 @@ impl NotifyPolicy {
             ("reminder", &s.reminder),
             ("expiry", &s.expiry),
             ("calendar_warning", &s.calendar_warning),
+            ("rotation_reminder", &s.rotation_reminder),
         ] {
             if let Err(e) = cron::Schedule::from_str(expr) {
                 return Err(at(
@@ -239,7 +283,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_reason() {
-        let src = shipped().replace("role:compliance", "role:nobody");
+        let src = shipped().replace(
+            "emergency_also = [\"role:compliance\"]",
+            "emergency_also = [\"role:nobody\"]",
+        );
         let e = load(&src).unwrap_err();
         assert!(e.reason.contains("unknown role `nobody`"), "{e}");
         let line = src
@@ -258,5 +305,15 @@ mod tests {
 
         let e = load(&shipped().replace("\"management\"]", "\"not an address\"]")).unwrap_err();
         assert!(e.reason.contains("not an address"), "{e}");
+
+        // A party the event does not have: a reveal has no custodian, a digest no requester.
+        let e = load(&shipped().replace(
+            "credential_revealed = [",
+            "credential_revealed = [\"custodian\", ",
+        ))
+        .unwrap_err();
+        assert!(e.reason.contains("has no `custodian`"), "{e}");
+        let e = load(&shipped().replace("digest = [", "digest = [\"requester\", ")).unwrap_err();
+        assert!(e.reason.contains("no single person"), "{e}");
     }
 }

@@ -22,6 +22,7 @@ use crate::audit::{Entry, Outcome};
 use crate::db::vault::{self as db, Credential, CredentialGrant, NewCredential, WindowRow};
 use crate::db::{StoreError, Tx, audit as audit_db, users as users_db};
 use crate::error::{Error, Result};
+use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::{CredentialFacts, Decision, Facts, Principal, Resource, WindowFacts};
 use crypto::Binding;
 pub use keyring::Keyring;
@@ -483,8 +484,46 @@ pub async fn reveal(
     };
     db::mark_revealed(&mut tx, id, who.user_id, via_change, now).await?;
     let seq = audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    let revealer = Parties {
+        assignee: Some(who.user_id),
+        ..Parties::default()
+    };
+    let notice = credential_facts(
+        app,
+        Bulletin::new(
+            app,
+            &format!("凭据已取用：{}", c.name),
+            &format!("Credential revealed: {}", c.name),
+        ),
+        &c,
+    )
+    .fact(app, "取用人", "Revealed by", crate::assets::person(who))
+    .fact(
+        app,
+        "依据",
+        "Under",
+        match via_change {
+            Some(change) => format!(
+                "{} #{change}",
+                app.notifier.templates.pick("变更", "change")
+            ),
+            None => app
+                .notifier
+                .templates
+                .pick("长期授权", "standing grant")
+                .to_string(),
+        },
+    )
+    .fact(app, "事由", "Reason", req.reason.trim())
+    .fact(app, "审计序号", "Audit entry", seq);
+    notify::enqueue_bulletin(app, &mut tx, "credential_revealed", revealer, &notice, now).await?;
+    if via_change.is_some() {
+        let reminder = rotation_notice(app, &c);
+        notify::enqueue_bulletin(app, &mut tx, "rotation_reminder", revealer, &reminder, now)
+            .await?;
+    }
     tx.commit().await?;
-    // NOTIFY HOOK: credential.revealed (owner department, and a "rotate after use" reminder to the assignee)
+    app.notifier.wake();
     Ok(Revealed {
         secret,
         credential_id: id,
@@ -557,8 +596,31 @@ pub async fn create_grant(
     .with_details(
         json!({"grant_id": g.id, "grantee": grantee.username, "expires_at": req.expires_at}),
     );
+    let c = db::get_credential_tx(&mut tx, credential_id).await?;
+    let notice = grant_notice(
+        app,
+        &c,
+        &g,
+        &grantee.username,
+        "凭据长期授权待批准",
+        "Standing access to a credential waits for approval",
+    )
+    .fact(app, "授权人", "Granted by", crate::assets::person(who));
+    notify::enqueue_bulletin(
+        app,
+        &mut tx,
+        "grant_requested",
+        Parties {
+            requester: Some(who.user_id),
+            assignee: Some(grantee.id),
+            ..Parties::default()
+        },
+        &notice,
+        now,
+    )
+    .await?;
     commit_with(app, tx, &entry, now).await?;
-    // NOTIFY HOOK: credential.grant_requested (approvers)
+    app.notifier.wake();
     Ok(g)
 }
 
@@ -568,10 +630,7 @@ pub async fn approve_grant(app: &App, who: &Principal, grant_id: i64) -> Result<
     let mut tx = app.db.begin().await?;
     let g = db::get_grant_tx(&mut tx, grant_id)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound { what: "grant" },
-            o => o.into(),
-        })?;
+        .map_err(grant_not_found)?;
     if g.grantee_id == who.user_id || g.granted_by == who.user_id {
         return Err(refuse(
             "self_approval",
@@ -598,8 +657,196 @@ pub async fn approve_grant(app: &App, who: &Principal, grant_id: i64) -> Result<
         format!("credential:{}", g.credential_id),
     )
     .with_details(json!({"grant_id": g.id, "grantee_id": g.grantee_id}));
+    grant_decided(app, &mut tx, who, &g, None, now).await?;
     commit_with(app, tx, &entry, now).await?;
+    app.notifier.wake();
     Ok(g)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeGrant {
+    /// Mandatory: why the access ends early.
+    pub reason: String,
+}
+
+/// Ends a standing grant before its expiry (approved or not). Revoking only takes access away,
+/// so any holder of `credential.grant` may do it, the granter included; the next reveal under
+/// it is refused.
+pub async fn revoke_grant(
+    app: &App,
+    who: &Principal,
+    grant_id: i64,
+    req: RevokeGrant,
+) -> Result<CredentialGrant> {
+    field("reason", &req.reason, 500)?;
+    let now = app.now();
+    let mut tx = app.db.begin().await?;
+    let g = db::get_grant_tx(&mut tx, grant_id)
+        .await
+        .map_err(grant_not_found)?;
+    if g.revoked_at.is_some() {
+        return Err(Error::conflict(
+            "already_revoked",
+            "授权已撤销 / The grant is already revoked",
+        ));
+    }
+    if g.expires_at <= now {
+        return Err(Error::conflict(
+            "grant_expired",
+            "授权已失效 / The grant has expired",
+        ));
+    }
+    let g = db::revoke_grant(&mut tx, grant_id, now).await?;
+    let entry = Entry::ok(
+        Some((who.user_id, &who.username)),
+        "credential.grant_revoke",
+        format!("credential:{}", g.credential_id),
+    )
+    .with_reason(req.reason.trim())
+    .with_details(json!({"grant_id": g.id, "grantee_id": g.grantee_id}));
+    grant_decided(app, &mut tx, who, &g, Some(req.reason.trim()), now).await?;
+    commit_with(app, tx, &entry, now).await?;
+    app.notifier.wake();
+    Ok(g)
+}
+
+fn grant_not_found(e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound => Error::NotFound { what: "grant" },
+        o => o.into(),
+    }
+}
+
+/// The `grant_decided` notice (approved, or revoked with a reason) to the granter and grantee.
+async fn grant_decided(
+    app: &App,
+    tx: &mut Tx,
+    who: &Principal,
+    g: &CredentialGrant,
+    revoked: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let c = db::get_credential_tx(tx, g.credential_id).await?;
+    let grantee = users_db::get_tx(tx, g.grantee_id).await?.username;
+    let (zh, en) = if revoked.is_some() {
+        (
+            "凭据长期授权已撤销",
+            "Standing access to a credential revoked",
+        )
+    } else {
+        (
+            "凭据长期授权已批准",
+            "Standing access to a credential approved",
+        )
+    };
+    let notice = grant_notice(app, &c, g, &grantee, zh, en)
+        .fact(
+            app,
+            if revoked.is_some() {
+                "撤销人"
+            } else {
+                "批准人"
+            },
+            if revoked.is_some() {
+                "Revoked by"
+            } else {
+                "Approved by"
+            },
+            crate::assets::person(who),
+        )
+        .comment(revoked);
+    let parties = Parties {
+        requester: Some(g.granted_by),
+        assignee: Some(g.grantee_id),
+        ..Parties::default()
+    };
+    notify::enqueue_bulletin(app, tx, "grant_decided", parties, &notice, now).await?;
+    Ok(())
+}
+
+/// The facts of every notice about one credential.
+fn credential_facts(app: &App, b: Bulletin, c: &Credential) -> Bulletin {
+    b.fact(app, "凭据", "Credential", format!("{} (#{})", c.name, c.id))
+        .fact(app, "系统", "System", &c.system)
+        .fact(app, "账号", "Account", &c.account)
+        .link(app, &format!("/api/v1/credentials/{}", c.id))
+}
+
+fn grant_notice(
+    app: &App,
+    c: &Credential,
+    g: &CredentialGrant,
+    grantee: &str,
+    zh: &str,
+    en: &str,
+) -> Bulletin {
+    let tz = app.policies.change.timezone;
+    credential_facts(
+        app,
+        Bulletin::new(
+            app,
+            &format!("{zh}：{}", c.name),
+            &format!("{en}: {}", c.name),
+        ),
+        c,
+    )
+    .fact(app, "被授权人", "Grantee", grantee)
+    .fact(
+        app,
+        "有效期至",
+        "Expires",
+        g.expires_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+    )
+    .fact(app, "授权事由", "Reason", &g.reason)
+    .fact(app, "授权编号", "Grant", g.id)
+}
+
+/// "Rotate after use": the reminder to whoever revealed a secret for a change.
+fn rotation_notice(app: &App, c: &Credential) -> Bulletin {
+    credential_facts(
+        app,
+        Bulletin::new(
+            app,
+            &format!("请轮换已取用的凭据：{}", c.name),
+            &format!("Rotate the credential you revealed: {}", c.name),
+        ),
+        c,
+    )
+    .comment(Some(app.notifier.templates.pick(
+        "该凭据已为变更取用，请在变更结束后通过 POST /api/v1/credentials/{id}/rotate 存入新密码；轮换前每个工作日提醒。",
+        "It was revealed for a change: store the new secret with POST /api/v1/credentials/{id}/rotate once the change is done. You are reminded every working day until then.",
+    )))
+}
+
+/// The scheduled "rotate after use" reminders: one notice per credential still flagged, to the
+/// assignee of the change it was revealed for. Returns how many were queued.
+pub async fn remind_rotation(app: &App, now: DateTime<Utc>) -> Result<usize> {
+    let mut n = 0;
+    for (c, assignee) in db::rotation_due(&app.db).await? {
+        let mut tx = app.db.begin().await?;
+        let parties = Parties {
+            assignee: Some(assignee),
+            ..Parties::default()
+        };
+        if notify::enqueue_bulletin(
+            app,
+            &mut tx,
+            "rotation_reminder",
+            parties,
+            &rotation_notice(app, &c),
+            now,
+        )
+        .await?
+        {
+            n += 1;
+        }
+        tx.commit().await?;
+    }
+    if n > 0 {
+        app.notifier.wake();
+    }
+    Ok(n)
 }
 
 pub async fn grants(app: &App, credential_id: i64) -> Result<Vec<CredentialGrant>> {
@@ -741,6 +988,8 @@ pub struct TotpEnrolment {
     /// Base32, for typing into an authenticator app.
     pub secret: String,
     pub otpauth_uri: String,
+    /// The otpauth URI as a QR code (an SVG document) for the console to show.
+    pub qr_svg: String,
 }
 
 pub async fn enrol_totp(app: &App, who: &Principal) -> Result<TotpEnrolment> {
@@ -760,9 +1009,11 @@ pub async fn enrol_totp(app: &App, who: &Principal) -> Result<TotpEnrolment> {
         format!("user:{}", who.user_id),
     );
     commit_with(app, tx, &entry, now).await?;
+    let otpauth_uri = totp::otpauth_uri("changeguard", &who.username, &secret);
     Ok(TotpEnrolment {
         secret: totp::base32(&secret),
-        otpauth_uri: totp::otpauth_uri("changeguard", &who.username, &secret),
+        qr_svg: totp::qr_svg(&otpauth_uri),
+        otpauth_uri,
     })
 }
 

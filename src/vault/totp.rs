@@ -102,6 +102,23 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The otpauth URI as a QR code (SVG) for an authenticator app to scan; rendered here, so the
+/// secret never leaves the bank for an online QR service.
+pub fn qr_svg(uri: &str) -> String {
+    // An otpauth URI is well under the size of a version-40 code: encoding cannot fail.
+    qrcode::QrCode::new(uri.as_bytes())
+        .map(|code| {
+            let svg = code
+                .render::<qrcode::render::svg::Color>()
+                .min_dimensions(200, 200)
+                .build();
+            // Without the XML declaration, so that it can be inlined into an HTML page.
+            svg.find("<svg")
+                .map_or(svg.clone(), |at| svg[at..].to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// The otpauth URI for authenticator apps (Key Uri Format).
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
     fn enc(s: &str) -> String {
@@ -179,5 +196,49 @@ mod tests {
             otpauth_uri("changeguard", "op.zhang", b"12345")
                 .starts_with("otpauth://totp/changeguard:op.zhang?secret=GEZDGNBV")
         );
+    }
+
+    #[test]
+    fn the_qr_code_reads_back_as_the_uri() {
+        let uri = otpauth_uri("changeguard", "op.zhang", &new_secret());
+        let svg = qr_svg(&uri);
+        assert!(svg.starts_with("<svg") && svg.contains("viewBox"), "{svg}");
+        // Read the SVG's dark modules back into a bitmap and decode it like a phone would.
+        let size: usize = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        let mut dark = vec![false; size * size];
+        for path in svg.split("<path").skip(1) {
+            let d = path
+                .split("d=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            // Each module is "M{x} {y}h{w}v{h}h-{w}z".
+            for m in d.split('M').skip(1) {
+                let nums: Vec<usize> = m
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                let (x, y, w, h) = (nums[0], nums[1], nums[2], nums[3]);
+                for yy in y..y + h {
+                    for xx in x..x + w {
+                        dark[yy * size + xx] = true;
+                    }
+                }
+            }
+        }
+        let mut img =
+            rqrr::PreparedImage::prepare_from_bitmap(size, size, |x, y| dark[y * size + x]);
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1);
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(content, uri);
     }
 }

@@ -806,3 +806,76 @@ async fn schedules_pick_the_right_changes(srv: &TestServer) {
 crate::both_backends!(digest_and_reminder, |srv| {
     schedules_pick_the_right_changes(srv).await;
 });
+
+/// A disclosure request (Art. 21) reaches the managers and the asset's custodian as a real
+/// e-mail with its facts; the plain text carries user text as is, the HTML escapes it.
+async fn disclosure_reaches_managers_and_custodian(backend: Backend) {
+    let smtp = Smtp::start();
+    let srv = start(backend, &smtp.url(), None).await;
+    let p = setup(&srv).await;
+    let r = srv
+        .post(
+            "/api/v1/assets",
+            &p.admin,
+            json!({"name": "核心系统设计文档 <v3>", "kind": "document",
+                   "location": "档案室 A-12", "custodian": "op.li"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let asset = body(r).await["id"].as_i64().unwrap();
+    let r = srv
+        .post(
+            &format!("/api/v1/assets/{asset}/disclosures"),
+            &p.op,
+            json!({"recipient": "审计事务所 / audit firm", "purpose": "年度外部审计"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let got = smtp.wait_for(1).await;
+    assert_eq!(got.len(), 1, "one message to all recipients");
+    let (to, raw) = &got[0];
+    let mut to = to.clone();
+    to.sort();
+    assert_eq!(to, vec!["mgr.chen@bank.example", "op.li@bank.example"]);
+    let m = parse(raw);
+    let subject = m.subject().unwrap();
+    assert!(
+        subject.starts_with("[变更通知] 保密资料对外提供申请：核心系统设计文档 <v3>"),
+        "{subject}"
+    );
+    let text = m.body_text(0).unwrap();
+    for fact in [
+        "接收方：审计事务所 / audit firm",
+        "用途：年度外部审计",
+        "保管人：op.li",
+        "申请人：op.zhang 测试 (op.zhang)",
+        "档案室 A-12",
+        &format!("/api/v1/assets/{asset}/disclosures"),
+    ] {
+        assert!(text.contains(fact), "{fact} in {text}");
+    }
+    let html = m.body_html(0).unwrap();
+    assert!(html.contains("核心系统设计文档 &lt;v3&gt;"), "{html}");
+    let list = wait_api(&srv, &p.mgr, "?status=sent", |l| {
+        l.iter().any(|n| n["kind"] == "disclosure_requested")
+    })
+    .await;
+    assert!(
+        list.iter()
+            .any(|n| n["kind"] == "disclosure_requested" && n["change_id"].is_null()),
+        "{list:?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disclosure_reaches_managers_and_custodian_sqlite() {
+    disclosure_reaches_managers_and_custodian(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disclosure_reaches_managers_and_custodian_postgres() {
+    if postgres_url().is_some() {
+        disclosure_reaches_managers_and_custodian(Backend::Postgres).await;
+    }
+}

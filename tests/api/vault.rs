@@ -102,6 +102,8 @@ async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
             .unwrap()
             .starts_with("otpauth://totp/changeguard:")
     );
+    // The QR code for the console, drawn by the server (decoded in the unit tests).
+    assert!(e["qr_svg"].as_str().unwrap().starts_with("<svg "));
     let secret = totp::decode(e["secret"].as_str().unwrap()).unwrap();
     let step = aligned_step().await;
     let r = srv
@@ -166,6 +168,30 @@ async fn reveal(srv: &TestServer, token: &str, id: i64, body_: Value) -> reqwest
     srv.post(&format!("/api/v1/credentials/{id}/reveal"), token, body_)
         .await
 }
+
+/// The e-mail notices of one kind in the outbox (newest first), as the notifications API lists them.
+async fn notices(srv: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
+    let all = body(srv.get("/api/v1/notifications", admin).await).await;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+fn recipients(n: &Value) -> Vec<&str> {
+    let mut r: Vec<&str> = n["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    r.sort_unstable();
+    r
+}
+
+const ADMIN_MAIL: &str = "admin@localhost.localdomain";
 
 /// Every row of every table as text: what a database dump would show.
 async fn dump(srv: &TestServer) -> String {
@@ -315,6 +341,25 @@ crate::both_backends!(
         )
         .await;
 
+        // The admins hear of the reveal; the assignee is told to rotate after use.
+        let told = notices(srv, &v.admin, "credential_revealed").await;
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(recipients(&told[0]), vec![ADMIN_MAIL]);
+        assert!(told[0]["subject"].as_str().unwrap().contains("核心库 DBA"));
+        assert_eq!(notices(srv, &v.admin, "rotation_reminder").await.len(), 1);
+        let remind = |srv: &TestServer| {
+            let app = srv.app.clone();
+            async move {
+                changeguard::vault::remind_rotation(&app, Utc::now())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(remind(srv).await, 1);
+        let reminders = notices(srv, &v.admin, "rotation_reminder").await;
+        assert_eq!(reminders.len(), 2);
+        assert_eq!(recipients(&reminders[0]), vec!["op.zhang@bank.example"]);
+
         // Flagged "rotate after use", the assignee is reminded until the rotation.
         let one = body(srv.get(&format!("/api/v1/credentials/{id}"), &v.op).await).await;
         assert_eq!(one["rotate_after_use"], true);
@@ -383,6 +428,9 @@ crate::both_backends!(
             body(srv.get("/api/v1/me/credential-reminders", &v.op).await).await,
             json!([])
         );
+        // Rotated: no more reminders by e-mail either.
+        assert_eq!(remind(srv).await, 0);
+        assert_eq!(notices(srv, &v.admin, "rotation_reminder").await.len(), 2);
 
         // After the change completed: refused.
         let r = srv
@@ -1109,6 +1157,38 @@ crate::both_backends!(disclosures_need_a_manager_and_compliance, |srv| {
     )
     .await;
     assert_eq!(list.as_array().unwrap().len(), 2);
+    // Requests go to the managers, compliance and the custodian; every decision to the
+    // requester, the custodian and compliance.
+    let requested = notices(srv, &v.admin, "disclosure_requested").await;
+    assert_eq!(requested.len(), 2);
+    assert_eq!(
+        recipients(&requested[1]),
+        vec![
+            "comp.zhao@bank.example",
+            "mgr.chen@bank.example",
+            "mgr.wang@bank.example",
+            "op.zhang@bank.example"
+        ]
+    );
+    assert!(
+        requested[1]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("核心系统源码")
+    );
+    let decided = notices(srv, &v.admin, "disclosure_decided").await;
+    let subjects: Vec<&str> = decided
+        .iter()
+        .map(|n| n["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(decided.len(), 3, "{subjects:?}");
+    assert!(subjects[0].contains("已驳回"), "{subjects:?}");
+    assert!(subjects[1].contains("已批准"), "{subjects:?}");
+    assert!(subjects[2].contains("待合规部审批"), "{subjects:?}");
+    assert_eq!(
+        recipients(&decided[0]),
+        vec!["comp.zhao@bank.example", "op.zhang@bank.example"]
+    );
     // Requests, approvals and refusals are audited.
     let audit = body(srv.get("/api/v1/audit?limit=200", &v.admin).await).await;
     let actions: Vec<&str> = audit
@@ -1126,4 +1206,129 @@ crate::both_backends!(disclosures_need_a_manager_and_compliance, |srv| {
         2
     );
     assert!(actions.contains(&"disclosure.request") && actions.contains(&"disclosure.refuse"));
+});
+
+crate::both_backends!(standing_grants_are_notified_and_revoked, |srv| {
+    let v = setup(srv).await;
+    let a = credential(srv, &v.admin, "值班库 / on-call db", "secret-a").await;
+    let r = srv
+        .post(
+            &format!("/api/v1/credentials/{a}/grants"),
+            &v.admin,
+            json!({"grantee": "op.zhang", "reason": "值班 / on-call week",
+                   "expires_at": (Utc::now() + TimeDelta::days(7)).to_rfc3339()}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let gid = body(r).await["id"].as_i64().unwrap();
+    // The approvers (admins) are asked; nobody else yet.
+    let asked = notices(srv, &v.admin, "grant_requested").await;
+    assert_eq!(asked.len(), 1);
+    assert_eq!(recipients(&asked[0]), vec![ADMIN_MAIL]);
+    let r = srv
+        .call(
+            Method::POST,
+            &format!("/api/v1/credential-grants/{gid}/approve"),
+            Some(&v.mgr),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let decided = notices(srv, &v.admin, "grant_decided").await;
+    assert_eq!(decided.len(), 1);
+    assert_eq!(
+        recipients(&decided[0]),
+        vec![ADMIN_MAIL, "op.zhang@bank.example"]
+    );
+    let secret = enrol(srv, &v.op).await;
+    let step = aligned_step().await;
+    let got = body(
+        reveal(
+            srv,
+            &v.op,
+            a,
+            json!({"reason": "值班", "totp": totp::code_at(&secret, step)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(got["secret"], "secret-a");
+
+    // Revoking needs credential.grant and a reason; it ends access on the next reveal.
+    let revoke = |token: String, payload: Value, grant: i64| {
+        let url = srv.url(&format!("/api/v1/credential-grants/{grant}/revoke"));
+        let client = srv.client.clone();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&payload)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    problem(
+        revoke(v.op.clone(), json!({"reason": "不需要了"}), gid).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    problem(
+        revoke(v.admin.clone(), json!({"reason": "  "}), gid).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    problem(
+        revoke(v.admin.clone(), json!({"reason": "x"}), 999_999).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let g = body(
+        revoke(
+            v.admin.clone(),
+            json!({"reason": "值班结束 / on-call over"}),
+            gid,
+        )
+        .await,
+    )
+    .await;
+    assert!(g["revoked_at"].is_string(), "{g}");
+    problem(
+        revoke(v.admin.clone(), json!({"reason": "again"}), gid).await,
+        StatusCode::CONFLICT,
+        "already_revoked",
+    )
+    .await;
+    problem(
+        reveal(
+            srv,
+            &v.op,
+            a,
+            json!({"reason": "值班", "totp": totp::code_at(&secret, step + 1)}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "no_change_window",
+    )
+    .await;
+    let decided = notices(srv, &v.admin, "grant_decided").await;
+    assert_eq!(decided.len(), 2);
+    assert!(decided[0]["subject"].as_str().unwrap().contains("已撤销"));
+    let audit = body(srv.get("/api/v1/audit?limit=200", &v.admin).await).await;
+    let revoked: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "credential.grant_revoke")
+        .collect();
+    // The revocation, and the refused attempts (403, 422, 409; a 404 names nothing).
+    let outcomes: Vec<&str> = revoked
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["refused", "ok", "refused", "refused"]);
+    assert_eq!(revoked[1]["reason"], "值班结束 / on-call over");
 });

@@ -61,6 +61,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(vault::revealable))
         .routes(routes!(vault::create_grant, vault::grants))
         .routes(routes!(vault::approve_grant))
+        .routes(routes!(vault::revoke_grant))
         .routes(routes!(vault::reminders))
         .routes(routes!(vault::totp_enrol))
         .routes(routes!(vault::totp_confirm))

@@ -12,7 +12,7 @@ use crate::http::guard::Auth;
 use crate::http::problem::{ApiError, ApiResult, Audited, Json, Path, Problem};
 use crate::vault::{
     self, CreateCredential, CreateGrant, CredentialView, RecoveryCodes, RevealAccess,
-    RevealRequest, Revealed, RotateCredential, TotpEnrolment,
+    RevealRequest, Revealed, RevokeGrant, RotateCredential, TotpEnrolment,
 };
 
 /// Stores a credential; the answer carries metadata only.
@@ -159,6 +159,21 @@ pub async fn approve_grant(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<CredentialGrant>> {
     Ok(Json(vault::approve_grant(&app, &who, id).await?))
+}
+
+/// Ends a standing grant before its expiry (reason mandatory); the next reveal under it is
+/// refused. Audited and notified to the granter and the grantee.
+#[utoipa::path(post, path = "/api/v1/credential-grants/{id}/revoke", tag = "vault", operation_id = "credential.grant_revoke",
+    params(("id" = i64, Path)), request_body = RevokeGrant, security(("bearer" = ["credential.grant"])),
+    responses((status = 200, body = CredentialGrant), (status = 409, body = Problem, description = "already_revoked, grant_expired"),
+               (status = 422, body = Problem, description = "invalid_field"), (status = 404, body = Problem)))]
+pub async fn revoke_grant(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path(id): Path<i64>,
+    Json(req): Json<RevokeGrant>,
+) -> ApiResult<Json<CredentialGrant>> {
+    Ok(Json(vault::revoke_grant(&app, &who, id, req).await?))
 }
 
 /// Credentials revealed for the caller's changes that still wait for rotation.
