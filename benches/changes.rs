@@ -79,7 +79,7 @@ async fn setup(srv: &BenchServer) -> (String, i64, String) {
 }
 
 async fn filing(backend: Backend, dur: Duration) {
-    let srv = BenchServer::start(backend).await;
+    let srv = common::start(backend).await;
     let (_, op_id, op) = setup(&srv).await;
 
     let url = srv.url("/api/v1/changes");
@@ -333,7 +333,7 @@ async fn seed(srv: &BenchServer, op_id: i64) -> Duration {
 }
 
 async fn calendar(backend: Backend, dur: Duration) {
-    let srv = BenchServer::start(backend).await;
+    let srv = common::start(backend).await;
     let (admin, op_id, _) = setup(&srv).await;
     let (_, mgr) = srv.user_with(&admin, "mgr.bench", &["manager"]).await;
     let took = seed(&srv, op_id).await;
@@ -393,7 +393,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
         for b in common::backends() {
-            println!("\n== {}", b.name());
+            println!("\n== {}", common::name(b));
             if only.is_empty() || only == "filing" {
                 filing(b, dur).await;
             }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Backend, BenchServer, USER_PASSWORD};
+use common::{Backend, USER_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -31,9 +31,9 @@ async fn bench(backend: Backend, dur: Duration) {
     let conns = conns();
     println!(
         "\n== {} ({conns} connections, {dur:?} each)",
-        backend.name()
+        common::name(backend)
     );
-    let srv = BenchServer::start(backend).await;
+    let srv = common::start(backend).await;
     let admin = srv.admin().await;
     let (_, token) = srv.user_with(&admin, "op.bench", &["tech_operator"]).await;
     // Users for the concurrent logins: one per login, so the per-account delay never applies.

@@ -4,52 +4,50 @@
 //!
 //! Everything stays on loopback; every loop is bounded in time.
 
-#![allow(dead_code)] // each bench uses part of this module
+#![allow(dead_code, unused_imports)] // each bench uses part of this module
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use changeguard::Server;
-use changeguard::config::Settings;
 use reqwest::{Client, RequestBuilder, StatusCode};
-use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 
-pub const ADMIN_PASSWORD: &str = "bootstrap secret for benches";
-pub const USER_PASSWORD: &str = "a long enough password";
-const JWT_SECRET_HEX: &str = "4b1d0c6f2e8a9b7c5d3e1f0a2b4c6d8e0f1a3b5c7d9e2f4a6b8c0d1e3f5a7b9c";
+// The integration tests' harness: the same real server, fresh SQLite file or PostgreSQL database.
+#[allow(dead_code, unused_imports)]
+#[path = "../../tests/api/harness.rs"]
+mod harness;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use harness::{Backend, Options, TestServer as BenchServer, USER_PASSWORD, postgres_url};
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
+pub fn name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres => "PostgreSQL",
     }
 }
 
-/// The PostgreSQL server to bench against (a fresh database is created per run).
-pub fn postgres_admin_url() -> String {
-    std::env::var("CHANGEGUARD_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_string())
+/// The real server in-process on 127.0.0.1:0 with the service's own hashing concurrency.
+pub async fn start(backend: Backend) -> BenchServer {
+    BenchServer::start_with(
+        backend,
+        Options {
+            hash_concurrency: None,
+            ..Options::default()
+        },
+    )
+    .await
 }
 
-/// Which backends to run: `BENCH_BACKENDS=sqlite` or `postgres` narrows it; both by default.
+/// Which backends to run: `BENCH_BACKENDS=sqlite` or `postgres` narrows it; both by default
+/// (PostgreSQL only when `CHANGEGUARD_TEST_POSTGRES_URL` is set).
 pub fn backends() -> Vec<Backend> {
+    let pg = || postgres_url().is_some();
     match std::env::var("BENCH_BACKENDS").as_deref() {
         Ok("sqlite") => vec![Backend::Sqlite],
-        Ok("postgres") => vec![Backend::Postgres],
-        _ => vec![Backend::Sqlite, Backend::Postgres],
+        Ok("postgres") if pg() => vec![Backend::Postgres],
+        _ if pg() => vec![Backend::Sqlite, Backend::Postgres],
+        _ => vec![Backend::Sqlite],
     }
 }
 
@@ -61,165 +59,6 @@ pub fn secs(default: u64) -> Duration {
             .and_then(|s| s.parse().ok())
             .unwrap_or(default),
     )
-}
-
-pub struct BenchServer {
-    pub app: changeguard::App,
-    pub base: String,
-    pub backend: Backend,
-    pub database_url: String,
-    _dir: tempfile::TempDir,
-    pg_admin: Option<(String, String)>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
-
-fn policies() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
-fn replace_db(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let prefix = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{prefix}/{name}?{q}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
-impl BenchServer {
-    /// The real server on a fresh SQLite file or a fresh PostgreSQL database.
-    pub async fn start(backend: Backend) -> BenchServer {
-        let dir = tempfile::tempdir().unwrap();
-        let (database_url, pg_admin) = match backend {
-            Backend::Sqlite => (
-                format!("sqlite:{}", dir.path().join("bench.db").display()),
-                None,
-            ),
-            Backend::Postgres => {
-                use sqlx::Connection;
-                let admin = postgres_admin_url();
-                let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
-                let mut c = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .expect("PostgreSQL must be reachable (CHANGEGUARD_TEST_POSTGRES_URL)");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-                (replace_db(&admin, &name), Some((admin, name)))
-            }
-        };
-        let settings = Settings {
-            database_url: database_url.clone(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            policies_dir: policies(),
-            jwt_secret: Some(SecretString::from(JWT_SECRET_HEX)),
-            audit_key: None,
-            bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
-            key_dir: Some(dir.path().to_path_buf()),
-            ..Settings::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::build(settings, listener).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let app = server.app.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
-        BenchServer {
-            app,
-            base: format!("http://{addr}"),
-            backend,
-            database_url,
-            _dir: dir,
-            pg_admin,
-            shutdown: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub async fn token(&self, username: &str, password: &str) -> String {
-        let r = Client::new()
-            .post(self.url("/api/v1/auth/login"))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "login {username}");
-        r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    pub async fn admin(&self) -> String {
-        self.token("admin", ADMIN_PASSWORD).await
-    }
-
-    /// A user holding `roles`; returns (id, token).
-    pub async fn user_with(&self, admin: &str, username: &str, roles: &[&str]) -> (i64, String) {
-        let c = Client::new();
-        let r = c
-            .post(self.url("/api/v1/users"))
-            .bearer_auth(admin)
-            .json(
-                &json!({"username": username, "display_name": format!("{username} 压测"),
-                "department": "科技部", "email": format!("{username}@bank.example"),
-                "password": USER_PASSWORD}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED, "create {username}");
-        let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-        for role in roles {
-            let r = c
-                .post(self.url(&format!("/api/v1/users/{id}/roles")))
-                .bearer_auth(admin)
-                .json(&json!({"role": role}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::CREATED, "grant {role}");
-        }
-        (id, self.token(username, USER_PASSWORD).await)
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
-        if let Some((admin, name)) = self.pg_admin.take() {
-            use sqlx::Connection;
-            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut c)
-                .await;
-            }
-        }
-    }
 }
 
 /// A bare axum route on its own loopback listener: the ceiling of this machine's HTTP stack.

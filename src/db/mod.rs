@@ -92,6 +92,26 @@ impl From<sqlx::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A pooled connection idle this long is pinged before use (it may have been cut, e.g. by a
+/// PostgreSQL restart); one in steady use is not.
+const IDLE_PING: Duration = Duration::from_secs(30);
+
+/// Pool options shared by both backends. sqlx pings every connection it hands out by default:
+/// a full round trip before each query. A failing query surfaces the error anyway, so only
+/// connections that sat idle are checked.
+fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::<DB>::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl Db {
     /// Connects by URL scheme: `sqlite:` (file created if missing) or `postgres://`.
     pub async fn connect(url: &str) -> Result<Db> {
@@ -102,7 +122,8 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
+            let pool: SqlitePoolOptions = pool_options();
+            let pool = pool
                 .max_connections(8)
                 .min_connections(1)
                 .connect_with(opts)
@@ -110,7 +131,8 @@ impl Db {
             Ok(Db::Sqlite(pool))
         } else {
             let opts = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
+            let pool: PgPoolOptions = pool_options();
+            let pool = pool
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)

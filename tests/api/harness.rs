@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub const ADMIN_PASSWORD: &str = "bootstrap secret for tests";
+/// The password of every user made by [`TestServer::user_with`].
+pub const USER_PASSWORD: &str = "a long enough password";
 /// The test server's token key, so tests can forge tokens the way an attacker would try to.
 pub const JWT_SECRET_HEX: &str = "9f3c1f0e5a7b2d4c6e8f0a1b3c5d7e9f1a2b3c4d5e6f708192a3b4c5d6e7f809";
 
@@ -59,6 +61,9 @@ pub struct Options {
     pub join: Option<(String, PathBuf)>,
     /// `CHANGEGUARD_SMTP_URL`; none: `.eml` files in the test's own folder.
     pub smtp_url: Option<String>,
+    /// Concurrent password hashes: 2 for tests (many servers share the cores); `None` is the
+    /// service's own default (the benches measure that).
+    pub hash_concurrency: Option<usize>,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             policies: shipped_policies(),
             join: None,
             smtp_url: None,
+            hash_concurrency: Some(2),
         }
     }
 }
@@ -111,7 +117,7 @@ impl TestServer {
             audit_key: None,
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
             key_dir: Some(key_dir),
-            hash_concurrency: Some(2),
+            hash_concurrency: opts.hash_concurrency,
             smtp_url: opts.smtp_url.map(SecretString::from),
             outbox_dir: dir.path().join("outbox"),
             ..Settings::default()
@@ -216,7 +222,7 @@ impl TestServer {
                 "/api/v1/users",
                 admin,
                 json!({"username": username, "display_name": format!("{username} 测试"), "department": "科技部",
-                       "email": format!("{username}@bank.example"), "password": "a long enough password"}),
+                       "email": format!("{username}@bank.example"), "password": USER_PASSWORD}),
             )
             .await;
         assert_eq!(r.status(), StatusCode::CREATED, "create {username}");
@@ -231,7 +237,7 @@ impl TestServer {
                 .await;
             assert_eq!(r.status(), StatusCode::CREATED, "grant {role}");
         }
-        (id, self.token(username, "a long enough password").await)
+        (id, self.token(username, USER_PASSWORD).await)
     }
 
     /// Runs SQL directly against the database, as an intruder with database access would.
