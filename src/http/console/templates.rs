@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 13] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -35,7 +35,39 @@ const SOURCES: [(&str, &str); 7] = [
         "error.html",
         include_str!("../../../templates/console/error.html"),
     ),
+    (
+        "macros.html",
+        include_str!("../../../templates/console/macros.html"),
+    ),
+    (
+        "users.html",
+        include_str!("../../../templates/console/users.html"),
+    ),
+    (
+        "user.html",
+        include_str!("../../../templates/console/user.html"),
+    ),
+    (
+        "systems.html",
+        include_str!("../../../templates/console/systems.html"),
+    ),
+    (
+        "years.html",
+        include_str!("../../../templates/console/years.html"),
+    ),
+    (
+        "notifications.html",
+        include_str!("../../../templates/console/notifications.html"),
+    ),
 ];
+
+/// `{{ tr("中文", "English") }}`: the words in the page's language (`lang`, default Chinese).
+fn tr(state: &minijinja::State, zh: String, en: String) -> String {
+    let en_chosen = state
+        .lookup("lang")
+        .is_some_and(|l| l.as_str() == Some("en"));
+    if en_chosen { en } else { zh }
+}
 
 pub struct Templates(Environment<'static>);
 
@@ -45,6 +77,7 @@ impl Templates {
         static T: OnceLock<Result<Templates, String>> = OnceLock::new();
         T.get_or_init(|| {
             let mut env = Environment::new();
+            env.add_function("tr", tr);
             for (name, source) in SOURCES {
                 env.add_template(name, source)
                     .map_err(|e| format!("console template {name}: {e:#}"))?;
