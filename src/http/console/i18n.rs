@@ -83,6 +83,23 @@ impl Lang {
     }
 }
 
+impl Lang {
+    /// A day of the week view (the year is in the heading): `12月3日 周四` or `Thu Dec 3`.
+    pub fn weekday_label(self, d: NaiveDate) -> String {
+        use chrono::Datelike;
+        const WEEKDAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
+        match self {
+            Lang::Zh => format!(
+                "{}月{}日 周{}",
+                d.month(),
+                d.day(),
+                WEEKDAYS[d.weekday().num_days_from_monday() as usize]
+            ),
+            Lang::En => d.format("%a %b %-d").to_string(),
+        }
+    }
+}
+
 fn is_cjk(c: char) -> bool {
     matches!(c, '\u{3000}'..='\u{9fff}' | '\u{ff00}'..='\u{ffef}')
 }

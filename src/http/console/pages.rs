@@ -367,7 +367,7 @@ pub async fn calendar(
                 })
                 .collect();
             let label = match (lang, week) {
-                (_, true) => lang.day(d.date),
+                (_, true) => lang.weekday_label(d.date),
                 (Lang::Zh, false) => format!("{}月{}日", d.date.month(), d.date.day()),
                 (Lang::En, false) => d.date.format("%b %-d").to_string(),
             };
