@@ -122,7 +122,8 @@ impl Browser {
         form.set_by_name("username", user).await.unwrap();
         form.set_by_name("password", password).await.unwrap();
         form.submit().await.unwrap();
-        self.wait_for("h1").await;
+        // Signed in: the page has the logout button (the login page has an h1 too).
+        self.wait_for("form[action='/console/logout']").await;
     }
 
     /// The page fits the window's width: no horizontal scrolling.
@@ -142,14 +143,41 @@ impl Browser {
         );
     }
 
-    /// Submits the form `css` after setting its fields, and waits for the next page's `h1`.
+    /// Submits the form `css` after setting its fields.
     async fn submit(&self, css: &str, fields: &[(&str, &str)]) {
         let form = self.client.form(Locator::Css(css)).await.unwrap();
         for (name, value) in fields {
             form.set_by_name(name, value).await.unwrap();
         }
         self.click(&format!("{css} button[type=submit]")).await;
-        self.wait_for("h1").await;
+    }
+
+    /// Waits until `css` is there and its text contains `needle` (the next page has loaded).
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await
+                && let Ok(t) = e.text().await
+            {
+                if t.contains(needle) {
+                    return t;
+                }
+                last = t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` never contained {needle:?}; last: {last:?}");
+    }
+
+    /// Waits until nothing matches `css`.
+    async fn wait_gone(&self, css: &str) {
+        for _ in 0..100 {
+            if self.client.find(Locator::Css(css)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` is still there");
     }
 
     /// Presses Tab once; returns the class of the element that has the focus and its outline.
@@ -403,14 +431,8 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         .await;
     b.click(&format!("tr[data-notice='{nid}'] button.retry"))
         .await;
-    b.wait_for("h1").await;
-    assert!(
-        b.client
-            .find(Locator::Css(&format!("tr[data-notice='{nid}']")))
-            .await
-            .is_err(),
-        "retried: no longer dead"
-    );
+    // Retried: no longer a dead letter.
+    b.wait_gone(&format!("tr[data-notice='{nid}']")).await;
 
     // English instead of Chinese, then back.
     b.goto(srv, "/console").await;
@@ -466,7 +488,7 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         ],
     )
     .await;
-    let grant = b.text_of("tr[data-role='auditor']").await;
+    let grant = b.wait_text("tr[data-role='auditor']", "年").await;
     assert!(
         grant.contains(&format!(
             "{}年{}月{}日 18:00",
@@ -489,7 +511,7 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         ],
     )
     .await;
-    let systems = b.text_of("table.systems").await;
+    let systems = b.wait_text("table.systems", "pay-gw").await;
     assert!(
         systems.contains("支付网关 <gw>") && systems.contains("cs-platform"),
         "{systems}"
@@ -525,7 +547,9 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         ],
     )
     .await;
-    let years = b.text_of(&format!("tr[data-year='{next_year}']")).await;
+    let years = b
+        .wait_text(&format!("tr[data-year='{next_year}']"), "控制台加载")
+        .await;
     assert!(years.contains("控制台加载"), "{years}");
     b.fits("calendar years").await;
     b.shot("calendar-years").await;
