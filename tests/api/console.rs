@@ -434,6 +434,22 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
     // Retried: no longer a dead letter.
     b.wait_gone(&format!("tr[data-notice='{nid}']")).await;
 
+    // The personal iCalendar feed: its link is shown once.
+    b.goto(srv, "/console").await;
+    b.click("form#feed-create button").await;
+    b.wait_for("#feed-url").await;
+    let url = b
+        .client
+        .find(Locator::Css("#feed-url"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(url.contains("/api/v1/calendar.ics?token="), "{url}");
+    b.shot("calendar-feed").await;
+
     // English instead of Chinese, then back.
     b.goto(srv, "/console").await;
     b.click("a.lang").await;
@@ -1078,6 +1094,47 @@ crate::both_backends!(the_console_session_slides_while_alive, |srv| {
     let r = aged.get("/console").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(set_cookie(&r, "cg_session").is_none());
+
+    // The personal feed: the token and our origin needed; the link works until revoked.
+    let viewer = Console::login(srv, "view.wu", "a long enough password").await;
+    for (token, origin) in [(false, None), (true, Some("http://evil.example"))] {
+        let r = viewer
+            .post("/console/calendar-feed", &[], token, origin)
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = viewer.post("/console/calendar-feed", &[], true, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // As the browser reads it (the template escapes `/`).
+    let page = r.text().await.unwrap().replace("&#x2f;", "/");
+    let path = page
+        .split("value=\"")
+        .find_map(|v| v.split_once("/api/v1/calendar.ics?token="))
+        .map(|(_, rest)| {
+            format!(
+                "/api/v1/calendar.ics?token={}",
+                rest.split('"').next().unwrap()
+            )
+        })
+        .expect("the feed link");
+    let ics = reqwest::get(srv.url(&path)).await.unwrap();
+    assert_eq!(ics.status(), StatusCode::OK);
+    let r = viewer
+        .post("/console/calendar-feed/revoke", &[], false, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        reqwest::get(srv.url(&path)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = viewer
+        .post("/console/calendar-feed/revoke", &[], true, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        reqwest::get(srv.url(&path)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // The language switch: a cookie, and back to the page it came from.
     let r = admin

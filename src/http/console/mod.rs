@@ -74,6 +74,8 @@ pub fn router(app: App) -> Router {
             "/console/admin/notifications/{id}/retry",
             post(admin::retry),
         )
+        .route("/console/calendar-feed", post(pages::feed_create))
+        .route("/console/calendar-feed/revoke", post(pages::feed_revoke))
         .route("/console/lang/{lang}", get(pages::switch_lang))
         .route("/console/static/{file}", get(pages::asset))
         .layer(middleware::from_fn_with_state(app.clone(), renew))

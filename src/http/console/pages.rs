@@ -195,6 +195,7 @@ pub async fn login(
 
 #[derive(Deserialize)]
 pub struct CsrfOnly {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -411,6 +412,80 @@ pub async fn calendar(
     render("calendar.html", ctx, StatusCode::OK)
 }
 
+// ---- personal calendar feed ----
+
+/// Creates (or rotates) the caller's iCalendar feed and shows its link once, like
+/// `POST /api/v1/me/calendar-feed` (calendar.read).
+pub async fn feed_create(State(app): State<App>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused(s.lang);
+    }
+    let result = if s.may(&app, "calendar.read") {
+        changes::agenda::create_feed(&app, &s.who).await
+    } else {
+        Err(Error::forbidden(Vec::new()))
+    };
+    match result {
+        Ok(feed) => render(
+            "feed.html",
+            with(
+                frame(
+                    &app,
+                    &s,
+                    "订阅我的变更日历 / Subscribe to my change calendar",
+                ),
+                json!({"url": feed.url}),
+            ),
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let target = "POST /console/calendar-feed".to_string();
+            let (status, text) = refused(&app, &s, "calendar.feed_create", target, e).await;
+            render(
+                "error.html",
+                with(
+                    frame(&app, &s, "请求被拒绝 / Request refused"),
+                    json!({"message": text}),
+                ),
+                status,
+            )
+        }
+    }
+}
+
+/// Revokes the caller's feed link, like `DELETE /api/v1/me/calendar-feed` (signed in).
+pub async fn feed_revoke(State(app): State<App>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused(s.lang);
+    }
+    match changes::agenda::revoke_feed(&app, &s.who).await {
+        Ok(()) => render(
+            "feed.html",
+            with(
+                frame(
+                    &app,
+                    &s,
+                    "订阅我的变更日历 / Subscribe to my change calendar",
+                ),
+                json!({"url": null}),
+            ),
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let target = "POST /console/calendar-feed/revoke".to_string();
+            let (status, text) = refused(&app, &s, "calendar.feed_revoke", target, e).await;
+            render(
+                "error.html",
+                with(
+                    frame(&app, &s, "请求被拒绝 / Request refused"),
+                    json!({"message": text}),
+                ),
+                status,
+            )
+        }
+    }
+}
+
 // ---- language ----
 
 /// Switches the console's language (`cg_lang`, a year) and returns to the page it came from.
@@ -558,6 +633,7 @@ pub async fn change(State(app): State<App>, s: Session, Path(id): Path<i64>) -> 
 
 #[derive(Deserialize)]
 pub struct StepForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     text: String,

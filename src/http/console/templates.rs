@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 13] = [
+const SOURCES: [(&str, &str); 14] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -58,6 +58,10 @@ const SOURCES: [(&str, &str); 13] = [
     (
         "notifications.html",
         include_str!("../../../templates/console/notifications.html"),
+    ),
+    (
+        "feed.html",
+        include_str!("../../../templates/console/feed.html"),
     ),
 ];
 
