@@ -992,6 +992,34 @@ crate::both_backends!(
             .post("/console/admin/users", &forms[0].1, true, None)
             .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let r = admin
+            .post(
+                "/console/admin/systems/cs-platform",
+                &forms[5].1,
+                true,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let systems = crate::harness::body(srv.get("/api/v1/systems", &p.admin).await).await;
+        assert!(
+            systems
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["key"] == "cs-platform" && x["name"] == "改名")
+        );
+        // Disabled, then enabled again.
+        for active in ["false", "true"] {
+            let r = admin
+                .post(&active_path, &[("active", active)], true, None)
+                .await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            let u =
+                crate::harness::body(srv.get(&format!("/api/v1/users/{mgr_id}"), &p.admin).await)
+                    .await;
+            assert_eq!(u["active"].to_string(), active);
+        }
         let after = state().await;
         assert_ne!(after, before);
         // A domain refusal is explained on the page, in the chosen language.
