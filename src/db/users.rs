@@ -203,6 +203,33 @@ pub async fn session_user(
     }))
 }
 
+/// The console's sliding renewal: moves the end of a live session of an active user to
+/// `expires_at`, unless the session was opened at or before `opened_after` (its longest life).
+/// False: the session is over (logout, disabled user, changed password, expired or too old)
+/// and stays over.
+pub async fn extend_session(
+    db: &Db,
+    id: &str,
+    user_id: i64,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    opened_after: DateTime<Utc>,
+) -> Result<bool> {
+    let sql = "UPDATE sessions SET expires_at = $3 WHERE id = $1 AND user_id = $2 \
+               AND revoked_at IS NULL AND expires_at > $4 AND created_at > $5 \
+               AND EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id AND u.active)";
+    let n = on_pool!(db, |p| sqlx::query(sql)
+        .bind(id)
+        .bind(user_id)
+        .bind(expires_at)
+        .bind(now)
+        .bind(opened_after)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
 pub async fn revoke_session(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
         "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"

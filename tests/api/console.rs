@@ -109,6 +109,10 @@ impl Browser {
     }
 
     async fn login(&self, srv: &TestServer, user: &str) {
+        self.login_with(srv, user, "a long enough password").await;
+    }
+
+    async fn login_with(&self, srv: &TestServer, user: &str, password: &str) {
         self.client.goto(&srv.url("/console/login")).await.unwrap();
         let form = self
             .client
@@ -116,11 +120,90 @@ impl Browser {
             .await
             .unwrap();
         form.set_by_name("username", user).await.unwrap();
-        form.set_by_name("password", "a long enough password")
+        form.set_by_name("password", password).await.unwrap();
+        form.submit().await.unwrap();
+        // Signed in: the page has the logout button (the login page has an h1 too).
+        self.wait_for("form[action='/console/logout']").await;
+    }
+
+    /// The page fits the window's width: no horizontal scrolling.
+    async fn fits(&self, what: &str) {
+        let widths = self
+            .client
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                vec![],
+            )
             .await
             .unwrap();
-        form.submit().await.unwrap();
-        self.wait_for("h1").await;
+        let (page, window) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+        assert!(
+            page <= window,
+            "{what}: {page}px wide in a {window}px window"
+        );
+    }
+
+    /// Submits the form `css` after setting its fields.
+    async fn submit(&self, css: &str, fields: &[(&str, &str)]) {
+        let form = self.client.form(Locator::Css(css)).await.unwrap();
+        for (name, value) in fields {
+            form.set_by_name(name, value).await.unwrap();
+        }
+        self.click(&format!("{css} button[type=submit]")).await;
+    }
+
+    /// Waits until `css` is there and its text contains `needle` (the next page has loaded).
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await
+                && let Ok(t) = e.text().await
+            {
+                if t.contains(needle) {
+                    return t;
+                }
+                last = t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` never contained {needle:?}; last: {last:?}");
+    }
+
+    /// Waits until nothing matches `css`.
+    async fn wait_gone(&self, css: &str) {
+        for _ in 0..100 {
+            if self.client.find(Locator::Css(css)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("`{css}` is still there");
+    }
+
+    /// Presses Tab once; returns the class of the element that has the focus and its outline.
+    async fn tab(&self) -> (String, String) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        use fantoccini::key::Key;
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down {
+                value: Key::Tab.into(),
+            })
+            .then(KeyAction::Up {
+                value: Key::Tab.into(),
+            });
+        self.client.perform_actions(keys).await.unwrap();
+        let r = self
+            .client
+            .execute(
+                "var e = document.activeElement; return [e.className, getComputedStyle(e).outlineStyle]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        (
+            r[0].as_str().unwrap_or_default().to_string(),
+            r[1].as_str().unwrap_or_default().to_string(),
+        )
     }
 
     async fn logout(&self) {
@@ -253,10 +336,247 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         1
     );
     b.shot("calendar-with-change").await;
+    b.fits("month view, 1366 wide").await;
+    // The keyboard reaches the skip link first, and the focus is visible.
+    let (class, outline) = b.tab().await;
+    assert_eq!((class.as_str(), outline.as_str()), ("skip", "solid"));
+
+    // The week view of that day, from the day's own link: the same change, on the same day.
+    b.click(&format!("td[data-date='{earliest}'] .date a"))
+        .await;
+    b.wait_for("table.calendar.week").await;
+    let cell = b.text_of(&format!("td[data-date='{earliest}']")).await;
+    assert!(
+        cell.contains(&format!("#{id}")) && cell.contains("周"),
+        "{cell}"
+    );
+    assert!(
+        cell.contains("22:00"),
+        "the planned window, bank time: {cell}"
+    );
+    assert_eq!(
+        b.client
+            .find_all(Locator::Css("table.calendar.week td.day"))
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    b.fits("week view, 1366 wide").await;
+    b.shot("week").await;
+    b.click("a[rel=next]").await;
+    b.wait_for(&format!(
+        "td[data-date='{}']",
+        earliest + chrono::Duration::days(7)
+    ))
+    .await;
+    b.click("a[rel=prev]").await;
+    b.wait_for(&format!(
+        "td[data-date='{earliest}'] a[href='/console/changes/{id}']"
+    ))
+    .await;
+
+    // The change's timeline: filed, then approved by the manager; and the e-mails it sent.
+    b.goto(srv, &format!("/console/changes/{id}")).await;
+    let events = b
+        .client
+        .find_all(Locator::Css("ol.timeline li.event"))
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    let timeline = b.text_of("ol.timeline").await;
+    assert!(
+        timeline.contains("已提交") && timeline.contains("已批准") && timeline.contains("年"),
+        "{timeline}"
+    );
+    let emails = b.text_of("table.notices").await;
+    assert!(
+        emails.contains("filed") && emails.contains("@bank.example"),
+        "{emails}"
+    );
+    b.shot("change-timeline").await;
+
+    // The notification queue: a dead letter is offered for retry, and retried.
+    let mut tries = 0;
+    let nid = loop {
+        tries += 1;
+        assert!(tries < 150, "no notice was sent");
+        let list = crate::harness::body(srv.get("/api/v1/notifications", &p.mgr).await).await;
+        let sent: Vec<i64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["status"] == "sent")
+            .filter_map(|n| n["id"].as_i64())
+            .collect();
+        if let Some(first) = sent.first() {
+            break *first;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    srv.sql(&[&format!(
+        "UPDATE outbox SET status = 'dead', last_error = 'smtp 550 <mailbox unavailable>' WHERE id = {nid}"
+    )])
+    .await
+    .unwrap();
+    b.goto(srv, "/console/admin/notifications").await;
+    let queue = b.text_of("table.notices").await;
+    assert!(
+        queue.contains("死信") && queue.contains("<mailbox unavailable>"),
+        "{queue}"
+    );
+    b.fits("notification queue").await;
+    b.shot("notifications").await;
+    b.goto(srv, "/console/admin/notifications?status=dead")
+        .await;
+    b.click(&format!("tr[data-notice='{nid}'] button.retry"))
+        .await;
+    // Retried: no longer a dead letter.
+    b.wait_gone(&format!("tr[data-notice='{nid}']")).await;
+
+    // The personal iCalendar feed: its link is shown once.
+    b.goto(srv, "/console").await;
+    b.click("form#feed-create button").await;
+    b.wait_for("#feed-url").await;
+    let url = b
+        .client
+        .find(Locator::Css("#feed-url"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(url.contains("/api/v1/calendar.ics?token="), "{url}");
+    b.shot("calendar-feed").await;
+
+    // English instead of Chinese, then back.
+    b.goto(srv, "/console").await;
+    b.click("a.lang").await;
+    b.wait_for("html[lang='en']").await;
+    let nav = b.text_of("nav.main-nav").await;
+    assert!(
+        nav.contains("Calendar") && !nav.contains("变更日历"),
+        "{nav}"
+    );
+    assert!(b.text_of("h1").await.starts_with("Change calendar"));
+    b.shot("calendar-en").await;
+    b.click("a.lang").await;
+    b.wait_for("html[lang='zh-CN']").await;
+    assert!(b.text_of("h1").await.starts_with("变更日历"));
+
+    // A phone's width: nothing scrolls sideways.
+    b.client.set_window_size(390, 844).await.unwrap();
+    for page in [
+        format!("/console?view=week&date={earliest}"),
+        format!("/console?month={}-{:02}", earliest.year(), earliest.month()),
+        format!("/console/changes/{id}"),
+        "/console/admin/notifications".into(),
+    ] {
+        b.goto(srv, &page).await;
+        b.fits(&format!("{page} on a phone")).await;
+    }
+    b.goto(srv, &format!("/console?view=week&date={earliest}"))
+        .await;
+    b.shot("week-phone").await;
+    b.client.set_window_size(1366, 900).await.unwrap();
+    b.logout().await;
+
+    // The admin grants a role with an expiry, registers a system, loads next year's calendar.
+    b.login_with(srv, "admin", crate::harness::ADMIN_PASSWORD)
+        .await;
+    b.goto(srv, "/console/admin/users").await;
+    let users = b.text_of("table.users").await;
+    assert!(
+        users.contains("op.zhang") && users.contains("tech_operator"),
+        "{users}"
+    );
+    b.fits("users").await;
+    b.shot("users").await;
+    b.click("tr[data-user='view.wu'] a").await;
+    b.wait_for("form#grant-role").await;
+    let until = chrono::Utc::now().date_naive() + chrono::Duration::days(30);
+    b.submit(
+        "form#grant-role",
+        &[
+            ("role", "auditor"),
+            ("expires_at", &format!("{until}T18:00")),
+        ],
+    )
+    .await;
+    let grant = b.wait_text("tr[data-role='auditor']", "年").await;
+    assert!(
+        grant.contains(&format!(
+            "{}年{}月{}日 18:00",
+            until.year(),
+            until.month(),
+            until.day()
+        )),
+        "{grant}"
+    );
+    b.fits("user").await;
+    b.shot("user-grant").await;
+
+    b.goto(srv, "/console/admin/systems").await;
+    b.submit(
+        "form#new-system",
+        &[
+            ("key", "pay-gw"),
+            ("name", "支付网关 <gw>"),
+            ("owner_department", "科技部"),
+        ],
+    )
+    .await;
+    let systems = b.wait_text("table.systems", "pay-gw").await;
+    assert!(
+        systems.contains("支付网关 <gw>") && systems.contains("cs-platform"),
+        "{systems}"
+    );
+    b.fits("systems").await;
+    b.shot("systems").await;
+
+    b.goto(srv, "/console/admin/calendar").await;
+    let next_year = chrono::Utc::now().year() + 1;
+    let data = crate::workdays::test_year(next_year);
+    let lines = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["date"].as_str().unwrap(),
+                    d["name"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let source = format!("国务院办公厅关于{next_year}年部分节假日安排的通知（控制台加载）");
+    b.submit(
+        "form#load-year",
+        &[
+            ("year", &next_year.to_string()),
+            ("source", &source),
+            ("days_off", &lines(&data["days_off"])),
+            ("makeup_workdays", &lines(&data["makeup_workdays"])),
+        ],
+    )
+    .await;
+    let years = b
+        .wait_text(&format!("tr[data-year='{next_year}']"), "控制台加载")
+        .await;
+    assert!(years.contains("控制台加载"), "{years}");
+    b.fits("calendar years").await;
+    b.shot("calendar-years").await;
     b.logout().await;
 
     // An auditor reads the audit trail: the refusal and the approval are there, the chain holds.
     srv.user_with(&p.admin, "audit.sun", &["auditor"]).await;
+    // view.wu was granted auditor in the console: the audit menu is there, until it expires.
+    b.login(srv, "view.wu").await;
+    b.wait_for("a[href='/console/audit']").await;
+    b.logout().await;
     b.login(srv, "audit.sun").await;
     assert!(
         b.client
@@ -272,6 +592,10 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         "{audit}"
     );
     assert!(audit.contains("change.approve"), "{audit}");
+    assert!(
+        audit.contains("role.grant") && audit.contains("notification.retry"),
+        "{audit}"
+    );
     b.shot("audit").await;
     b.stop().await;
 });
@@ -383,3 +707,483 @@ crate::both_backends!(
         );
     }
 );
+
+/// A browser without a browser: the console's cookies, by hand.
+struct Console<'a> {
+    srv: &'a TestServer,
+    client: reqwest::Client,
+    session: String,
+    csrf: String,
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+impl<'a> Console<'a> {
+    async fn login(srv: &'a TestServer, user: &str, password: &str) -> Console<'a> {
+        use reqwest::header::COOKIE;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = client.get(srv.url("/console/login")).send().await.unwrap();
+        let csrf = set_cookie(&r, "cg_csrf").unwrap();
+        let r = client
+            .post(srv.url("/console/login"))
+            .header(COOKIE, format!("cg_csrf={csrf}"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", user),
+                ("password", password),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "login {user}");
+        Console {
+            srv,
+            session: set_cookie(&r, "cg_session").unwrap(),
+            csrf: set_cookie(&r, "cg_csrf").unwrap(),
+            client,
+        }
+    }
+
+    fn jar(&self) -> String {
+        format!("cg_session={}; cg_csrf={}", self.session, self.csrf)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.srv.url(path))
+            .header(reqwest::header::COOKIE, self.jar())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts `fields`, with this browser's CSRF token unless `token` is false, from `origin`.
+    async fn post(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        token: bool,
+        origin: Option<&str>,
+    ) -> reqwest::Response {
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        if token {
+            form.push(("csrf", &self.csrf));
+        }
+        let mut req = self
+            .client
+            .post(self.srv.url(path))
+            .header(reqwest::header::COOKIE, self.jar())
+            .form(&form);
+        if let Some(o) = origin {
+            req = req.header(reqwest::header::ORIGIN, o);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+// Every admin page needs a session and its permission (the nav shows it only to holders); every
+// admin form needs its permission, this browser's CSRF token and our own origin; a refusal
+// writes nothing (but the audit entry of the refusal).
+crate::both_backends!(
+    admin_pages_and_forms_need_permission_token_and_origin,
+    |srv| {
+        use reqwest::StatusCode;
+        let p = setup(srv).await;
+        let mgr_id = crate::harness::body(srv.get("/api/v1/users", &p.admin).await)
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "mgr.chen")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        // Something in the outbox to retry: a filed change notifies management.
+        let (_, earliest) = notice_today(srv, &p.admin).await;
+        let start = format!("{earliest}T22:00:00+08:00");
+        let end = format!("{earliest}T23:00:00+08:00");
+        let r = srv
+            .post(
+                "/api/v1/changes",
+                &p.op,
+                json!({"title": "t", "category": "software_upgrade", "systems": ["cs-platform"],
+                   "description": "d", "risk": "low", "rollback_plan": "r",
+                   "planned_start": start, "planned_end": end}),
+            )
+            .await;
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        let notices = crate::harness::body(srv.get("/api/v1/notifications", &p.admin).await).await;
+        let nid = notices[0]["id"].as_i64().unwrap();
+        srv.sql(&[&format!(
+            "UPDATE outbox SET status = 'dead' WHERE id = {nid}"
+        )])
+        .await
+        .unwrap();
+
+        let pages = [
+            "/console/admin/users",
+            &format!("/console/admin/users/{mgr_id}"),
+            "/console/admin/systems",
+            "/console/admin/calendar",
+            "/console/admin/notifications",
+            "/console?view=week",
+        ];
+        // No session: to the login.
+        let anon = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        for page in pages {
+            let r = anon.get(srv.url(page)).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{page}");
+        }
+
+        // A viewer: calendar, week, systems register and loaded years; not users nor the queue.
+        let viewer = Console::login(srv, "view.wu", "a long enough password").await;
+        for (page, status) in [
+            ("/console/admin/users", StatusCode::FORBIDDEN),
+            (pages[1], StatusCode::FORBIDDEN),
+            ("/console/admin/notifications", StatusCode::FORBIDDEN),
+            ("/console/admin/systems", StatusCode::OK),
+            ("/console/admin/calendar", StatusCode::OK),
+            ("/console?view=week", StatusCode::OK),
+        ] {
+            assert_eq!(viewer.get(page).await.status(), status, "{page}");
+        }
+        let home = viewer.get("/console").await.text().await.unwrap();
+        assert!(
+            !home.contains("/console/admin/users")
+                && !home.contains("/console/admin/notifications")
+        );
+        let systems = viewer
+            .get("/console/admin/systems")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !systems.contains("form method=\"post\" action=\"/console/admin/systems"),
+            "no forms for a viewer"
+        );
+        let years = viewer
+            .get("/console/admin/calendar")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(!years.contains("id=\"load-year\""));
+
+        let state = || async {
+            let users = crate::harness::body(srv.get("/api/v1/users", &p.admin).await).await;
+            let mgr =
+                crate::harness::body(srv.get(&format!("/api/v1/users/{mgr_id}"), &p.admin).await)
+                    .await;
+            let systems = crate::harness::body(srv.get("/api/v1/systems", &p.admin).await).await;
+            let years =
+                crate::harness::body(srv.get("/api/v1/working-days/status", &p.admin).await).await;
+            let dead =
+                crate::harness::body(srv.get("/api/v1/notifications?status=dead", &p.admin).await)
+                    .await;
+            json!([users, mgr, systems, years["years"], dead])
+        };
+        let before = state().await;
+        let next_year = (chrono::Utc::now().year() + 2).to_string();
+        let grant_path = format!("/console/admin/users/{mgr_id}/roles");
+        let active_path = format!("/console/admin/users/{mgr_id}/active");
+        let revoke_path = format!("/console/admin/users/{mgr_id}/roles/manager/revoke");
+        let retry_path = format!("/console/admin/notifications/{nid}/retry");
+        let forms: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            (
+                "/console/admin/users",
+                vec![
+                    ("username", "new.user"),
+                    ("display_name", "新用户"),
+                    ("department", "科技部"),
+                    ("email", "new.user@bank.example"),
+                    ("password", "a long enough password"),
+                ],
+            ),
+            (&grant_path, vec![("role", "auditor"), ("expires_at", "")]),
+            (&active_path, vec![("active", "false")]),
+            (&revoke_path, vec![]),
+            (
+                "/console/admin/systems",
+                vec![
+                    ("key", "pay-gw"),
+                    ("name", "支付网关"),
+                    ("owner_department", "科技部"),
+                ],
+            ),
+            (
+                "/console/admin/systems/cs-platform",
+                vec![("name", "改名"), ("owner_department", "科技部")],
+            ),
+            (
+                "/console/admin/calendar",
+                vec![
+                    ("year", &next_year),
+                    ("source", "通知"),
+                    ("days_off", "2028-01-01 元旦"),
+                    ("makeup_workdays", ""),
+                ],
+            ),
+            (&retry_path, vec![]),
+        ];
+        let admin = Console::login(srv, "admin", crate::harness::ADMIN_PASSWORD).await;
+        let mgr = Console::login(srv, "mgr.chen", "a long enough password").await;
+        for (path, fields) in &forms {
+            // The viewer holds none of these permissions.
+            let r = viewer.post(path, fields, true, None).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "viewer {path}");
+            // Those who hold it: without the token, and from another origin.
+            let holder = if path.contains("notifications") {
+                &mgr
+            } else {
+                &admin
+            };
+            let r = holder.post(path, fields, false, None).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "no token {path}");
+            let r = holder
+                .post(path, fields, true, Some("http://evil.example"))
+                .await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "other origin {path}");
+        }
+        assert_eq!(state().await, before, "refusals wrote nothing");
+        // The viewer's refusals are audited like the API's.
+        let audit = crate::harness::body(srv.get("/api/v1/audit?limit=50", &p.admin).await).await;
+        let refused: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["outcome"] == "refused" && e["actor"] == "view.wu")
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        for op in [
+            "user.create",
+            "role.grant",
+            "user.update",
+            "role.revoke",
+            "system.create",
+            "system.update",
+            "calendar.load_year",
+            "notification.retry",
+        ] {
+            assert!(refused.contains(&op), "{op} in {refused:?}");
+        }
+
+        // With the permission, the token and our origin, the same forms work.
+        let r = admin
+            .post(&grant_path, &forms[1].1, true, Some(&srv.base))
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let r = mgr.post(&retry_path, &[], true, None).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let r = admin
+            .post("/console/admin/users", &forms[0].1, true, None)
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let r = admin
+            .post(
+                "/console/admin/systems/cs-platform",
+                &forms[5].1,
+                true,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let systems = crate::harness::body(srv.get("/api/v1/systems", &p.admin).await).await;
+        assert!(
+            systems
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["key"] == "cs-platform" && x["name"] == "改名")
+        );
+        // Disabled, then enabled again.
+        for active in ["false", "true"] {
+            let r = admin
+                .post(&active_path, &[("active", active)], true, None)
+                .await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            let u =
+                crate::harness::body(srv.get(&format!("/api/v1/users/{mgr_id}"), &p.admin).await)
+                    .await;
+            assert_eq!(u["active"].to_string(), active);
+        }
+        let after = state().await;
+        assert_ne!(after, before);
+        // A domain refusal is explained on the page, in the chosen language.
+        let r = admin
+            .post("/console/admin/users", &forms[0].1, true, None)
+            .await;
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("class=\"flash error\"") && !page.contains(" / "),
+            "{page}"
+        );
+    }
+);
+
+// The console session is renewed while it is alive, and never once it is over.
+crate::both_backends!(the_console_session_slides_while_alive, |srv| {
+    use reqwest::StatusCode;
+    let _p = setup(srv).await;
+    let c = Console::login(srv, "view.wu", "a long enough password").await;
+    let claims = srv.app.tokens.verify(&c.session).unwrap();
+    let user_id: i64 = claims.sub.parse().unwrap();
+    let now = chrono::Utc::now();
+    // A fresh token is not renewed.
+    let r = c.get("/console").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(set_cookie(&r, "cg_session").is_none());
+    // The same session's token, issued 10 minutes ago (5 minutes left): renewed.
+    let old = srv
+        .app
+        .tokens
+        .issue(
+            user_id,
+            &claims.jti,
+            now - chrono::Duration::minutes(10),
+            now + chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    let aged = Console {
+        session: old.clone(),
+        ..c
+    };
+    let r = aged.get("/console").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let fresh = set_cookie(&r, "cg_session").expect("renewed");
+    let fresh_claims = srv.app.tokens.verify(&fresh).unwrap();
+    assert_eq!(fresh_claims.jti, claims.jti, "the same session");
+    assert!(fresh_claims.exp >= now.timestamp() + 14 * 60);
+    let aged = Console {
+        session: fresh,
+        ..aged
+    };
+    assert_eq!(aged.get("/console").await.status(), StatusCode::OK);
+    // Past the console session's longest life (10 hours from login): no more renewal.
+    srv.sql(&[&format!(
+        "UPDATE sessions SET created_at = '2020-01-01T00:00:00+00:00' WHERE id = '{}'",
+        claims.jti
+    )])
+    .await
+    .unwrap();
+    let aged = Console {
+        session: old.clone(),
+        ..aged
+    };
+    let r = aged.get("/console").await;
+    assert_eq!(r.status(), StatusCode::OK, "the token itself still holds");
+    assert!(set_cookie(&r, "cg_session").is_none(), "not renewed");
+    // After logout, an old token is neither accepted nor renewed.
+    let r = aged.post("/console/logout", &[], true, None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = aged.get("/console").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&r, "cg_session").is_none());
+
+    // A disabled user's session ends on the next request, renewal or not.
+    let c = Console::login(srv, "op.zhang", "a long enough password").await;
+    let claims = srv.app.tokens.verify(&c.session).unwrap();
+    let old = srv
+        .app
+        .tokens
+        .issue(
+            claims.sub.parse().unwrap(),
+            &claims.jti,
+            now - chrono::Duration::minutes(10),
+            now + chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    let admin = Console::login(srv, "admin", crate::harness::ADMIN_PASSWORD).await;
+    let op_id: i64 = claims.sub.parse().unwrap();
+    let r = admin
+        .post(
+            &format!("/console/admin/users/{op_id}/active"),
+            &[("active", "false")],
+            true,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let aged = Console { session: old, ..c };
+    let r = aged.get("/console").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&r, "cg_session").is_none());
+
+    // The personal feed: the token and our origin needed; the link works until revoked.
+    let viewer = Console::login(srv, "view.wu", "a long enough password").await;
+    for (token, origin) in [(false, None), (true, Some("http://evil.example"))] {
+        let r = viewer
+            .post("/console/calendar-feed", &[], token, origin)
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let r = viewer.post("/console/calendar-feed", &[], true, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // As the browser reads it (the template escapes `/`).
+    let page = r.text().await.unwrap().replace("&#x2f;", "/");
+    let path = page
+        .split("value=\"")
+        .find_map(|v| v.split_once("/api/v1/calendar.ics?token="))
+        .map(|(_, rest)| {
+            format!(
+                "/api/v1/calendar.ics?token={}",
+                rest.split('"').next().unwrap()
+            )
+        })
+        .expect("the feed link");
+    let ics = reqwest::get(srv.url(&path)).await.unwrap();
+    assert_eq!(ics.status(), StatusCode::OK);
+    let r = viewer
+        .post("/console/calendar-feed/revoke", &[], false, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        reqwest::get(srv.url(&path)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = viewer
+        .post("/console/calendar-feed/revoke", &[], true, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        reqwest::get(srv.url(&path)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The language switch: a cookie, and back to the page it came from.
+    let r = admin
+        .client
+        .get(srv.url("/console/lang/en"))
+        .header(reqwest::header::REFERER, srv.url("/console/admin/users"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()[reqwest::header::LOCATION],
+        "/console/admin/users"
+    );
+    assert_eq!(set_cookie(&r, "cg_lang").as_deref(), Some("en"));
+    let r = admin
+        .client
+        .get(srv.url("/console/lang/en"))
+        .header(reqwest::header::REFERER, "http://evil.example/console/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()[reqwest::header::LOCATION], "/console");
+});

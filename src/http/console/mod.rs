@@ -7,6 +7,8 @@
 //! that also sits in its own cookie (double submit), and a cross-origin `Origin` is refused.
 //! Refused console actions are audited exactly like refused API writes.
 
+mod admin;
+mod i18n;
 mod pages;
 mod templates;
 
@@ -24,10 +26,16 @@ use crate::App;
 use crate::error::Error;
 use crate::rbac::{Facts, Principal, Resource};
 
+pub use i18n::Lang;
 pub use templates::Templates;
 
 pub(crate) const SESSION_COOKIE: &str = "cg_session";
 pub(crate) const CSRF_COOKIE: &str = "cg_csrf";
+
+/// A console token older than this is renewed on the next request (while its session lives).
+const RENEW_AFTER_SECS: i64 = 5 * 60;
+/// No console session lives longer than this from its login, however active (a working day).
+pub(crate) const CONSOLE_SESSION_MAX_SECS: i64 = 10 * 60 * 60;
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -41,7 +49,36 @@ pub fn router(app: App) -> Router {
         .route("/console/changes/{id}", get(pages::change))
         .route("/console/changes/{id}/{step}", post(pages::change_step))
         .route("/console/audit", get(pages::audit))
+        .route(
+            "/console/admin/users",
+            get(admin::users).post(admin::create_user),
+        )
+        .route("/console/admin/users/{id}", get(admin::user))
+        .route("/console/admin/users/{id}/active", post(admin::set_active))
+        .route("/console/admin/users/{id}/roles", post(admin::grant))
+        .route(
+            "/console/admin/users/{id}/roles/{role}/revoke",
+            post(admin::revoke),
+        )
+        .route(
+            "/console/admin/systems",
+            get(admin::systems).post(admin::create_system),
+        )
+        .route("/console/admin/systems/{key}", post(admin::update_system))
+        .route(
+            "/console/admin/calendar",
+            get(admin::years).post(admin::load_year),
+        )
+        .route("/console/admin/notifications", get(admin::notifications))
+        .route(
+            "/console/admin/notifications/{id}/retry",
+            post(admin::retry),
+        )
+        .route("/console/calendar-feed", post(pages::feed_create))
+        .route("/console/calendar-feed/revoke", post(pages::feed_revoke))
+        .route("/console/lang/{lang}", get(pages::switch_lang))
         .route("/console/static/{file}", get(pages::asset))
+        .layer(middleware::from_fn_with_state(app.clone(), renew))
         .layer(middleware::from_fn(same_origin))
         // Browsers send `Origin: null` on forms under `no-referrer`; the console needs its origin.
         .layer(SetResponseHeaderLayer::overriding(
@@ -55,6 +92,7 @@ pub fn router(app: App) -> Router {
 async fn same_origin(req: Request, next: Next) -> Response {
     if req.method() != axum::http::Method::GET {
         let host = req.headers().get(header::HOST).cloned();
+        let lang = lang_of(req.headers());
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let same = origin
                 .to_str()
@@ -63,17 +101,100 @@ async fn same_origin(req: Request, next: Next) -> Response {
                 .zip(host.as_ref().and_then(|h| h.to_str().ok()))
                 .is_some_and(|(o, h)| o == h);
             if !same {
-                return refusal_page("跨站请求被拒绝 / Cross-origin request refused");
+                return refusal_page(lang, "跨站请求被拒绝 / Cross-origin request refused");
             }
         }
     }
     next.run(req).await
 }
 
-/// A signed-in console user and the CSRF token of this browser.
+/// Sliding renewal of the console session: a token older than [`RENEW_AFTER_SECS`] whose
+/// session is still alive (not logged out, user active, password unchanged, not expired, opened
+/// less than [`CONSOLE_SESSION_MAX_SECS`] ago) is replaced by a fresh one for the same session,
+/// which lives another token lifetime. A session that is over is never renewed, so logout,
+/// disabling the user and a password change still end it on the next request.
+async fn renew(
+    axum::extract::State(app): axum::extract::State<App>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let jar = CookieJar::from_headers(req.headers());
+    let fresh = match jar.get(SESSION_COOKIE) {
+        Some(c) => renewed_token(&app, c.value()).await,
+        None => None,
+    };
+    if let Some(token) = &fresh {
+        // The handler sees the renewed token.
+        let jar = jar.add(Cookie::new(SESSION_COOKIE, token.clone()));
+        let header: Vec<String> = jar
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&header.join("; ")) {
+            req.headers_mut().remove(header::COOKIE);
+            req.headers_mut().insert(header::COOKIE, v);
+        }
+    }
+    let mut resp = next.run(req).await;
+    if let Some(token) = fresh {
+        // Logout (or a new login) already decided what the cookie becomes.
+        let decided = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+        if !decided
+            && let Ok(v) = HeaderValue::from_str(&cookie(&app, SESSION_COOKIE, token).to_string())
+        {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+async fn renewed_token(app: &App, token: &str) -> Option<String> {
+    let claims = app.tokens.verify(token)?;
+    let now = app.now();
+    if now.timestamp() - claims.iat < RENEW_AFTER_SECS {
+        return None;
+    }
+    let user_id: i64 = claims.sub.parse().ok()?;
+    let expires_at = now + chrono::TimeDelta::seconds(app.settings.token_ttl_secs as i64);
+    let opened_after = expires_at - chrono::TimeDelta::seconds(CONSOLE_SESSION_MAX_SECS);
+    match crate::db::users::extend_session(
+        &app.db,
+        &claims.jti,
+        user_id,
+        now,
+        expires_at,
+        opened_after,
+    )
+    .await
+    {
+        Ok(true) => app
+            .tokens
+            .issue(user_id, &claims.jti, now, expires_at)
+            .map_err(|e| tracing::error!(error = %e, "console token renewal failed"))
+            .ok(),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "console session renewal failed");
+            None
+        }
+    }
+}
+
+/// The language this browser chose (`cg_lang`), Chinese by default.
+pub(crate) fn lang_of(headers: &axum::http::HeaderMap) -> Lang {
+    let jar = CookieJar::from_headers(headers);
+    Lang::from_cookie(jar.get(i18n::LANG_COOKIE).map(|c| c.value()))
+}
+
+/// A signed-in console user, the CSRF token of this browser and its language.
 pub struct Session {
     pub who: Principal,
     pub csrf: String,
+    pub lang: Lang,
 }
 
 impl Session {
@@ -90,16 +211,21 @@ impl Session {
     }
 }
 
-pub(crate) fn csrf_refused() -> Response {
-    refusal_page("表单已过期，请刷新后重试 / The form has expired; reload and try again")
+pub(crate) fn csrf_refused(lang: Lang) -> Response {
+    refusal_page(
+        lang,
+        "表单已过期，请刷新后重试 / The form has expired; reload and try again",
+    )
 }
 
-fn refusal_page(text: &str) -> Response {
+fn refusal_page(lang: Lang, text: &str) -> Response {
+    let text = lang.pick(text);
     let body = Templates::get()
         .and_then(|t| {
             t.render(
                 "error.html",
-                serde_json::json!({"title": "请求被拒绝 / Request refused", "message": text}),
+                serde_json::json!({"title": lang.tr("请求被拒绝", "Request refused"),
+                                   "message": text, "lang": lang}),
             )
         })
         .unwrap_or_else(|_| text.to_string());
@@ -117,12 +243,13 @@ impl FromRequestParts<App> for Session {
         let jar = CookieJar::from_headers(&parts.headers);
         let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
         let csrf = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
+        let lang = lang_of(&parts.headers);
         match (token, csrf) {
             (Some(token), Some(csrf)) => {
                 match crate::auth::authenticate(app, Some(&token), app.now()).await {
-                    Ok(who) => Ok(Session { who, csrf }),
+                    Ok(who) => Ok(Session { who, csrf, lang }),
                     Err(Error::Unauthenticated { .. }) => Err(to_login()),
-                    Err(e) => Err(pages::error_page(app, None, e)),
+                    Err(e) => Err(pages::error_page(app, None, lang, e)),
                 }
             }
             _ => Err(to_login()),

@@ -13,14 +13,15 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{CSRF_COOKIE, SESSION_COOKIE, Session, Templates, cookie, html};
+use super::i18n::LANG_COOKIE;
+use super::{CSRF_COOKIE, Lang, SESSION_COOKIE, Session, Templates, cookie, html};
 use crate::App;
 use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Review};
 use crate::error::Error;
 use crate::http::guard::{Refused, audit_refusal};
 use crate::http::problem::ApiError;
 
-fn render(name: &str, ctx: Value, status: StatusCode) -> Response {
+pub(super) fn render(name: &str, ctx: Value, status: StatusCode) -> Response {
     match Templates::get().and_then(|t| t.render(name, ctx)) {
         Ok(body) => (status, html(body)).into_response(),
         Err(e) => {
@@ -34,62 +35,69 @@ fn render(name: &str, ctx: Value, status: StatusCode) -> Response {
     }
 }
 
-/// What every page's frame needs: who, the menu they may see, the CSRF token.
-fn frame(app: &App, s: &Session, title: &str) -> Value {
+/// What every page's frame needs: who, the menu they may see, the CSRF token, the language.
+pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
     json!({
-        "title": title,
+        "title": s.lang.pick(title),
+        "lang": s.lang,
         "me": {"username": s.who.username, "display_name": s.who.display_name},
         "can": {
             "calendar": s.may(app, "calendar.read"),
             "file": s.may(app, "change.create"),
             "audit": s.may(app, "audit.read"),
+            "users": s.may(app, "user.read"),
+            "systems": s.may(app, "change.read"),
+            "years": true,
+            "notifications": s.may(app, "notification.read"),
         },
         "csrf": s.csrf,
     })
 }
 
-fn with(mut base: Value, extra: Value) -> Value {
+pub(super) fn with(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
         b.extend(e);
     }
     base
 }
 
-/// The words a person reads for a domain error (never internals).
-fn message(e: &Error) -> String {
-    match e {
+/// The words a person reads for a domain error (never internals), in their language.
+fn message(e: &Error, lang: Lang) -> String {
+    let text = match e {
         Error::Internal(err) => {
             tracing::error!(error = %err, "console request failed");
             "服务器内部错误 / Internal server error".into()
         }
         Error::NotFound { .. } => "未找到 / Not found".into(),
         other => other.to_string(),
-    }
+    };
+    lang.pick(&text)
 }
 
-pub(super) fn error_page(app: &App, s: Option<&Session>, e: Error) -> Response {
-    let text = message(&e);
+pub(super) fn error_page(app: &App, s: Option<&Session>, lang: Lang, e: Error) -> Response {
+    let text = message(&e, lang);
     let status = ApiError::from(e).into_response().status();
+    let title = "出错了 / Something went wrong";
     let base = match s {
-        Some(s) => frame(app, s, "出错了 / Something went wrong"),
-        None => json!({"title": "出错了 / Something went wrong"}),
+        Some(s) => frame(app, s, title),
+        None => json!({"title": lang.pick(title), "lang": lang}),
     };
     render("error.html", with(base, json!({"message": text})), status)
 }
 
-fn not_permitted(app: &App, s: &Session) -> Response {
-    error_page(app, Some(s), Error::forbidden(Vec::new()))
+pub(super) fn not_permitted(app: &App, s: &Session) -> Response {
+    error_page(app, Some(s), s.lang, Error::forbidden(Vec::new()))
 }
 
 /// Audits a refused action exactly as the API gate would; the page then explains it.
-async fn refused(
+pub(super) async fn refused(
     app: &App,
     s: &Session,
     operation: &str,
     target: String,
     e: Error,
 ) -> (StatusCode, String) {
-    let text = message(&e);
+    let text = message(&e, s.lang);
     let resp = ApiError::from(e).into_response();
     let r = Refused {
         principal: Some(&s.who),
@@ -101,7 +109,7 @@ async fn refused(
     if audit_refusal(app, r, &resp, app.now()).await.is_err() {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "服务器内部错误 / Internal server error".into(),
+            s.lang.tr("服务器内部错误", "Internal server error").into(),
         );
     }
     (resp.status(), text)
@@ -115,6 +123,7 @@ fn new_csrf() -> String {
 // ---- login / logout ----
 
 pub async fn login_form(State(app): State<App>, jar: CookieJar) -> Response {
+    let lang = Lang::from_cookie(jar.get(LANG_COOKIE).map(|c| c.value()));
     let csrf = jar
         .get(CSRF_COOKIE)
         .map(|c| c.value().to_string())
@@ -122,7 +131,7 @@ pub async fn login_form(State(app): State<App>, jar: CookieJar) -> Response {
         .unwrap_or_else(new_csrf);
     let page = render(
         "login.html",
-        json!({"title": "登录 / Sign in", "csrf": csrf}),
+        json!({"title": lang.tr("登录", "Sign in"), "csrf": csrf, "lang": lang}),
         StatusCode::OK,
     );
     (jar.add(cookie(&app, CSRF_COOKIE, csrf)), page).into_response()
@@ -143,9 +152,10 @@ pub async fn login(
     jar: CookieJar,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let lang = Lang::from_cookie(jar.get(LANG_COOKIE).map(|c| c.value()));
     let expected = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
     if expected.as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
-        return super::csrf_refused();
+        return super::csrf_refused(lang);
     }
     let password = SecretString::from(f.password);
     let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
@@ -157,7 +167,7 @@ pub async fn login(
             (jar, Redirect::to("/console")).into_response()
         }
         Err(e) => {
-            let text = message(&e);
+            let text = message(&e, lang);
             let resp = ApiError::from(e).into_response();
             let r = Refused {
                 principal: None,
@@ -171,7 +181,8 @@ pub async fn login(
             }
             let mut page = render(
                 "login.html",
-                json!({"title": "登录 / Sign in", "csrf": f.csrf, "flash": text, "flash_kind": "error"}),
+                json!({"title": lang.tr("登录", "Sign in"), "csrf": f.csrf, "flash": text,
+                       "flash_kind": "error", "lang": lang}),
                 resp.status(),
             );
             if let Some(v) = resp.headers().get(header::RETRY_AFTER) {
@@ -184,6 +195,7 @@ pub async fn login(
 
 #[derive(Deserialize)]
 pub struct CsrfOnly {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -194,10 +206,10 @@ pub async fn logout(
     Form(f): Form<CsrfOnly>,
 ) -> Response {
     if !s.csrf_ok(&f.csrf) {
-        return super::csrf_refused();
+        return super::csrf_refused(s.lang);
     }
     if let Err(e) = crate::auth::logout(&app, &s.who).await {
-        return error_page(&app, Some(&s), e);
+        return error_page(&app, Some(&s), s.lang, e);
     }
     let jar = jar
         .remove(cookie(&app, SESSION_COOKIE, String::new()))
@@ -209,13 +221,60 @@ pub async fn logout(
 
 #[derive(Deserialize, Default)]
 pub struct CalendarQuery {
-    /// `YYYY-MM`; default: this month in the bank's time zone.
+    /// `month` (default) or `week`.
+    view: Option<String>,
+    /// A day inside the week or month shown, `YYYY-MM-DD`; default: today (bank time).
+    date: Option<String>,
+    /// `YYYY-MM`: the month view of that month (kept for old links).
     month: Option<String>,
     system: Option<String>,
     category: Option<String>,
     status: Option<String>,
 }
 
+/// The change statuses, in life-cycle order, for the calendar's filter.
+const STATUSES: [&str; 7] = [
+    "submitted",
+    "approved",
+    "in_progress",
+    "completed",
+    "rejected",
+    "cancelled",
+    "expired",
+];
+
+/// `/console?view=…&date=…` with the filters kept.
+fn calendar_href(view: &str, date: NaiveDate, q: &CalendarQuery) -> String {
+    let mut href = format!("/console?view={view}&date={date}");
+    for (k, v) in [
+        ("system", &q.system),
+        ("category", &q.category),
+        ("status", &q.status),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            href.push_str(&format!("&{k}={}", urlencoding(v)));
+        }
+    }
+    href
+}
+
+fn urlencoding(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn monday_of(d: NaiveDate) -> NaiveDate {
+    d - Duration::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+/// The month view (whole weeks, Monday first) or the week view of the same calendar: each day's
+/// kind, holiday name or make-up working day, the changes overlapping it, filtered.
 pub async fn calendar(
     State(app): State<App>,
     s: Session,
@@ -224,26 +283,64 @@ pub async fn calendar(
     if !s.may(&app, "calendar.read") {
         return not_permitted(&app, &s);
     }
+    let lang = s.lang;
     let tz = app.policies.change.timezone;
     let today = app.now().with_timezone(&tz).date_naive();
-    let first = q
-        .month
+    let week = q.view.as_deref() == Some("week");
+    let anchor = q
+        .date
         .as_deref()
-        .and_then(|m| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok())
-        .unwrap_or_else(|| today.with_day(1).unwrap_or(today));
-    let next_month = first
-        .checked_add_months(chrono::Months::new(1))
-        .unwrap_or(first);
-    let prev_month = first
-        .checked_sub_months(chrono::Months::new(1))
-        .unwrap_or(first);
-    // Whole weeks, Monday first.
-    let from = first - Duration::days(i64::from(first.weekday().num_days_from_monday()));
-    let last = next_month.pred_opt().unwrap_or(first);
-    let to = last + Duration::days(i64::from(6 - last.weekday().num_days_from_monday()));
-    let days = match changes::agenda::view(&app, from, to).await {
-        Ok(d) => d,
-        Err(e) => return error_page(&app, Some(&s), e),
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .or_else(|| {
+            q.month
+                .as_deref()
+                .and_then(|m| NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").ok())
+        })
+        .unwrap_or(today);
+    let first = anchor.with_day(1).unwrap_or(anchor);
+    let (from, to, prev, next, heading) = if week {
+        let from = monday_of(anchor);
+        let to = from + Duration::days(6);
+        let heading = match lang {
+            Lang::Zh => format!(
+                "{}年{}月{}日 至 {}月{}日",
+                from.year(),
+                from.month(),
+                from.day(),
+                to.month(),
+                to.day()
+            ),
+            Lang::En => format!("week of {from} to {to}"),
+        };
+        (
+            from,
+            to,
+            from - Duration::days(7),
+            from + Duration::days(7),
+            heading,
+        )
+    } else {
+        let next_month = first
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(first);
+        let prev_month = first
+            .checked_sub_months(chrono::Months::new(1))
+            .unwrap_or(first);
+        let last = next_month.pred_opt().unwrap_or(first);
+        let to = last + Duration::days(i64::from(6 - last.weekday().num_days_from_monday()));
+        let heading = match lang {
+            Lang::Zh => format!("{}年{}月", first.year(), first.month()),
+            Lang::En => first.format("%B %Y").to_string(),
+        };
+        (monday_of(first), to, prev_month, next_month, heading)
+    };
+    let (days, systems) = match tokio::try_join!(changes::agenda::view(&app, from, to), async {
+        crate::db::changes::list_systems(&app.db)
+            .await
+            .map_err(Error::from)
+    }) {
+        Ok(r) => r,
+        Err(e) => return error_page(&app, Some(&s), lang, e),
     };
     let keep = |c: &changes::agenda::CalendarChange| {
         q.system
@@ -256,65 +353,194 @@ pub async fn calendar(
                 .as_deref()
                 .is_none_or(|x| x.is_empty() || c.status == x)
     };
+    let hm = |t: chrono::DateTime<Utc>| lang.moment(t, tz);
     let cells: Vec<Value> = days
         .iter()
         .map(|d| {
-            let changes: Vec<_> = d.changes.iter().filter(|c| keep(c)).collect();
+            let changes: Vec<Value> = d
+                .changes
+                .iter()
+                .filter(|c| keep(c))
+                .map(|c| {
+                    let mut v = json!(c);
+                    v["when"] = json!(format!("{} – {}", hm(c.planned_start), hm(c.planned_end)));
+                    v
+                })
+                .collect();
+            let label = match (lang, week) {
+                (_, true) => lang.weekday_label(d.date),
+                (Lang::Zh, false) => format!("{}月{}日", d.date.month(), d.date.day()),
+                (Lang::En, false) => d.date.format("%b %-d").to_string(),
+            };
             json!({
                 "date": d.date.to_string(),
-                "label": format!("{}月{}日", d.date.month(), d.date.day()),
+                "label": label,
                 "kind": d.kind,
                 "name": d.name,
-                "other_month": d.date.month() != first.month(),
+                "today": d.date == today,
+                "other_month": !week && d.date.month() != first.month(),
+                "week_href": calendar_href("week", d.date, &q),
                 "changes": changes,
             })
         })
         .collect();
     let weeks: Vec<Vec<Value>> = cells.chunks(7).map(<[Value]>::to_vec).collect();
+    let categories: Vec<Value> = app
+        .policies
+        .change
+        .categories
+        .iter()
+        .map(|(k, c)| json!({"key": k, "title": lang.tr(&c.title_zh, &c.title_en)}))
+        .collect();
+    let view = if week { "week" } else { "month" };
     let ctx = with(
         frame(&app, &s, "变更日历 / Change calendar"),
         json!({
-            "month_label": format!("{}年{}月", first.year(), first.month()),
-            "prev": prev_month.format("%Y-%m").to_string(),
-            "next": next_month.format("%Y-%m").to_string(),
+            "view": view,
+            "anchor": anchor.to_string(),
+            "heading": heading,
+            "prev_href": calendar_href(view, prev, &q),
+            "next_href": calendar_href(view, next, &q),
+            "switch_href": calendar_href(if week { "month" } else { "week" }, anchor, &q),
             "weeks": weeks,
+            "systems": systems,
+            "categories": categories,
+            "statuses": STATUSES,
+            "filters": {"system": q.system, "category": q.category, "status": q.status},
         }),
     );
     render("calendar.html", ctx, StatusCode::OK)
 }
 
-// ---- one change ----
+// ---- personal calendar feed ----
 
-fn status_label(status: &str) -> &'static str {
-    match status {
-        "submitted" => "已提交 / submitted",
-        "approved" => "已批准 / approved",
-        "rejected" => "已驳回 / rejected",
-        "in_progress" => "实施中 / in progress",
-        "completed" => "已完成 / completed",
-        "cancelled" => "已取消 / cancelled",
-        "expired" => "已过期 / expired",
-        _ => "未知 / unknown",
+/// Creates (or rotates) the caller's iCalendar feed and shows its link once, like
+/// `POST /api/v1/me/calendar-feed` (calendar.read).
+pub async fn feed_create(State(app): State<App>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused(s.lang);
+    }
+    let result = if s.may(&app, "calendar.read") {
+        changes::agenda::create_feed(&app, &s.who).await
+    } else {
+        Err(Error::forbidden(Vec::new()))
+    };
+    match result {
+        Ok(feed) => render(
+            "feed.html",
+            with(
+                frame(
+                    &app,
+                    &s,
+                    "订阅我的变更日历 / Subscribe to my change calendar",
+                ),
+                json!({"url": feed.url}),
+            ),
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let target = "POST /console/calendar-feed".to_string();
+            let (status, text) = refused(&app, &s, "calendar.feed_create", target, e).await;
+            render(
+                "error.html",
+                with(
+                    frame(&app, &s, "请求被拒绝 / Request refused"),
+                    json!({"message": text}),
+                ),
+                status,
+            )
+        }
     }
 }
 
+/// Revokes the caller's feed link, like `DELETE /api/v1/me/calendar-feed` (signed in).
+pub async fn feed_revoke(State(app): State<App>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
+    if !s.csrf_ok(&f.csrf) {
+        return super::csrf_refused(s.lang);
+    }
+    match changes::agenda::revoke_feed(&app, &s.who).await {
+        Ok(()) => render(
+            "feed.html",
+            with(
+                frame(
+                    &app,
+                    &s,
+                    "订阅我的变更日历 / Subscribe to my change calendar",
+                ),
+                json!({"url": null}),
+            ),
+            StatusCode::OK,
+        ),
+        Err(e) => {
+            let target = "POST /console/calendar-feed/revoke".to_string();
+            let (status, text) = refused(&app, &s, "calendar.feed_revoke", target, e).await;
+            render(
+                "error.html",
+                with(
+                    frame(&app, &s, "请求被拒绝 / Request refused"),
+                    json!({"message": text}),
+                ),
+                status,
+            )
+        }
+    }
+}
+
+// ---- language ----
+
+/// Switches the console's language (`cg_lang`, a year) and returns to the page it came from.
+pub async fn switch_lang(
+    State(app): State<App>,
+    Path(lang): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let lang = Lang::from_cookie(Some(lang.as_str()));
+    let back = headers
+        .get(header::REFERER)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.split_once("://"))
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .zip(headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .filter(|((host, _), own)| host == own)
+        .map(|((_, path), _)| format!("/{path}"))
+        .filter(|p| p.starts_with("/console") && !p.starts_with("/console/lang/"))
+        .unwrap_or_else(|| "/console".into());
+    let c = format!(
+        "{}; Max-Age=31536000",
+        cookie(&app, LANG_COOKIE, lang.code().into())
+    );
+    ([(header::SET_COOKIE, c)], Redirect::to(&back)).into_response()
+}
+
+// ---- one change ----
+
 /// The button, and the text field the API needs for it.
-fn action(step: &str) -> Value {
+fn action(lang: Lang, step: &str) -> Value {
     let (label, field, field_label, required) = match step {
         "approve" => (
-            "批准 / Approve",
+            lang.tr("批准", "Approve"),
             Some("comment"),
-            "审批意见（可选） / Comment (optional)",
+            lang.tr("审批意见（可选）", "Comment (optional)"),
             false,
         ),
-        "reject" => ("驳回 / Reject", Some("reason"), "驳回理由 / Reason", true),
-        "start" => ("开始实施 / Start", None, "", false),
-        "complete" => ("完成 / Complete", Some("outcome"), "", true),
-        "cancel" => ("取消 / Cancel", Some("reason"), "取消理由 / Reason", true),
+        "reject" => (
+            lang.tr("驳回", "Reject"),
+            Some("reason"),
+            lang.tr("驳回理由", "Reason"),
+            true,
+        ),
+        "start" => (lang.tr("开始实施", "Start"), None, "", false),
+        "complete" => (lang.tr("完成", "Complete"), Some("outcome"), "", true),
+        "cancel" => (
+            lang.tr("取消变更", "Cancel the change"),
+            Some("reason"),
+            lang.tr("取消理由", "Reason"),
+            true,
+        ),
         "review" => (
-            "事后复核 / Review",
+            lang.tr("事后复核", "Review"),
             Some("notes"),
-            "复核意见 / Review notes",
+            lang.tr("复核意见", "Review notes"),
             true,
         ),
         _ => ("", None, "", false),
@@ -331,20 +557,53 @@ async fn change_page(
     if !s.may(app, "change.read") {
         return not_permitted(app, s);
     }
+    let lang = s.lang;
     let c = match changes::get(app, id).await {
         Ok(c) => c,
-        Err(e) => return error_page(app, Some(s), e),
+        Err(e) => return error_page(app, Some(s), lang, e),
+    };
+    // The timeline the API shows, and the e-mails only for those who may read the outbox.
+    let events = match crate::db::changes::events(&app.db, id).await {
+        Ok(e) => e,
+        Err(e) => return error_page(app, Some(s), lang, e.into()),
+    };
+    let notices = if s.may(app, "notification.read") {
+        match crate::notify::list(app, Some(id), None).await {
+            Ok(n) => Some(n),
+            Err(e) => return error_page(app, Some(s), lang, e),
+        }
+    } else {
+        None
     };
     let tz = app.policies.change.timezone;
-    let fmt = |t: chrono::DateTime<Utc>| {
-        t.with_timezone(&tz)
-            .format("%Y年%m月%d日 %H:%M")
-            .to_string()
-    };
+    let fmt = |t: chrono::DateTime<Utc>| lang.moment(t, tz);
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({"at": fmt(e.at), "from_status": e.from_status, "to_status": e.to_status,
+                   "actor": e.actor, "comment": e.comment})
+        })
+        .collect();
+    let notices: Option<Vec<Value>> = notices.map(|ns| {
+        ns.iter()
+            .map(|n| {
+                json!({"kind": n.kind, "recipients": n.recipients, "status": n.status,
+                       "sent_at": n.sent_at.map(fmt)})
+            })
+            .collect()
+    });
     let actions: Vec<Value> = changes::steps_allowed(app, &s.who, &c)
         .into_iter()
-        .map(action)
+        .map(|step| action(lang, step))
         .collect();
+    let category = app
+        .policies
+        .change
+        .categories
+        .get(&c.category)
+        .map_or(c.category.clone(), |k| {
+            lang.tr(&k.title_zh, &k.title_en).to_string()
+        });
     let (status, flash, kind) = match flash {
         Some((status, text)) => (status, Some(text), "error"),
         None => (StatusCode::OK, None, ""),
@@ -353,10 +612,14 @@ async fn change_page(
         frame(app, s, &format!("#{} {}", c.id, c.title)),
         json!({
             "c": c,
-            "status_label": status_label(&c.status),
+            "category": category,
             "start": fmt(c.planned_start),
             "end": fmt(c.planned_end),
+            "notified_on": lang.day(c.notified_on),
+            "earliest_start": c.earliest_start.map(|d| lang.day(d)),
             "actions": actions,
+            "events": events,
+            "notices": notices,
             "flash": flash,
             "flash_kind": kind,
         }),
@@ -370,6 +633,7 @@ pub async fn change(State(app): State<App>, s: Session, Path(id): Path<i64>) -> 
 
 #[derive(Deserialize)]
 pub struct StepForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     text: String,
@@ -383,7 +647,7 @@ pub async fn change_step(
     Form(f): Form<StepForm>,
 ) -> Response {
     if !s.csrf_ok(&f.csrf) {
-        return super::csrf_refused();
+        return super::csrf_refused(s.lang);
     }
     let text = f.text.trim().to_string();
     let result = match step.as_str() {
@@ -420,7 +684,9 @@ pub async fn change_step(
                         }
                     }
                 }
-                _ => return error_page(&app, Some(&s), Error::NotFound { what: "step" }),
+                _ => {
+                    return error_page(&app, Some(&s), s.lang, Error::NotFound { what: "step" });
+                }
             };
             changes::transition(&app, &s.who, id, cmd).await
         }
@@ -486,14 +752,14 @@ async fn form_page(
     let today = app.now().with_timezone(&tz).date_naive();
     let earliest = match crate::workdays::earliest_start(app, today).await {
         Ok(e) => e.earliest_start.to_string(),
-        Err(e) => return error_page(app, Some(s), e),
+        Err(e) => return error_page(app, Some(s), s.lang, e),
     };
     let categories: Vec<Value> = app
         .policies
         .change
         .categories
         .iter()
-        .map(|(k, c)| json!({"key": k, "title": format!("{} / {}", c.title_zh, c.title_en)}))
+        .map(|(k, c)| json!({"key": k, "title": s.lang.tr(&c.title_zh, &c.title_en)}))
         .collect();
     let (status, flash, kind) = match flash {
         Some((status, text)) => (status, Some(text), "error"),
@@ -525,7 +791,7 @@ pub async fn new_change(State(app): State<App>, s: Session) -> Response {
 }
 
 /// A `datetime-local` value, taken in the bank's time zone.
-fn local_time(
+pub(super) fn local_time(
     app: &App,
     field: &'static str,
     v: &str,
@@ -579,7 +845,7 @@ pub async fn file_change(
     Form(f): Form<ChangeForm>,
 ) -> Response {
     if !s.csrf_ok(&f.csrf) {
-        return super::csrf_refused();
+        return super::csrf_refused(s.lang);
     }
     let result = if !s.may(&app, "change.create") {
         Err(Error::forbidden(Vec::new()))
@@ -624,7 +890,7 @@ pub async fn audit(State(app): State<App>, s: Session, Query(q): Query<AuditQuer
         crate::db::audit::verify(&app.db, &app.sealer)
     ) {
         Ok(r) => r,
-        Err(e) => return error_page(&app, Some(&s), e.into()),
+        Err(e) => return error_page(&app, Some(&s), s.lang, e.into()),
     };
     let older = entries.last().map(|e| e.seq).filter(|seq| *seq > 1);
     let needle = q.q.trim().to_lowercase();
@@ -646,7 +912,7 @@ pub async fn audit(State(app): State<App>, s: Session, Query(q): Query<AuditQuer
         .map(|e| {
             json!({
                 "seq": e.seq,
-                "at": e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+                "at": s.lang.moment_secs(e.at, tz),
                 "actor": e.actor, "action": e.action, "target": e.target,
                 "outcome": e.outcome, "code": e.code, "reason": e.reason,
             })

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 14] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -35,7 +35,43 @@ const SOURCES: [(&str, &str); 7] = [
         "error.html",
         include_str!("../../../templates/console/error.html"),
     ),
+    (
+        "macros.html",
+        include_str!("../../../templates/console/macros.html"),
+    ),
+    (
+        "users.html",
+        include_str!("../../../templates/console/users.html"),
+    ),
+    (
+        "user.html",
+        include_str!("../../../templates/console/user.html"),
+    ),
+    (
+        "systems.html",
+        include_str!("../../../templates/console/systems.html"),
+    ),
+    (
+        "years.html",
+        include_str!("../../../templates/console/years.html"),
+    ),
+    (
+        "notifications.html",
+        include_str!("../../../templates/console/notifications.html"),
+    ),
+    (
+        "feed.html",
+        include_str!("../../../templates/console/feed.html"),
+    ),
 ];
+
+/// `{{ tr("中文", "English") }}`: the words in the page's language (`lang`, default Chinese).
+fn tr(state: &minijinja::State, zh: String, en: String) -> String {
+    let en_chosen = state
+        .lookup("lang")
+        .is_some_and(|l| l.as_str() == Some("en"));
+    if en_chosen { en } else { zh }
+}
 
 pub struct Templates(Environment<'static>);
 
@@ -45,6 +81,7 @@ impl Templates {
         static T: OnceLock<Result<Templates, String>> = OnceLock::new();
         T.get_or_init(|| {
             let mut env = Environment::new();
+            env.add_function("tr", tr);
             for (name, source) in SOURCES {
                 env.add_template(name, source)
                     .map_err(|e| format!("console template {name}: {e:#}"))?;
@@ -96,5 +133,92 @@ mod tests {
             .unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;"));
+    }
+
+    /// Every new page's fields holding user text: names, departments, e-mail addresses,
+    /// system names, notice sources, timeline comments, recipients, subjects, errors.
+    #[test]
+    fn admin_pages_timeline_and_week_escape_user_text() {
+        let evil = "<script>alert('x')</script>";
+        let t = Templates::get().unwrap();
+        let frame = |extra: serde_json::Value| {
+            let mut base = json!({"title": evil, "me": {"display_name": evil, "username": evil},
+                                  "can": {"users": true}, "csrf": "t", "lang": "zh", "flash": evil});
+            base.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            base
+        };
+        let user = json!({"id": 3, "username": evil, "display_name": evil, "department": evil,
+                          "email": evil, "active": true, "roles": [evil]});
+        let pages = [
+            (
+                "users.html",
+                json!({"users": [user], "can_manage": true,
+                                  "form": {"username": evil, "display_name": evil, "department": evil, "email": evil}}),
+            ),
+            (
+                "user.html",
+                json!({"u": user, "created": evil, "can_manage": true, "can_grant": true,
+                                 "grants": [{"role": evil, "title": evil, "granted_at": evil, "expires_at": evil}],
+                                 "roles": [{"name": evil, "title": evil}]}),
+            ),
+            (
+                "systems.html",
+                json!({"can_manage": true, "form": {"key": evil, "name": evil, "owner_department": evil},
+                                    "systems": [{"key": evil, "name": evil, "owner_department": evil, "updated": evil}]}),
+            ),
+            (
+                "years.html",
+                json!({"status": {"years": [{"year": 2026, "source": evil}], "warning": evil,
+                                             "next_year_loaded": false},
+                                  "warning": evil, "today": evil, "can_manage": true,
+                                  "form": {"year": evil, "source": evil, "days_off": evil, "makeup_workdays": evil}}),
+            ),
+            (
+                "notifications.html",
+                json!({"can_retry": true, "status": evil, "statuses": ["dead"],
+                                          "notices": [{"id": 1, "kind": evil, "change_id": 2, "recipients": [evil],
+                                                       "subject": evil, "status": "dead", "attempts": 5,
+                                                       "last_error": evil, "created_at": evil, "sent_at": null}]}),
+            ),
+            (
+                "change.html",
+                json!({"c": {"id": 7, "title": evil, "systems": [evil], "status": "approved",
+                                         "requester": {"display_name": evil, "username": evil},
+                                         "assignee": {"display_name": evil, "username": evil},
+                                         "description": evil, "rollback_plan": evil, "conflicts": []},
+                                   "category": evil, "start": "s", "end": "e", "notified_on": "n", "actions": [],
+                                   "events": [{"at": "t", "from_status": "submitted", "to_status": "approved",
+                                               "actor": evil, "comment": evil}],
+                                   "notices": [{"kind": evil, "recipients": [evil], "status": "sent", "sent_at": evil}]}),
+            ),
+            (
+                "calendar.html",
+                json!({"view": "week", "heading": evil, "anchor": "2026-11-27",
+                                     "prev_href": "/console", "next_href": "/console", "switch_href": "/console",
+                                     "systems": [{"key": evil, "name": evil}], "categories": [{"key": evil, "title": evil}],
+                                     "statuses": ["submitted"], "filters": {"system": evil},
+                                     "weeks": [[{"date": "2026-11-27", "label": evil, "kind": "holiday", "name": evil,
+                                                 "changes": [{"id": 1, "title": evil, "status": "approved", "when": evil,
+                                                              "emergency": true, "conflicts": [2]}]}]]}),
+            ),
+        ];
+        for (name, ctx) in pages {
+            let html = t.render(name, frame(ctx)).unwrap();
+            assert!(!html.contains("<script>alert"), "{name}: {html}");
+            assert!(html.contains("&lt;script&gt;"), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_chosen_language_only() {
+        let t = Templates::get().unwrap();
+        let ctx = |lang: &str| json!({"title": "t", "csrf": "c", "lang": lang});
+        let zh = t.render("login.html", ctx("zh")).unwrap();
+        assert!(zh.contains("用户名") && !zh.contains("Username"), "{zh}");
+        let en = t.render("login.html", ctx("en")).unwrap();
+        assert!(en.contains("Username") && !en.contains("用户名"), "{en}");
+        assert!(en.contains(r#"<html lang="en">"#));
     }
 }
