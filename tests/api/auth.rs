@@ -72,15 +72,21 @@ crate::both_backends!(login_me_logout, |srv| {
 });
 
 crate::both_backends!(unknown_user_and_wrong_password_look_the_same, |srv| {
-    let t0 = Instant::now();
-    let a = srv.login("nobody-here", "some long password").await;
-    let unknown = t0.elapsed();
-    let t1 = Instant::now();
-    let b = srv.login("admin", "a wrong long password").await;
-    let wrong = t1.elapsed();
-    let a = problem(a, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    let b = problem(b, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    assert_eq!(a, b, "same document for unknown user and wrong password");
+    // The fastest of three tries each (three stay under the login delay): one try can be
+    // stretched by whatever else the machine runs.
+    let mut unknown = std::time::Duration::MAX;
+    let mut wrong = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let a = srv.login("nobody-here", "some long password").await;
+        unknown = unknown.min(t0.elapsed());
+        let t1 = Instant::now();
+        let b = srv.login("admin", "a wrong long password").await;
+        wrong = wrong.min(t1.elapsed());
+        let a = problem(a, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        let b = problem(b, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        assert_eq!(a, b, "same document for unknown user and wrong password");
+    }
     // Both verify an argon2 hash: neither answers in a fraction of the other's time.
     let (fast, slow) = if unknown < wrong {
         (unknown, wrong)
