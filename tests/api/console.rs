@@ -450,6 +450,22 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
     assert!(url.contains("/api/v1/calendar.ics?token="), "{url}");
     b.shot("calendar-feed").await;
 
+    // The second factor, from the link in the header: the QR code drawn by the server.
+    b.click("a[href='/console/me/totp']").await;
+    b.wait_for("form[action='/console/me/totp'] button").await;
+    b.click("form[action='/console/me/totp'] button").await;
+    b.wait_for("figure.qr svg").await;
+    let qr = b
+        .client
+        .find(Locator::Css("figure.qr svg"))
+        .await
+        .unwrap()
+        .rectangle()
+        .await
+        .unwrap();
+    assert!(qr.2 >= 200.0 && qr.3 >= 200.0, "QR code drawn {qr:?}");
+    b.shot("totp-enrol").await;
+
     // English instead of Chinese, then back.
     b.goto(srv, "/console").await;
     b.click("a.lang").await;
@@ -1186,4 +1202,87 @@ crate::both_backends!(the_console_session_slides_while_alive, |srv| {
         .await
         .unwrap();
     assert_eq!(r.headers()[reqwest::header::LOCATION], "/console");
+});
+
+// Enrolling a second factor from the console: the QR code drawn by the server, the key shown
+// once, confirmation with a code; the forms need this browser's token and our origin, and a
+// wrong code is refused, audited and enrols nothing.
+crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
+    use changeguard::vault::totp;
+    use reqwest::StatusCode;
+    let admin = srv.admin().await;
+    let (op_id, _) = srv.user_with(&admin, "op.zhang", &["tech_operator"]).await;
+    let c = Console::login(srv, "op.zhang", crate::harness::USER_PASSWORD).await;
+    let enrolled = || async {
+        changeguard::db::vault::has_confirmed_totp(&srv.app.db, op_id)
+            .await
+            .unwrap()
+    };
+    let page = c.get("/console/me/totp").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("尚未启用二次验证"));
+    for (token, origin) in [(false, None), (true, Some("http://evil.example"))] {
+        let r = c.post("/console/me/totp", &[], token, origin).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "token {token}, {origin:?}"
+        );
+        assert!(!r.text().await.unwrap().contains("<svg"));
+    }
+    let r = c.post("/console/me/totp", &[], true, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<svg "), "{html}");
+    assert!(
+        !html.contains("&lt;svg"),
+        "the QR code is inline SVG, not text"
+    );
+    let secret = html
+        .split("id=\"totp-secret\" readonly value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the key shown once");
+    let secret = totp::decode(secret).unwrap();
+    let step = crate::vault::aligned_step().await;
+    let code = totp::code_at(&secret, step);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = c
+        .post("/console/me/totp/confirm", &[("code", wrong)], true, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+    assert!(!enrolled().await);
+    let r = c
+        .post("/console/me/totp/confirm", &[("code", &code)], true, None)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("id=\"totp-confirmed\""));
+    assert!(enrolled().await);
+    let page = c.get("/console/me/totp").await.text().await.unwrap();
+    assert!(page.contains("二次验证已启用"));
+    // The enrolment and the refused code are in the audit trail, like the API's.
+    let audit = crate::harness::body(srv.get("/api/v1/audit?limit=50", &admin).await).await;
+    let seen: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "op.zhang")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("totp.enrol", "ok"),
+        ("me.totp_confirm", "refused"),
+        ("totp.confirm", "ok"),
+    ] {
+        assert!(
+            seen.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {seen:?}"
+        );
+    }
 });

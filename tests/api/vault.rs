@@ -119,7 +119,7 @@ async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
 
 /// The current TOTP step, waiting for the next one if fewer than 8 s of it remain, so the
 /// codes of this step and the next stay valid while a test uses them.
-async fn aligned_step() -> i64 {
+pub(crate) async fn aligned_step() -> i64 {
     let now = Utc::now().timestamp();
     let left = totp::STEP_SECS - now.rem_euclid(totp::STEP_SECS);
     if left < 8 {

@@ -9,6 +9,7 @@
 
 mod admin;
 mod i18n;
+mod me;
 mod pages;
 mod templates;
 
@@ -76,6 +77,8 @@ pub fn router(app: App) -> Router {
         )
         .route("/console/calendar-feed", post(pages::feed_create))
         .route("/console/calendar-feed/revoke", post(pages::feed_revoke))
+        .route("/console/me/totp", get(me::show).post(me::enrol))
+        .route("/console/me/totp/confirm", post(me::confirm))
         .route("/console/lang/{lang}", get(pages::switch_lang))
         .route("/console/static/{file}", get(pages::asset))
         .layer(middleware::from_fn_with_state(app.clone(), renew))

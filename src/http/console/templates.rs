@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 14] = [
+const SOURCES: [(&str, &str); 15] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -62,6 +62,10 @@ const SOURCES: [(&str, &str); 14] = [
     (
         "feed.html",
         include_str!("../../../templates/console/feed.html"),
+    ),
+    (
+        "totp.html",
+        include_str!("../../../templates/console/totp.html"),
     ),
 ];
 
