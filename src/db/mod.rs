@@ -121,7 +121,10 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // sqlx's SQLite worker thread hands rows over through a channel of 50: a month
+                // of the calendar (~1,700 rows) stalled it 30 times, a thread switch each.
+                .row_buffer_size(2048);
             let pool: SqlitePoolOptions = pool_options();
             let pool = pool
                 .max_connections(8)
