@@ -1,7 +1,8 @@
 //! `cargo bench --bench http` (issues 2 and 3): the real server in-process over loopback.
 //!
 //! Per backend (SQLite file, fresh PostgreSQL database): req/s of a bare axum route (the ceiling
-//! of this machine's HTTP stack, same run), of `GET /api/v1/authz/check`, of `GET /api/v1/me`
+//! of this machine's HTTP stack, same run), of `GET /healthz` through the service's middleware,
+//! of `GET /api/v1/authz/check`, of `GET /api/v1/me`
 //! and of `GET /api/v1/working-days/earliest-start`; the latency of authz/check while 16 logins
 //! hash passwords at once (target p99 < 20 ms); resident memory idle and under that load.
 //!
@@ -49,6 +50,17 @@ async fn bench(backend: Backend, dur: Duration) {
 
     let base = common::run(conns, dur, StatusCode::OK, move |c, _| c.get(&bare)).await;
     println!("{}", base.line("bare axum route (baseline)"));
+
+    // The service's whole middleware stack (request id, metrics, access log, security headers,
+    // the gate) on a public route without authentication or a database: what is left between
+    // it and authz/check is the token, the session read and the decision.
+    let health = srv.url("/healthz");
+    let stack = common::run(conns, dur, StatusCode::OK, move |c, _| c.get(&health)).await;
+    println!(
+        "{}  = {:.2}x bare",
+        stack.line("GET /healthz (full middleware stack, no auth)"),
+        stack.rps() / base.rps()
+    );
 
     let check = srv.url("/api/v1/authz/check?permission=change.read");
     let t = token.clone();

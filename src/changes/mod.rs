@@ -468,11 +468,13 @@ async fn record(
         notice,
     } = line;
     db::insert_event(&mut tx, id, from, to, actor, comment, now).await?;
-    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
     let queued = match notice {
         Some(event) => crate::notify::enqueue_change(app, &mut tx, id, event, comment, now).await?,
         None => 0,
     };
+    // Last before the commit: the audit entry locks the chain's head, which every writer
+    // needs, so it is held for as short a time as possible (not across rendering the notices).
+    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
     tx.commit().await?;
     if queued > 0 {
         app.notifier.wake();

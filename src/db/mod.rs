@@ -14,6 +14,7 @@ pub mod users;
 pub mod vault;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -29,13 +30,18 @@ pub enum Backend {
 
 #[derive(Clone, Debug)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// The pool and this process's queue of SQLite writers (see [`Db::begin`]).
+    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
-/// A write transaction. On SQLite it is `BEGIN IMMEDIATE`, so read-then-write never deadlocks.
+/// A write transaction. On SQLite it is `BEGIN IMMEDIATE`, so read-then-write never deadlocks,
+/// and it holds this process's writer turn until it ends.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Sqlite(
+        sqlx::Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
@@ -44,7 +50,7 @@ pub enum Tx {
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
-            $crate::db::Tx::Sqlite(t) => {
+            $crate::db::Tx::Sqlite(t, _) => {
                 let $c = &mut **t;
                 $body
             }
@@ -61,7 +67,7 @@ macro_rules! on_tx {
 macro_rules! on_pool {
     ($db:expr, |$c:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($c) => $body,
+            $crate::db::Db::Sqlite($c, _) => $body,
             $crate::db::Db::Postgres($c) => $body,
         }
     };
@@ -91,6 +97,9 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a SQLite writer waits for its turn in this process (as long as the busy timeout).
+const WRITER_WAIT: Duration = Duration::from_secs(10);
 
 /// A pooled connection idle this long is pinged before use (it may have been cut, e.g. by a
 /// PostgreSQL restart); one in steady use is not.
@@ -131,7 +140,7 @@ impl Db {
                 .min_connections(1)
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(pool, Arc::default()))
         } else {
             let opts = PgConnectOptions::from_str(url)?;
             let pool: PgPoolOptions = pool_options();
@@ -146,7 +155,7 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         match self {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite(..) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
@@ -154,15 +163,25 @@ impl Db {
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Sqlite(p, _) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
             Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
         }
         Ok(())
     }
 
+    /// Starts a write transaction. SQLite has one writer at a time: here they wait their turn
+    /// in order, without holding a pooled connection, instead of each taking a connection and
+    /// sleeping in SQLite's busy handler (which starved readers of connections and gave
+    /// writers second-long tails under load). Another process's writer is still waited for by
+    /// the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(p, writers) => {
+                let turn = tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))?;
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -184,7 +203,7 @@ impl Db {
 impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _turn) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -192,7 +211,7 @@ impl Tx {
 
     pub fn backend(&self) -> Backend {
         match self {
-            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Sqlite(..) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         }
     }

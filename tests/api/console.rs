@@ -838,8 +838,17 @@ crate::both_backends!(
             )
             .await;
         assert_eq!(r.status(), reqwest::StatusCode::CREATED);
-        let notices = crate::harness::body(srv.get("/api/v1/notifications", &p.admin).await).await;
-        let nid = notices[0]["id"].as_i64().unwrap();
+        // Once the sender is done with it (else it could mark it sent after it was made dead).
+        let mut tries = 0;
+        let nid = loop {
+            let notices =
+                crate::harness::body(srv.get("/api/v1/notifications", &p.admin).await).await;
+            if notices[0]["status"] == "sent" || tries == 100 {
+                break notices[0]["id"].as_i64().unwrap();
+            }
+            tries += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         srv.sql(&[&format!(
             "UPDATE outbox SET status = 'dead' WHERE id = {nid}"
         )])
