@@ -1221,6 +1221,27 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
     use reqwest::StatusCode;
     let admin = srv.admin().await;
     let (op_id, _) = srv.user_with(&admin, "op.zhang", &["tech_operator"]).await;
+    // Without a console session: to the login page, nothing enrolled.
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for r in [
+        anonymous
+            .get(srv.url("/console/me/totp"))
+            .send()
+            .await
+            .unwrap(),
+        anonymous
+            .post(srv.url("/console/me/totp"))
+            .form(&[("csrf", "x")])
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()["location"], "/console/login");
+    }
     let c = Console::login(srv, "op.zhang", crate::harness::USER_PASSWORD).await;
     let enrolled = || async {
         changeguard::db::vault::has_confirmed_totp(&srv.app.db, op_id)
