@@ -204,7 +204,7 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     };
     let mut tx = app.db.begin().await?;
     let disabling = req.active == Some(false) && current.active;
-    let removes_last_admin = disabling && is_last_admin(app, &mut tx, id, now).await?;
+    let removes_last_admin = disabling && is_last_admin(&mut tx, id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
         "user.manage",
@@ -260,15 +260,10 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
 }
 
 /// True when `user_id` is an active admin and no other active admin exists.
-async fn is_last_admin(
-    app: &App,
-    tx: &mut crate::db::Tx,
-    user_id: i64,
-    now: DateTime<Utc>,
-) -> Result<bool> {
+async fn is_last_admin(tx: &mut crate::db::Tx, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
     users_db::lock_admins(tx).await?;
     let target = users_db::get_tx(tx, user_id).await.map_err(not_found)?;
-    let holds_admin = users_db::roles_of(&app.db, user_id, now)
+    let holds_admin = users_db::roles_of_tx(tx, user_id, now)
         .await?
         .iter()
         .any(|r| r == "admin");
@@ -299,7 +294,7 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
     // Re-granting the last admin's `admin` with an expiry would let it run out.
     let removes_last_admin = req.role == "admin"
         && req.expires_at.is_some()
-        && is_last_admin(app, &mut tx, user_id, now).await?;
+        && is_last_admin(&mut tx, user_id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
         "role.grant",
@@ -336,7 +331,7 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
 pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -> Result<()> {
     let now = app.now();
     let mut tx = app.db.begin().await?;
-    let removes_last_admin = role == "admin" && is_last_admin(app, &mut tx, user_id, now).await?;
+    let removes_last_admin = role == "admin" && is_last_admin(&mut tx, user_id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
         "role.grant",

@@ -133,7 +133,6 @@ pub async fn request(
     )
     .with_reason(req.purpose.trim())
     .with_details(json!({"disclosure_id": d.id, "recipient": d.recipient}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     let notice = Bulletin::new(
         app,
         &format!("保密资料对外提供申请：{}", asset.name),
@@ -166,6 +165,8 @@ pub async fn request(
         now,
     )
     .await?;
+    // Last before the commit: the audit entry locks the chain's head (see changes::record).
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     app.notifier.wake();
     Ok(d)
@@ -263,7 +264,6 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
     if let Some(r) = refusal {
         entry = entry.with_reason(r);
     }
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     let asset = db::get_asset_tx(&mut tx, d.asset_id).await?;
     let (zh, en) = match d.status.as_str() {
         "approved" => ("已批准", "approved"),
@@ -298,6 +298,8 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
         now,
     )
     .await?;
+    // Last before the commit: the audit entry locks the chain's head (see changes::record).
+    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     app.notifier.wake();
     Ok(d)

@@ -121,6 +121,15 @@ fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
         })
 }
 
+/// Waits (at most [`WRITER_WAIT`]) for this process's SQLite writer turn.
+async fn sqlite_turn(
+    writers: &Arc<tokio::sync::Mutex<()>>,
+) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+    tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
+        .await
+        .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))
+}
+
 impl Db {
     /// Connects by URL scheme: `sqlite:` (file created if missing) or `postgres://`.
     pub async fn connect(url: &str) -> Result<Db> {
@@ -177,13 +186,26 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
             Db::Sqlite(p, writers) => {
-                let turn = tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))?;
+                let turn = sqlite_turn(writers).await?;
                 Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
             }
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
+    }
+
+    /// This process's SQLite writer turn, for a write that runs on the pool rather than in a
+    /// [`Tx`] (a single UPDATE): without it, such a write would wait in SQLite's busy handler
+    /// while queued transactions keep taking the lock. `None` on PostgreSQL.
+    pub async fn write_turn(&self) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        match self {
+            Db::Sqlite(_, writers) => {
+                tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
+                    .await
+                    .map(Some)
+                    .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))
+            }
+            Db::Postgres(_) => Ok(None),
+        }
     }
 
     /// Database reachable?

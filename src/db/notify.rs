@@ -157,6 +157,7 @@ pub async fn claim_due(
 }
 
 pub async fn mark_sent(db: &Db, id: i64, now: DateTime<Utc>) -> Result<()> {
+    let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
         "UPDATE outbox SET status = 'sent', sent_at = $1, lease_until = NULL, last_error = NULL \
          WHERE id = $2"
@@ -177,6 +178,7 @@ pub async fn mark_failed(
     error: &str,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<()> {
+    let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
         "UPDATE outbox SET status = $1, last_error = $2, next_attempt_at = $3, lease_until = NULL \
          WHERE id = $4"
@@ -247,6 +249,7 @@ pub async fn requeue(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<()> {
 
 /// Claims the run of `job` for `slot`; false when another instance (or an earlier start) ran it.
 pub async fn claim_slot(db: &Db, job: &str, slot: &str, now: DateTime<Utc>) -> Result<bool> {
+    let _turn = db.write_turn().await?;
     let r = on_pool!(db, |p| {
         sqlx::query(
         "INSERT INTO job_runs (job, slot, started_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
@@ -263,6 +266,7 @@ pub async fn claim_slot(db: &Db, job: &str, slot: &str, now: DateTime<Utc>) -> R
 
 /// Forgets runs started before `before` (they can no longer be due).
 pub async fn prune_runs(db: &Db, before: DateTime<Utc>) -> Result<u64> {
+    let _turn = db.write_turn().await?;
     Ok(on_pool!(db, |p| sqlx::query(
         "DELETE FROM job_runs WHERE started_at < $1"
     )

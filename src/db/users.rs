@@ -215,6 +215,7 @@ pub async fn extend_session(
     expires_at: DateTime<Utc>,
     opened_after: DateTime<Utc>,
 ) -> Result<bool> {
+    let _turn = db.write_turn().await?;
     let sql = "UPDATE sessions SET expires_at = $3 WHERE id = $1 AND user_id = $2 \
                AND revoked_at IS NULL AND expires_at > $4 AND created_at > $5 \
                AND EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id AND u.active)";
@@ -266,14 +267,27 @@ pub struct Grant {
 }
 
 /// Roles in force for a user at `now` (expired grants excluded), sorted.
+const ROLES_IN_FORCE: &str = "SELECT role FROM role_grants WHERE user_id = $1 \
+     AND (expires_at IS NULL OR expires_at > $2) ORDER BY role";
+
 pub async fn roles_of(db: &Db, user_id: i64, now: DateTime<Utc>) -> Result<Vec<String>> {
     Ok(on_pool!(db, |p| sqlx::query_scalar::<_, String>(
-        "SELECT role FROM role_grants WHERE user_id = $1 \
-         AND (expires_at IS NULL OR expires_at > $2) ORDER BY role"
+        ROLES_IN_FORCE
     )
     .bind(user_id)
     .bind(now)
     .fetch_all(p)
+    .await)?)
+}
+
+/// [`roles_of`] inside a write transaction (never the pool while one is open).
+pub async fn roles_of_tx(tx: &mut Tx, user_id: i64, now: DateTime<Utc>) -> Result<Vec<String>> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, String>(
+        ROLES_IN_FORCE
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(c)
     .await)?)
 }
 
@@ -438,6 +452,7 @@ pub async fn set_throttle(
 }
 
 pub async fn clear_throttle(db: &Db, username: &str) -> Result<()> {
+    let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
         "DELETE FROM login_throttle WHERE username = $1"
     )

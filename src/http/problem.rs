@@ -286,6 +286,21 @@ where
     }
 }
 
+/// `Option<Json<T>>`: no body (no content type) is `None`; a body must still be valid JSON.
+impl<T, S> axum::extract::OptionalFromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let v = <axum::Json<T> as axum::extract::OptionalFromRequest<S>>::from_request(req, state)
+            .await?;
+        Ok(v.map(|axum::Json(v)| Json(v)))
+    }
+}
+
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()

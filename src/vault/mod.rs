@@ -577,6 +577,9 @@ pub async fn create_grant(
         ));
     }
     let mut tx = app.db.begin().await?;
+    // The credential row first, then the grant that references it: the other way round, the
+    // grant's foreign key takes a share lock that two concurrent grants could not upgrade.
+    let c = db::get_credential_tx(&mut tx, credential_id).await?;
     let g = db::insert_grant(
         &mut tx,
         credential_id,
@@ -596,7 +599,6 @@ pub async fn create_grant(
     .with_details(
         json!({"grant_id": g.id, "grantee": grantee.username, "expires_at": req.expires_at}),
     );
-    let c = db::get_credential_tx(&mut tx, credential_id).await?;
     let notice = grant_notice(
         app,
         &c,
@@ -813,10 +815,16 @@ fn rotation_notice(app: &App, c: &Credential) -> Bulletin {
         ),
         c,
     )
-    .comment(Some(app.notifier.templates.pick(
-        "该凭据已为变更取用，请在变更结束后通过 POST /api/v1/credentials/{id}/rotate 存入新密码；轮换前每个工作日提醒。",
-        "It was revealed for a change: store the new secret with POST /api/v1/credentials/{id}/rotate once the change is done. You are reminded every working day until then.",
-    )))
+    .comment(Some(&match app.notifier.templates.language.as_str() {
+        "en" => format!(
+            "It was revealed for a change: store the new secret with POST /api/v1/credentials/{}/rotate once the change is done. You are reminded every working day until then.",
+            c.id
+        ),
+        _ => format!(
+            "该凭据已为变更取用，请在变更结束后通过 POST /api/v1/credentials/{}/rotate 存入新密码；轮换前每个工作日提醒。",
+            c.id
+        ),
+    }))
 }
 
 /// The scheduled "rotate after use" reminders: one notice per credential still flagged, to the
@@ -992,10 +1000,26 @@ pub struct TotpEnrolment {
     pub qr_svg: String,
 }
 
-pub async fn enrol_totp(app: &App, who: &Principal) -> Result<TotpEnrolment> {
+/// Starts (or restarts) TOTP enrolment. Replacing a CONFIRMED second factor needs a current
+/// code or recovery code (`current`): else a stolen password or session would be enough to
+/// move the step-up to the thief's phone, and lock the owner out of it.
+pub async fn enrol_totp(
+    app: &App,
+    who: &Principal,
+    current: Option<&str>,
+) -> Result<TotpEnrolment> {
     let now = app.now();
     let secret = Zeroizing::new(totp::new_secret());
     let mut tx = app.db.begin().await?;
+    if db::totp_for_update(&mut tx, who.user_id)
+        .await?
+        .is_some_and(|row| row.confirmed)
+        && let Err(e) = factor::check(app, &mut tx, who.user_id, current, false, now).await?
+    {
+        // The counted failure sticks; the gate audits the refusal.
+        tx.commit().await?;
+        return Err(e);
+    }
     let key = app.vault.sealing_key(&mut tx).await?;
     let sealed = app.vault.seal(
         &key,

@@ -1290,7 +1290,12 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
     assert!(r.text().await.unwrap().contains("id=\"totp-confirmed\""));
     assert!(enrolled().await);
     let page = c.get("/console/me/totp").await.text().await.unwrap();
-    assert!(page.contains("二次验证已启用"));
+    assert!(page.contains("二次验证已启用") && page.contains("id=\"totp-current\""));
+    // Replacing it needs its current code: a session alone is not enough.
+    let r = c.post("/console/me/totp", &[], true, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(!r.text().await.unwrap().contains("<svg"));
+    assert!(enrolled().await);
     // The enrolment and the refused code are in the audit trail, like the API's.
     let audit = crate::harness::body(srv.get("/api/v1/audit?limit=50", &admin).await).await;
     let seen: Vec<(String, String)> = audit
@@ -1309,6 +1314,7 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
         ("totp.enrol", "ok"),
         ("me.totp_confirm", "refused"),
         ("totp.confirm", "ok"),
+        ("me.totp_enrol", "refused"),
     ] {
         assert!(
             seen.contains(&(want.0.to_string(), want.1.to_string())),

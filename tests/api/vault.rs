@@ -1221,8 +1221,33 @@ crate::both_backends!(standing_grants_are_notified_and_revoked, |srv| {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let gid = body(r).await["id"].as_i64().unwrap();
+    // Several grants for one credential at once (each locks the credential, then inserts).
+    let b = credential(srv, &v.admin, "并发 / concurrent", "secret-b").await;
+    let mut concurrent = Vec::new();
+    for _ in 0..6 {
+        let url = srv.url(&format!("/api/v1/credentials/{b}/grants"));
+        let (client, token) = (srv.client.clone(), v.admin.clone());
+        concurrent.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"grantee": "op.li", "reason": "并发",
+                    "expires_at": (Utc::now() + TimeDelta::days(1)).to_rfc3339()}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for c in concurrent {
+        assert_eq!(c.await.unwrap(), StatusCode::CREATED);
+    }
     // The approvers (admins) are asked; nobody else yet.
-    let asked = notices(srv, &v.admin, "grant_requested").await;
+    let asked: Vec<Value> = notices(srv, &v.admin, "grant_requested")
+        .await
+        .into_iter()
+        .filter(|n| n["subject"].as_str().unwrap().contains("值班库"))
+        .collect();
     assert_eq!(asked.len(), 1);
     assert_eq!(recipients(&asked[0]), vec![ADMIN_MAIL]);
     let r = srv
@@ -1332,3 +1357,70 @@ crate::both_backends!(standing_grants_are_notified_and_revoked, |srv| {
     assert_eq!(outcomes, vec!["refused", "ok", "refused", "refused"]);
     assert_eq!(revoked[1]["reason"], "值班结束 / on-call over");
 });
+
+// A stolen password or session must not be enough to move the second factor to another phone:
+// replacing a confirmed factor needs its current code (or a recovery code).
+crate::both_backends!(
+    replacing_a_confirmed_second_factor_needs_a_current_code,
+    |srv| {
+        let v = setup(srv).await;
+        // A first enrolment needs no body at all.
+        let r = srv
+            .call(Method::POST, "/api/v1/me/totp", Some(&v.op2), None)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let secret = enrol(srv, &v.op).await;
+        problem(
+            srv.post("/api/v1/me/totp", &v.op, json!({})).await,
+            StatusCode::FORBIDDEN,
+            "totp_required",
+        )
+        .await;
+        let step = aligned_step().await;
+        let code = totp::code_at(&secret, step);
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        problem(
+            srv.post("/api/v1/me/totp", &v.op, json!({"code": wrong}))
+                .await,
+            StatusCode::FORBIDDEN,
+            "totp_invalid",
+        )
+        .await;
+        // Still the old factor: its next code confirms nothing new, and a reveal would take it.
+        let row = changeguard::db::vault::has_confirmed_totp(&srv.app.db, v.op_id)
+            .await
+            .unwrap();
+        assert!(row);
+        let e = body(
+            srv.post("/api/v1/me/totp", &v.op, json!({"code": code}))
+                .await,
+        )
+        .await;
+        let fresh = totp::decode(e["secret"].as_str().unwrap()).unwrap();
+        assert_ne!(fresh, secret);
+        // The new key counts once confirmed with a code from the new phone.
+        let confirmed = || async {
+            changeguard::db::vault::has_confirmed_totp(&srv.app.db, v.op_id)
+                .await
+                .unwrap()
+        };
+        assert!(!confirmed().await);
+        let r = srv
+            .post(
+                "/api/v1/me/totp/confirm",
+                &v.op,
+                json!({"code": totp::code_at(&fresh, step)}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(confirmed().await);
+        let audit = body(srv.get("/api/v1/audit?limit=50", &v.admin).await).await;
+        let refused = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "me.totp_enrol" && e["outcome"] == "refused")
+            .count();
+        assert_eq!(refused, 2);
+    }
+);

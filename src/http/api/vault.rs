@@ -186,11 +186,29 @@ pub async fn reminders(
     Ok(Json(vault::reminders(&app, who.user_id).await?))
 }
 
-/// Starts TOTP enrolment (replacing an earlier secret): the secret and its otpauth URI.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpReEnrol {
+    /// A current code or a recovery code of the confirmed second factor being replaced; not
+    /// needed for a first enrolment.
+    pub code: Option<String>,
+}
+
+/// Starts TOTP enrolment: the secret, its otpauth URI and a QR code of it. Replacing a
+/// confirmed second factor needs a current code or recovery code (`{"code"}`); a first
+/// enrolment needs no body.
 #[utoipa::path(post, path = "/api/v1/me/totp", tag = "vault", operation_id = "me.totp_enrol",
-    security(("bearer" = [])), responses((status = 200, body = TotpEnrolment)))]
-pub async fn totp_enrol(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<TotpEnrolment>> {
-    Ok(Json(vault::enrol_totp(&app, &who).await?))
+    request_body(content = Option<TotpReEnrol>), security(("bearer" = [])),
+    responses((status = 200, body = TotpEnrolment),
+               (status = 403, body = Problem, description = "totp_required, totp_invalid, totp_replayed (replacing a confirmed factor)"),
+               (status = 429, body = Problem)))]
+pub async fn totp_enrol(
+    State(app): State<App>,
+    Auth(who): Auth,
+    body: Option<Json<TotpReEnrol>>,
+) -> ApiResult<Json<TotpEnrolment>> {
+    let code = body.and_then(|Json(b)| b.code);
+    Ok(Json(vault::enrol_totp(&app, &who, code.as_deref()).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Session;
-use super::pages::{CsrfOnly, error_page, frame, refused, render, with};
+use super::pages::{error_page, frame, refused, render, with};
 use crate::App;
 use crate::vault;
 
@@ -32,12 +32,14 @@ pub async fn show(State(app): State<App>, s: Session) -> Response {
     page(&app, &s, json!({}), StatusCode::OK).await
 }
 
-/// `POST /console/me/totp`: a new secret, shown once as a QR code and as text.
-pub async fn enrol(State(app): State<App>, s: Session, Form(f): Form<CsrfOnly>) -> Response {
+/// `POST /console/me/totp`: a new secret, shown once as a QR code and as text. Replacing a
+/// confirmed factor needs its current code (or a recovery code).
+pub async fn enrol(State(app): State<App>, s: Session, Form(f): Form<CodeForm>) -> Response {
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    match vault::enrol_totp(&app, &s.who).await {
+    let current = Some(f.code.trim()).filter(|c| !c.is_empty());
+    match vault::enrol_totp(&app, &s.who, current).await {
         Ok(e) => {
             let extra = json!({"enrolment": {
                 "secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_svg": e.qr_svg}});

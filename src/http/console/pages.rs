@@ -196,7 +196,7 @@ pub async fn login(
 #[derive(Deserialize)]
 pub struct CsrfOnly {
     #[serde(default)]
-    pub(super) csrf: String,
+    csrf: String,
 }
 
 pub async fn logout(
