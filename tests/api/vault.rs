@@ -355,10 +355,46 @@ crate::both_backends!(
                     .unwrap()
             }
         };
-        assert_eq!(remind(srv).await, 1);
+        // The scheduled reminder (09:00 bank time): on a working day once per slot, never on a
+        // day off.
+        let cal = srv.app.calendar().await.unwrap();
+        let mut d = Utc::now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .date_naive();
+        let (mut work, mut off) = (None, None);
+        while work.is_none() || off.is_none() {
+            d = d.succ_opt().unwrap();
+            if cal.is_working(d).unwrap() {
+                work.get_or_insert(d);
+            } else {
+                off.get_or_insert(d);
+            }
+        }
+        let tick = |d, secs| {
+            let app = srv.app.clone();
+            let t = crate::changes::at(d, 9 * 60) + TimeDelta::seconds(secs);
+            async move {
+                changeguard::notify::schedule::tick(&app, t)
+                    .await
+                    .unwrap()
+                    .0
+                    .iter()
+                    .any(|(job, _)| *job == "rotation_reminder")
+            }
+        };
+        assert!(tick(off.unwrap(), 30).await);
+        assert_eq!(notices(srv, &v.admin, "rotation_reminder").await.len(), 1);
+        assert!(tick(work.unwrap(), 30).await);
+        assert!(!tick(work.unwrap(), 40).await, "one run per slot");
         let reminders = notices(srv, &v.admin, "rotation_reminder").await;
         assert_eq!(reminders.len(), 2);
         assert_eq!(recipients(&reminders[0]), vec!["op.zhang@bank.example"]);
+        assert!(
+            reminders[0]["subject"]
+                .as_str()
+                .unwrap()
+                .contains("核心库 DBA")
+        );
 
         // Flagged "rotate after use", the assignee is reminded until the rotation.
         let one = body(srv.get(&format!("/api/v1/credentials/{id}"), &v.op).await).await;
