@@ -649,6 +649,7 @@ pub fn steps_allowed(app: &App, who: &Principal, c: &ChangeView) -> Vec<&'static
         (Step::Start, "change.execute"),
         (Step::Complete, "change.execute"),
         (Step::Cancel, "change.create"),
+        (Step::Reschedule, "change.create"),
     ] {
         let approval = matches!(step, Step::Approve | Step::Reject);
         if rules::next(status, step).is_some()

@@ -1322,3 +1322,101 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
         );
     }
 });
+
+// Rescheduling from the change page: only the requester sees the form; the new window is checked
+// against the original notice like PATCH /api/v1/changes/{id}; a refusal changes nothing.
+crate::both_backends!(the_requester_reschedules_from_the_change_page, |srv| {
+    use reqwest::StatusCode;
+    let p = setup(srv).await;
+    let (_, earliest) = notice_today(srv, &p.admin).await;
+    let window = |d: NaiveDate| {
+        (
+            format!("{d}T22:00"),
+            format!("{d}T23:00"),
+            format!("{d}T22:00:00+08:00"),
+        )
+    };
+    let (_, _, start) = window(earliest);
+    let r = srv
+        .post(
+            "/api/v1/changes",
+            &p.op,
+            json!({"title": "改期测试", "category": "software_upgrade", "systems": ["cs-platform"],
+                   "description": "d", "risk": "low", "rollback_plan": "r",
+                   "planned_start": start, "planned_end": format!("{earliest}T23:00:00+08:00")}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = crate::harness::body(r).await["id"].as_i64().unwrap();
+    let path = format!("/console/changes/{id}/reschedule");
+    let op = Console::login(srv, "op.zhang", crate::harness::USER_PASSWORD).await;
+    let mgr = Console::login(srv, "mgr.chen", crate::harness::USER_PASSWORD).await;
+    let page = op
+        .get(&format!("/console/changes/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("action=\"{path}\"")), "{page}");
+    let page = mgr
+        .get(&format!("/console/changes/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(&path));
+    let planned = || async {
+        crate::harness::body(srv.get(&format!("/api/v1/changes/{id}"), &p.admin).await).await
+            ["planned_start"]
+            .clone()
+    };
+    let before = planned().await;
+
+    // A day too early: refused with the earliest start, nothing changed.
+    let (s, e, _) = window(earliest.pred_opt().unwrap());
+    let r = op
+        .post(
+            &path,
+            &[("planned_start", &s), ("planned_end", &e)],
+            true,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+    assert_eq!(planned().await, before);
+    // Not the requester, or no CSRF token: refused.
+    let (s, e, _) = window(earliest.succ_opt().unwrap());
+    let fields = [("planned_start", s.as_str()), ("planned_end", e.as_str())];
+    let r = mgr.post(&path, &fields, true, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = op.post(&path, &fields, false, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(planned().await, before);
+    // The requester, a day later: done.
+    let r = op.post(&path, &fields, true, None).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, _, want) = window(earliest.succ_opt().unwrap());
+    let got = planned().await;
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(got.as_str().unwrap()).unwrap(),
+        chrono::DateTime::parse_from_rfc3339(&want).unwrap()
+    );
+    let audit = crate::harness::body(srv.get("/api/v1/audit?limit=50", &p.admin).await).await;
+    let rescheduled: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "change.reschedule")
+        .map(|e| (e["actor"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(rescheduled.contains(&("op.zhang", "ok")), "{rescheduled:?}");
+    assert!(
+        rescheduled.contains(&("mgr.chen", "refused")),
+        "{rescheduled:?}"
+    );
+    assert!(
+        rescheduled.contains(&("op.zhang", "refused")),
+        "{rescheduled:?}"
+    );
+});

@@ -543,6 +543,14 @@ fn action(lang: Lang, step: &str) -> Value {
             lang.tr("复核意见", "Review notes"),
             true,
         ),
+        // New window, checked against the original notice; an approved change goes back to
+        // submitted (as PATCH /api/v1/changes/{id}).
+        "reschedule" => (
+            lang.tr("改期（需重新审批）", "Reschedule (approved again)"),
+            Some("window"),
+            "",
+            true,
+        ),
         _ => ("", None, "", false),
     };
     json!({"step": step, "label": label, "field": field, "field_label": field_label, "required": required})
@@ -615,6 +623,8 @@ async fn change_page(
             "category": category,
             "start": fmt(c.planned_start),
             "end": fmt(c.planned_end),
+            "start_input": c.planned_start.with_timezone(&tz).format("%Y-%m-%dT%H:%M").to_string(),
+            "end_input": c.planned_end.with_timezone(&tz).format("%Y-%m-%dT%H:%M").to_string(),
             "notified_on": lang.day(c.notified_on),
             "earliest_start": c.earliest_start.map(|d| lang.day(d)),
             "actions": actions,
@@ -638,6 +648,11 @@ pub struct StepForm {
     #[serde(default)]
     text: String,
     outcome: Option<String>,
+    /// `reschedule`: the new window, `datetime-local` in bank time.
+    #[serde(default)]
+    planned_start: String,
+    #[serde(default)]
+    planned_end: String,
 }
 
 pub async fn change_step(
@@ -652,6 +667,21 @@ pub async fn change_step(
     let text = f.text.trim().to_string();
     let result = match step.as_str() {
         "review" => changes::review(&app, &s.who, id, Review { notes: text }).await,
+        "reschedule" => {
+            let window = local_time(&app, "planned_start", &f.planned_start)
+                .and_then(|start| Ok((start, local_time(&app, "planned_end", &f.planned_end)?)));
+            match window {
+                Ok((start, end)) => {
+                    let req = changes::AmendChange {
+                        planned_start: Some(start),
+                        planned_end: Some(end),
+                        ..Default::default()
+                    };
+                    changes::amend(&app, &s.who, id, req).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         _ => {
             let cmd = match step.as_str() {
                 "approve" => Command::Approve(Comment {
