@@ -152,23 +152,19 @@ pub async fn request(
         ),
     );
     let notice = disclosure_facts(app, notice, &asset, &d);
-    notify::enqueue_bulletin(
+    let parties = Parties {
+        requester: Some(who.user_id),
+        custodian: Some(asset.custodian_id),
+        ..Parties::default()
+    };
+    notify::commit_with_bulletin(
         app,
-        &mut tx,
-        "disclosure_requested",
-        Parties {
-            requester: Some(who.user_id),
-            custodian: Some(asset.custodian_id),
-            ..Parties::default()
-        },
-        &notice,
+        tx,
+        ("disclosure_requested", parties, &notice),
+        &entry,
         now,
     )
     .await?;
-    // Last before the commit: the audit entry locks the chain's head (see changes::record).
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
-    app.notifier.wake();
     Ok(d)
 }
 
@@ -285,23 +281,19 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
     .fact(app, "审批人", "Decided by", person(who))
     .comment(refusal);
     let notice = disclosure_facts(app, notice, &asset, &d);
-    notify::enqueue_bulletin(
+    let parties = Parties {
+        requester: Some(d.requested_by),
+        custodian: Some(asset.custodian_id),
+        ..Parties::default()
+    };
+    notify::commit_with_bulletin(
         app,
-        &mut tx,
-        "disclosure_decided",
-        Parties {
-            requester: Some(d.requested_by),
-            custodian: Some(asset.custodian_id),
-            ..Parties::default()
-        },
-        &notice,
+        tx,
+        ("disclosure_decided", parties, &notice),
+        &entry,
         now,
     )
     .await?;
-    // Last before the commit: the audit entry locks the chain's head (see changes::record).
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
-    app.notifier.wake();
     Ok(d)
 }
 

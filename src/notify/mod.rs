@@ -362,6 +362,24 @@ pub async fn enqueue_bulletin(
     Ok(true)
 }
 
+/// Ends a deed's transaction that tells of itself by e-mail: queues the notice of `event`,
+/// appends the audit entry LAST (it locks the chain's head, which every writer needs; see
+/// `changes::record`), commits, and wakes the sender.
+pub async fn commit_with_bulletin(
+    app: &App,
+    mut tx: Tx,
+    notice: (&str, Parties<'_>, &Bulletin),
+    entry: &Entry,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let (event, parties, bulletin) = notice;
+    enqueue_bulletin(app, &mut tx, event, parties, bulletin, now).await?;
+    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
+    tx.commit().await?;
+    app.notifier.wake();
+    Ok(())
+}
+
 /// Writes one notice not tied to a change's transaction (digest, warning), then wakes the sender.
 pub async fn enqueue_other(
     app: &App,

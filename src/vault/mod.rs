@@ -608,21 +608,13 @@ pub async fn create_grant(
         "Standing access to a credential waits for approval",
     )
     .fact(app, "授权人", "Granted by", crate::assets::person(who));
-    notify::enqueue_bulletin(
-        app,
-        &mut tx,
-        "grant_requested",
-        Parties {
-            requester: Some(who.user_id),
-            assignee: Some(grantee.id),
-            ..Parties::default()
-        },
-        &notice,
-        now,
-    )
-    .await?;
-    commit_with(app, tx, &entry, now).await?;
-    app.notifier.wake();
+    let parties = Parties {
+        requester: Some(who.user_id),
+        assignee: Some(grantee.id),
+        ..Parties::default()
+    };
+    notify::commit_with_bulletin(app, tx, ("grant_requested", parties, &notice), &entry, now)
+        .await?;
     Ok(g)
 }
 
@@ -659,9 +651,7 @@ pub async fn approve_grant(app: &App, who: &Principal, grant_id: i64) -> Result<
         format!("credential:{}", g.credential_id),
     )
     .with_details(json!({"grant_id": g.id, "grantee_id": g.grantee_id}));
-    grant_decided(app, &mut tx, who, &g, None, now).await?;
-    commit_with(app, tx, &entry, now).await?;
-    app.notifier.wake();
+    commit_grant_decided(app, tx, who, &g, None, &entry, now).await?;
     Ok(g)
 }
 
@@ -707,9 +697,7 @@ pub async fn revoke_grant(
     )
     .with_reason(req.reason.trim())
     .with_details(json!({"grant_id": g.id, "grantee_id": g.grantee_id}));
-    grant_decided(app, &mut tx, who, &g, Some(req.reason.trim()), now).await?;
-    commit_with(app, tx, &entry, now).await?;
-    app.notifier.wake();
+    commit_grant_decided(app, tx, who, &g, Some(req.reason.trim()), &entry, now).await?;
     Ok(g)
 }
 
@@ -720,17 +708,19 @@ fn grant_not_found(e: StoreError) -> Error {
     }
 }
 
-/// The `grant_decided` notice (approved, or revoked with a reason) to the granter and grantee.
-async fn grant_decided(
+/// Ends an approval or revocation: the `grant_decided` notice (to the granter and grantee, with
+/// the reason of a revocation), the audit entry, the commit.
+async fn commit_grant_decided(
     app: &App,
-    tx: &mut Tx,
+    mut tx: Tx,
     who: &Principal,
     g: &CredentialGrant,
     revoked: Option<&str>,
+    entry: &Entry,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let c = db::get_credential_tx(tx, g.credential_id).await?;
-    let grantee = users_db::get_tx(tx, g.grantee_id).await?.username;
+    let c = db::get_credential_tx(&mut tx, g.credential_id).await?;
+    let grantee = users_db::get_tx(&mut tx, g.grantee_id).await?.username;
     let (zh, en) = if revoked.is_some() {
         (
             "凭据长期授权已撤销",
@@ -763,8 +753,7 @@ async fn grant_decided(
         assignee: Some(g.grantee_id),
         ..Parties::default()
     };
-    notify::enqueue_bulletin(app, tx, "grant_decided", parties, &notice, now).await?;
-    Ok(())
+    notify::commit_with_bulletin(app, tx, ("grant_decided", parties, &notice), entry, now).await
 }
 
 /// The facts of every notice about one credential.

@@ -421,36 +421,20 @@ pub async fn feed_create(State(app): State<App>, s: Session, Form(f): Form<CsrfO
         return super::csrf_refused(s.lang);
     }
     let result = if s.may(&app, "calendar.read") {
-        changes::agenda::create_feed(&app, &s.who).await
+        changes::agenda::create_feed(&app, &s.who)
+            .await
+            .map(|feed| Some(feed.url))
     } else {
         Err(Error::forbidden(Vec::new()))
     };
-    match result {
-        Ok(feed) => render(
-            "feed.html",
-            with(
-                frame(
-                    &app,
-                    &s,
-                    "订阅我的变更日历 / Subscribe to my change calendar",
-                ),
-                json!({"url": feed.url}),
-            ),
-            StatusCode::OK,
-        ),
-        Err(e) => {
-            let target = "POST /console/calendar-feed".to_string();
-            let (status, text) = refused(&app, &s, "calendar.feed_create", target, e).await;
-            render(
-                "error.html",
-                with(
-                    frame(&app, &s, "请求被拒绝 / Request refused"),
-                    json!({"message": text}),
-                ),
-                status,
-            )
-        }
-    }
+    feed_answer(
+        &app,
+        &s,
+        "calendar.feed_create",
+        "POST /console/calendar-feed",
+        result,
+    )
+    .await
 }
 
 /// Revokes the caller's feed link, like `DELETE /api/v1/me/calendar-feed` (signed in).
@@ -458,26 +442,42 @@ pub async fn feed_revoke(State(app): State<App>, s: Session, Form(f): Form<CsrfO
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    match changes::agenda::revoke_feed(&app, &s.who).await {
-        Ok(()) => render(
+    let result = changes::agenda::revoke_feed(&app, &s.who)
+        .await
+        .map(|()| None);
+    feed_answer(
+        &app,
+        &s,
+        "calendar.feed_revoke",
+        "POST /console/calendar-feed/revoke",
+        result,
+    )
+    .await
+}
+
+/// The feed page (with the new link, or saying it is revoked), or the audited refusal.
+async fn feed_answer(
+    app: &App,
+    s: &Session,
+    operation: &str,
+    target: &str,
+    result: Result<Option<String>, Error>,
+) -> Response {
+    match result {
+        Ok(url) => render(
             "feed.html",
             with(
-                frame(
-                    &app,
-                    &s,
-                    "订阅我的变更日历 / Subscribe to my change calendar",
-                ),
-                json!({"url": null}),
+                frame(app, s, "订阅我的变更日历 / Subscribe to my change calendar"),
+                json!({ "url": url }),
             ),
             StatusCode::OK,
         ),
         Err(e) => {
-            let target = "POST /console/calendar-feed/revoke".to_string();
-            let (status, text) = refused(&app, &s, "calendar.feed_revoke", target, e).await;
+            let (status, text) = refused(app, s, operation, target.to_string(), e).await;
             render(
                 "error.html",
                 with(
-                    frame(&app, &s, "请求被拒绝 / Request refused"),
+                    frame(app, s, "请求被拒绝 / Request refused"),
                     json!({"message": text}),
                 ),
                 status,
