@@ -2,7 +2,8 @@
 //!
 //! Per backend (SQLite file, fresh PostgreSQL database): req/s of a bare axum route (the ceiling
 //! of this machine's HTTP stack, same run), of `GET /healthz` through the service's middleware,
-//! of `GET /api/v1/authz/check`, of `GET /api/v1/me`
+//! of `GET /api/v1/authz/check` (with the session cache, and without it on a second instance),
+//! of `GET /api/v1/me`
 //! and of `GET /api/v1/working-days/earliest-start`; the latency of authz/check while 16 logins
 //! hash passwords at once (target p99 < 20 ms); resident memory idle and under that load.
 //!
@@ -73,6 +74,28 @@ async fn bench(backend: Backend, dur: Duration) {
         authz.line("GET /api/v1/authz/check?permission=change.read"),
         authz.rps() / base.rps()
     );
+
+    // The same, on a second instance over the same database with the session cache off: every
+    // request reads its session, user and roles (the behaviour before the cache).
+    let uncached = srv
+        .second_instance_with(common::Options {
+            session_cache: false,
+            hash_concurrency: None,
+            ..common::Options::default()
+        })
+        .await;
+    let check = uncached.url("/api/v1/authz/check?permission=change.read");
+    let t = token.clone();
+    let authz_off = common::run(conns, dur, StatusCode::OK, move |c, _| {
+        c.get(&check).bearer_auth(&t)
+    })
+    .await;
+    println!(
+        "{}  = {:.2}x bare",
+        authz_off.line("GET /api/v1/authz/check, session cache off"),
+        authz_off.rps() / base.rps()
+    );
+    uncached.stop().await;
 
     let me = srv.url("/api/v1/me");
     let t = token.clone();

@@ -41,6 +41,9 @@ pub struct Settings {
     pub token_ttl_secs: u64,
     /// How many password hashes may run at once (each uses one core for ~20 ms).
     pub hash_concurrency: Option<usize>,
+    /// Keep what a request read about its session while nothing changed it (see
+    /// `auth::sessions`). `false`: every request reads the database.
+    pub session_cache: bool,
     /// Base URL that links in e-mails and feeds point at, e.g. `https://changeguard.bank.local`.
     pub public_url: Option<String>,
     /// Log format: `text` or `json`.
@@ -74,6 +77,7 @@ impl Default for Settings {
             key_dir: None,
             token_ttl_secs: 900,
             hash_concurrency: None,
+            session_cache: true,
             public_url: None,
             log_format: "text".into(),
             smtp_url: None,

@@ -57,6 +57,8 @@ pub struct AppInner {
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
     pub calendar_cache: workdays::CalendarCache,
+    /// Sessions read while nothing changed them (used only while the database is watched).
+    pub sessions: auth::sessions::SessionCache,
     pub notifier: notify::Notifier,
     /// The credential vault's master keys.
     pub vault: vault::Keyring,
@@ -145,6 +147,7 @@ impl App {
             db,
             clock: Arc::new(SystemClock),
             calendar_cache: Default::default(),
+            sessions: auth::sessions::SessionCache::new(settings.session_cache),
             notifier,
             vault,
             settings,
@@ -187,6 +190,7 @@ impl Server {
         let router = http::router(self.app.clone())?;
         let sender = notify::worker::spawn(self.app.clone());
         let scheduler = notify::schedule::spawn(self.app.clone());
+        let watcher = db::watch::spawn(&self.app.db);
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -195,6 +199,7 @@ impl Server {
         .await?;
         sender.abort();
         scheduler.abort();
+        watcher.abort();
         self.app.db.close().await;
         Ok(())
     }

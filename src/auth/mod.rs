@@ -2,10 +2,14 @@
 //!
 //! Sessions are rows: logging out, disabling a user, changing a password or revoking a role
 //! takes effect on the very next request, because every request reloads the session, the user
-//! and the grants in force.
+//! and the grants in force — or reuses what it read while provably nothing changed
+//! ([`sessions`]).
 
 pub mod password;
+pub mod sessions;
 pub mod token;
+
+use std::sync::Arc;
 
 use std::net::IpAddr;
 
@@ -214,10 +218,21 @@ pub async fn authenticate(
     let token = bearer.ok_or_else(unauthenticated)?;
     let claims = app.tokens.verify(token).ok_or_else(unauthenticated)?;
     let user_id: i64 = claims.sub.parse().map_err(|_| unauthenticated())?;
-    let Some(found) = users_db::session_user(&app.db, &claims.jti, now)
-        .await?
-        .filter(|s| s.user.id == user_id)
-    else {
+    // The epoch BEFORE the read: a commit during the read makes what was read stale.
+    let epoch = app.db.epoch().current();
+    let found = match app.sessions.get(&claims.jti, epoch, now) {
+        Some(hit) => Some(hit),
+        None => {
+            let read = users_db::session_user(&app.db, &claims.jti, now)
+                .await?
+                .map(Arc::new);
+            if let Some(found) = &read {
+                app.sessions.put(&claims.jti, epoch, found.clone());
+            }
+            read
+        }
+    };
+    let Some(found) = found.filter(|s| s.user.id == user_id) else {
         // A token we signed, for a session that is over (logout, disabled user, changed
         // password): the refusal is still that person's, for the audit trail.
         let subject = users_db::get(&app.db, user_id)
@@ -226,13 +241,14 @@ pub async fn authenticate(
             .map(|u| u.username);
         return Err(unauthenticated_as(subject));
     };
+    let user = &found.user;
     Ok(Principal {
-        user_id: found.user.id,
-        username: found.user.username,
-        display_name: found.user.display_name,
-        department: found.user.department,
-        email: found.user.email,
-        roles: found.roles,
+        user_id: user.id,
+        username: user.username.clone(),
+        display_name: user.display_name.clone(),
+        department: user.department.clone(),
+        email: user.email.clone(),
+        roles: found.roles.clone(),
         session_id: claims.jti,
     })
 }

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod notify;
 pub mod users;
 pub mod vault;
+pub mod watch;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
 
+pub use watch::Epoch;
+
 /// Which database engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -28,21 +31,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// The pool, this process's [`Epoch`] and, on SQLite, its queue of writers (see [`Db::begin`]).
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// The pool and this process's queue of SQLite writers (see [`Db::begin`]).
-    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
-    Postgres(PgPool),
+    Sqlite(SqlitePool, Arc<Epoch>, Arc<tokio::sync::Mutex<()>>),
+    Postgres(PgPool, Arc<Epoch>),
 }
 
 /// A write transaction. On SQLite it is `BEGIN IMMEDIATE`, so read-then-write never deadlocks,
-/// and it holds this process's writer turn until it ends.
+/// and it holds this process's writer turn until it ends. Its commit moves the [`Epoch`].
 pub enum Tx {
     Sqlite(
         sqlx::Transaction<'static, Sqlite>,
+        Arc<Epoch>,
         tokio::sync::OwnedMutexGuard<()>,
     ),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres(sqlx::Transaction<'static, Postgres>, Arc<Epoch>),
 }
 
 /// Runs `$body` with `$c` bound to the transaction's connection, once per backend.
@@ -50,11 +54,11 @@ pub enum Tx {
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
-            $crate::db::Tx::Sqlite(t, _) => {
+            $crate::db::Tx::Sqlite(t, ..) => {
                 let $c = &mut **t;
                 $body
             }
-            $crate::db::Tx::Postgres(t) => {
+            $crate::db::Tx::Postgres(t, _) => {
                 let $c = &mut **t;
                 $body
             }
@@ -67,8 +71,8 @@ macro_rules! on_tx {
 macro_rules! on_pool {
     ($db:expr, |$c:ident| $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($c, _) => $body,
-            $crate::db::Db::Postgres($c) => $body,
+            $crate::db::Db::Sqlite($c, ..) => $body,
+            $crate::db::Db::Postgres($c, _) => $body,
         }
     };
 }
@@ -149,7 +153,7 @@ impl Db {
                 .min_connections(1)
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Sqlite(pool, Arc::default()))
+            Ok(Db::Sqlite(pool, Arc::default(), Arc::default()))
         } else {
             let opts = PgConnectOptions::from_str(url)?;
             let pool: PgPoolOptions = pool_options();
@@ -158,22 +162,29 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::Postgres(pool, Arc::default()))
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(..) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
+        }
+    }
+
+    /// This process's count of committed changes (see [`Epoch`]).
+    pub fn epoch(&self) -> &Epoch {
+        match self {
+            Db::Sqlite(_, e, _) | Db::Postgres(_, e) => e,
         }
     }
 
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite(p, _) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Db::Sqlite(p, ..) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Postgres(p, _) => sqlx::migrate!("./migrations/postgres").run(p).await?,
         }
         Ok(())
     }
@@ -185,11 +196,11 @@ impl Db {
     /// the busy timeout.
     pub async fn begin(&self) -> Result<Tx> {
         Ok(match self {
-            Db::Sqlite(p, writers) => {
+            Db::Sqlite(p, epoch, writers) => {
                 let turn = sqlite_turn(writers).await?;
-                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, epoch.clone(), turn)
             }
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Postgres(p, epoch) => Tx::Postgres(p.begin().await?, epoch.clone()),
         })
     }
 
@@ -198,13 +209,13 @@ impl Db {
     /// while queued transactions keep taking the lock. `None` on PostgreSQL.
     pub async fn write_turn(&self) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>> {
         match self {
-            Db::Sqlite(_, writers) => {
+            Db::Sqlite(_, _, writers) => {
                 tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
                     .await
                     .map(Some)
                     .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))
             }
-            Db::Postgres(_) => Ok(None),
+            Db::Postgres(..) => Ok(None),
         }
     }
 
@@ -223,18 +234,27 @@ impl Db {
 }
 
 impl Tx {
+    /// Commits, then moves the epoch: whatever was read before this commit is now stale for
+    /// the caches of this process (other instances hear of it from the database, see [`watch`]).
     pub async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(t, _turn) => t.commit().await?,
-            Tx::Postgres(t) => t.commit().await?,
-        }
+        let epoch = match self {
+            Tx::Sqlite(t, epoch, _turn) => {
+                t.commit().await?;
+                epoch
+            }
+            Tx::Postgres(t, epoch) => {
+                t.commit().await?;
+                epoch
+            }
+        };
+        epoch.advance();
         Ok(())
     }
 
     pub fn backend(&self) -> Backend {
         match self {
             Tx::Sqlite(..) => Backend::Sqlite,
-            Tx::Postgres(_) => Backend::Postgres,
+            Tx::Postgres(..) => Backend::Postgres,
         }
     }
 }

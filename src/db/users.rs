@@ -143,6 +143,9 @@ pub async fn update(
 pub struct SessionUser {
     pub user: User,
     pub roles: Vec<String>,
+    /// When this answer runs out by itself: the session's end or the first expiry of a grant
+    /// in force, whichever comes first.
+    pub valid_until: DateTime<Utc>,
 }
 
 pub async fn insert_session(
@@ -177,9 +180,12 @@ pub async fn session_user(
         #[sqlx(flatten)]
         user: User,
         role: Option<String>,
+        session_expires_at: DateTime<Utc>,
+        grant_expires_at: Option<DateTime<Utc>>,
     }
     let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
-               u.created_at, u.updated_at, g.role FROM sessions s JOIN users u ON u.id = s.user_id \
+               u.created_at, u.updated_at, g.role, s.expires_at AS session_expires_at, \
+               g.expires_at AS grant_expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
                LEFT JOIN role_grants g ON g.user_id = u.id \
                AND (g.expires_at IS NULL OR g.expires_at > $2) \
                WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.active \
@@ -189,8 +195,14 @@ pub async fn session_user(
         .bind(now)
         .fetch_all(p)
         .await)?;
+    let valid_until = rows
+        .iter()
+        .filter_map(|r| r.grant_expires_at)
+        .fold(rows.first().map(|r| r.session_expires_at), |until, g| {
+            until.map(|u| u.min(g))
+        });
     let mut rows = rows.into_iter();
-    let Some(first) = rows.next() else {
+    let (Some(first), Some(valid_until)) = (rows.next(), valid_until) else {
         return Ok(None);
     };
     let roles = std::iter::once(first.role)
@@ -200,6 +212,7 @@ pub async fn session_user(
     Ok(Some(SessionUser {
         user: first.user,
         roles,
+        valid_until,
     }))
 }
 

@@ -1,12 +1,12 @@
 //! Login, sessions and attacks on tokens.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{ADMIN_PASSWORD, JWT_SECRET_HEX, TestServer, body, problem};
+use crate::harness::{ADMIN_PASSWORD, JWT_SECRET_HEX, TestServer, USER_PASSWORD, body, problem};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -317,6 +317,100 @@ crate::both_backends!(disable_and_password_change_end_sessions, |srv| {
         "invalid_credentials",
     )
     .await;
+});
+
+/// Asks `path` until it answers `want` (at most 5 s); how long that took.
+async fn answers_within(srv: &TestServer, path: &str, token: &str, want: StatusCode) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = srv.get(path, token).await.status();
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{path}: still {got} after 5 s, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until `srv` answers repeated requests from its session cache (its database watcher
+/// listens), so the checks that follow exercise the cache, not a fresh read.
+async fn cache_in_use(srv: &TestServer, token: &str) {
+    let start = Instant::now();
+    loop {
+        let before = srv.app.sessions.hits();
+        assert_eq!(me_status(srv, token).await, StatusCode::OK);
+        assert_eq!(me_status(srv, token).await, StatusCode::OK);
+        if srv.app.sessions.hits() > before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the session cache is never used"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const CHECK: &str = "/api/v1/authz/check?permission=change.create";
+
+async fn may_file(srv: &TestServer, token: &str) -> bool {
+    body(srv.get(CHECK, token).await).await["allowed"] == true
+}
+
+crate::both_backends!(cached_sessions_end_with_what_ends_them, |srv| {
+    let admin = srv.admin().await;
+    let (id, token) = srv.user_with(&admin, "op.cache", &["tech_operator"]).await;
+    let other = srv.second_instance().await;
+    cache_in_use(srv, &token).await;
+    cache_in_use(&other, &token).await;
+    assert!(may_file(srv, &token).await && may_file(&other, &token).await);
+
+    // A revoked role: the very next request on the instance that revoked it; the other
+    // instance as soon as the database tells it.
+    let r = srv
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/users/{id}/roles/tech_operator"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!may_file(srv, &token).await, "next request, same instance");
+    let start = Instant::now();
+    while may_file(&other, &token).await {
+        assert!(start.elapsed() < Duration::from_secs(5), "other instance");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let revoke_lag = start.elapsed();
+
+    // Logout on the other instance.
+    let r = other
+        .call(Method::POST, "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me_status(&other, &token).await, StatusCode::UNAUTHORIZED);
+    let logout_lag = answers_within(srv, "/api/v1/me", &token, StatusCode::UNAUTHORIZED).await;
+
+    // Somebody with database access disables the user behind the service's back.
+    let token = srv.token("op.cache", USER_PASSWORD).await;
+    cache_in_use(srv, &token).await;
+    cache_in_use(&other, &token).await;
+    srv.sql(&["UPDATE users SET active = FALSE WHERE username = 'op.cache'"])
+        .await
+        .unwrap();
+    let sql_lag = answers_within(srv, "/api/v1/me", &token, StatusCode::UNAUTHORIZED).await;
+    let sql_lag_other =
+        answers_within(&other, "/api/v1/me", &token, StatusCode::UNAUTHORIZED).await;
+    eprintln!(
+        "{:?}: seen by the other instance after: revoke {revoke_lag:?}, logout {logout_lag:?}; \
+         direct SQL seen after {sql_lag:?} / {sql_lag_other:?}",
+        srv.backend
+    );
+    other.stop().await;
 });
 
 crate::both_backends!(weak_passwords_are_refused, |srv| {

@@ -64,6 +64,8 @@ pub struct Options {
     /// Concurrent password hashes: 2 for tests (many servers share the cores); `None` is the
     /// service's own default (the benches measure that).
     pub hash_concurrency: Option<usize>,
+    /// `CHANGEGUARD_SESSION_CACHE` (on by default, as in the service).
+    pub session_cache: bool,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             join: None,
             smtp_url: None,
             hash_concurrency: Some(2),
+            session_cache: true,
         }
     }
 }
@@ -118,6 +121,7 @@ impl TestServer {
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
             key_dir: Some(key_dir),
             hash_concurrency: opts.hash_concurrency,
+            session_cache: opts.session_cache,
             smtp_url: opts.smtp_url.map(SecretString::from),
             outbox_dir: dir.path().join("outbox"),
             ..Settings::default()
