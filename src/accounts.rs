@@ -203,7 +203,9 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
         None => None,
     };
     let mut tx = app.db.begin().await?;
-    let disabling = req.active == Some(false) && current.active;
+    // Not `current.active`: it was read before the transaction, and an enable committed since
+    // would let this disable skip ending the sessions and the last-admin check.
+    let disabling = req.active == Some(false);
     let removes_last_admin = disabling && is_last_admin(&mut tx, id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,

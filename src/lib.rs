@@ -29,6 +29,13 @@ pub mod vault;
 pub mod workdays;
 
 use std::ops::Deref;
+
+/// mimalloc instead of the system allocator: a request allocates and frees many small buffers
+/// across the runtime's worker threads, where glibc's malloc spends its time in arena locks
+/// (measured: benches/RESULTS.md). Declared in the library so the service, its tests and its
+/// benches run on the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use anyhow::Context as _;

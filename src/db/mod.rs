@@ -236,18 +236,19 @@ impl Db {
 impl Tx {
     /// Commits, then moves the epoch: whatever was read before this commit is now stale for
     /// the caches of this process (other instances hear of it from the database, see [`watch`]).
+    /// The epoch moves even if the commit fails or is cancelled midway: the database may have
+    /// applied it all the same.
     pub async fn commit(self) -> Result<()> {
-        let epoch = match self {
+        match self {
             Tx::Sqlite(t, epoch, _turn) => {
+                let _moves = watch::AdvanceOnDrop(epoch);
                 t.commit().await?;
-                epoch
             }
             Tx::Postgres(t, epoch) => {
+                let _moves = watch::AdvanceOnDrop(epoch);
                 t.commit().await?;
-                epoch
             }
-        };
-        epoch.advance();
+        }
         Ok(())
     }
 

@@ -27,6 +27,9 @@ pub const CHANNEL: &str = "changeguard_auth";
 /// How often the SQLite watcher looks for commits of other processes.
 pub const SQLITE_POLL: Duration = Duration::from_millis(200);
 
+/// A PostgreSQL watcher that heard nothing for this long checks its connection.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
+
 /// Pause before a lost watcher connects again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -65,6 +68,24 @@ impl Epoch {
     }
 }
 
+/// Moves the epoch when dropped: after a commit, whether it succeeded, failed or was cancelled.
+pub(super) struct AdvanceOnDrop(pub(super) Arc<Epoch>);
+
+impl Drop for AdvanceOnDrop {
+    fn drop(&mut self) {
+        self.0.advance();
+    }
+}
+
+/// Stops serving cached reads when the watcher task ends (aborted at shutdown, or panicked).
+struct DeafOnDrop(Arc<Epoch>);
+
+impl Drop for DeafOnDrop {
+    fn drop(&mut self) {
+        self.0.stop_watching();
+    }
+}
+
 /// Starts this process's watcher of the database; abort the handle to stop it.
 pub fn spawn(db: &Db) -> tokio::task::JoinHandle<()> {
     match db {
@@ -74,12 +95,22 @@ pub fn spawn(db: &Db) -> tokio::task::JoinHandle<()> {
 }
 
 async fn watch_postgres(pool: PgPool, epoch: Arc<Epoch>) {
+    let _deaf = DeafOnDrop(epoch.clone());
     loop {
         match listen(&pool).await {
             Ok(mut listener) => {
                 epoch.start_watching();
                 loop {
-                    match listener.try_recv().await {
+                    // A connection cut without a word (a half-open TCP connection) would wait
+                    // forever: after a quiet spell, ask the server something.
+                    let next = match tokio::time::timeout(PROBE_AFTER, listener.try_recv()).await {
+                        Ok(next) => next,
+                        Err(_) => match probe(&mut listener).await {
+                            Ok(()) => continue,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match next {
                         Ok(Some(_)) => epoch.advance(),
                         Ok(None) => {
                             epoch.stop_watching();
@@ -103,6 +134,13 @@ async fn watch_postgres(pool: PgPool, epoch: Arc<Epoch>) {
     }
 }
 
+async fn probe(listener: &mut PgListener) -> Result<(), sqlx::Error> {
+    match tokio::time::timeout(PROBE_AFTER, sqlx::query("SELECT 1").execute(listener)).await {
+        Ok(done) => done.map(|_| ()),
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANNEL).await?;
@@ -110,6 +148,7 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 }
 
 async fn watch_sqlite(pool: SqlitePool, epoch: Arc<Epoch>) {
+    let _deaf = DeafOnDrop(epoch.clone());
     loop {
         match pool.acquire().await {
             Ok(conn) => {

@@ -140,11 +140,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
-    let Some(info) = matched
-        .as_deref()
-        .and_then(|p| gate.table.get(&method, p))
-        .cloned()
-    else {
+    let Some(info) = matched.as_deref().and_then(|p| gate.table.get(&method, p)) else {
         // Every handler is declared (the table is built from the same OpenAPI document and
         // start-up fails on an undeclared one), so an unknown method on a known path is a 405.
         let allow = matched
@@ -165,45 +161,56 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     let app = &gate.app;
     let now = app.now();
     let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+    // What the audit entry of a refused write needs; a read needs none of it.
+    let request_id = write
+        .then(|| req.headers().get("x-request-id")?.to_str().ok())
+        .flatten()
         .map(str::to_string);
-    let path = req.uri().path().to_string();
-    let token = bearer(req.headers()).map(str::to_string);
+    let path = if write {
+        req.uri().path().to_string()
+    } else {
+        String::new()
+    };
+    let token = bearer(req.headers());
 
     // Who is calling (kept for the audit entry even when refused), then may they.
     let admitted: Result<Option<Principal>, (Option<Principal>, Error)> = match &info.access {
         Access::Public => Ok(None),
-        Access::Authenticated => crate::auth::authenticate(app, token.as_deref(), now)
+        Access::Authenticated => crate::auth::authenticate(app, token, now)
             .await
             .map(Some)
             .map_err(|e| (None, e)),
-        Access::Permission(p) => {
-            match crate::auth::authenticate(app, token.as_deref(), now).await {
-                Err(e) => Err((None, e)),
-                Ok(who) => {
-                    let d =
-                        app.policies
-                            .authorizer
-                            .decide(&who, p, &Resource::Api, &Facts::default());
-                    if d.allowed {
-                        Ok(Some(who))
-                    } else {
-                        Err((Some(who), Error::forbidden(d.policy_ids)))
-                    }
+        Access::Permission(p) => match crate::auth::authenticate(app, token, now).await {
+            Err(e) => Err((None, e)),
+            Ok(who) => {
+                let d = app
+                    .policies
+                    .authorizer
+                    .decide(&who, p, &Resource::Api, &Facts::default());
+                if d.allowed {
+                    Ok(Some(who))
+                } else {
+                    Err((Some(who), Error::forbidden(d.policy_ids)))
                 }
             }
-        }
+        },
     };
     let (principal, response) = match admitted {
         Ok(principal) => {
-            if let Some(p) = &principal {
-                req.extensions_mut().insert(p.clone());
-            }
+            // A read's principal goes to the handler; a write's is kept for the audit too.
+            let kept = match principal {
+                Some(p) if write => {
+                    req.extensions_mut().insert(p.clone());
+                    Some(p)
+                }
+                Some(p) => {
+                    req.extensions_mut().insert(p);
+                    None
+                }
+                None => None,
+            };
             let resp = next.run(req).await;
-            (principal, resp)
+            (kept, resp)
         }
         Err((who, e)) => (who, ApiError::from(e).into_response()),
     };
