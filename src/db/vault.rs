@@ -100,12 +100,15 @@ pub async fn promote_master(tx: &mut Tx, old: &str, new: &str, now: DateTime<Utc
 
 /// How many sealed rows each master key wraps (credentials and TOTP secrets).
 pub async fn wrapped_counts(db: &Db) -> Result<Vec<(String, i64)>> {
-    Ok(on_pool!(db, |p| sqlx::query_as::<_, (String, i64)>(
+    Ok(on_pool!(db, |p| {
+        sqlx::query_as::<_, (String, i64)>(
         "SELECT master_key_id, COUNT(*) FROM (SELECT master_key_id FROM credentials \
-         UNION ALL SELECT master_key_id FROM totp) t GROUP BY master_key_id ORDER BY master_key_id"
+         UNION ALL SELECT master_key_id FROM totp UNION ALL SELECT master_key_id FROM totp_pending) t \
+         GROUP BY master_key_id ORDER BY master_key_id"
     )
     .fetch_all(p)
-    .await)?)
+    .await
+    })?)
 }
 
 // ---------------------------------------------------------------- credentials
@@ -543,6 +546,107 @@ pub async fn put_totp(tx: &mut Tx, user_id: i64, s: &Sealed, now: DateTime<Utc>)
     Ok(())
 }
 
+/// A replacement secret for a user whose confirmed factor stays in force until it is confirmed.
+pub async fn put_totp_pending(
+    tx: &mut Tx,
+    user_id: i64,
+    s: &Sealed,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    on_tx!(tx, |c| {
+        sqlx::query(
+            "INSERT INTO totp_pending (user_id, key_id, master_key_id, wrapped_key, nonce, \
+             ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (user_id) DO UPDATE SET key_id = $2, master_key_id = $3, \
+             wrapped_key = $4, nonce = $5, ciphertext = $6, created_at = $7",
+        )
+        .bind(user_id)
+        .bind(&s.key_id)
+        .bind(&s.master_key_id)
+        .bind(&s.wrapped_key)
+        .bind(&s.nonce)
+        .bind(&s.ciphertext)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+pub async fn delete_totp_pending(tx: &mut Tx, user_id: i64) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "DELETE FROM totp_pending WHERE user_id = $1"
+    )
+    .bind(user_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The replacement secret waiting for confirmation, locked for the transaction (PostgreSQL: a
+/// master key rotation cannot re-wrap it while it is being promoted).
+pub async fn totp_pending_for_update(tx: &mut Tx, user_id: i64) -> Result<Option<Sealed>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        key_id: String,
+        master_key_id: String,
+        wrapped_key: Vec<u8>,
+        nonce: Vec<u8>,
+        ciphertext: Vec<u8>,
+    }
+    let sql = match tx.backend() {
+        Backend::Postgres => {
+            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext FROM totp_pending \
+             WHERE user_id = $1 FOR UPDATE"
+        }
+        Backend::Sqlite => {
+            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext FROM totp_pending \
+             WHERE user_id = $1"
+        }
+    };
+    let r = on_tx!(tx, |c| sqlx::query_as::<_, Row>(sql)
+        .bind(user_id)
+        .fetch_optional(c)
+        .await)?;
+    Ok(r.map(|r| Sealed {
+        key_id: r.key_id,
+        master_key_id: r.master_key_id,
+        wrapped_key: r.wrapped_key,
+        nonce: r.nonce,
+        ciphertext: r.ciphertext,
+    }))
+}
+
+/// The replacement secret was confirmed at `step`: it becomes the user's factor, the old one
+/// is gone.
+pub async fn promote_totp_pending(
+    tx: &mut Tx,
+    user_id: i64,
+    s: &Sealed,
+    step: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE totp SET key_id = $2, master_key_id = $3, wrapped_key = $4, nonce = $5, \
+         ciphertext = $6, confirmed = TRUE, last_step = $7, failures = 0, blocked_until = NULL, \
+         created_at = $8, confirmed_at = $8 WHERE user_id = $1"
+    )
+    .bind(user_id)
+    .bind(&s.key_id)
+    .bind(&s.master_key_id)
+    .bind(&s.wrapped_key)
+    .bind(&s.nonce)
+    .bind(&s.ciphertext)
+    .bind(step)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    delete_totp_pending(tx, user_id).await
+}
+
 /// The TOTP state of a user, locked for the rest of the transaction (PostgreSQL).
 pub async fn totp_for_update(tx: &mut Tx, user_id: i64) -> Result<Option<TotpRow>> {
     let sql = match tx.backend() {
@@ -685,11 +789,13 @@ struct WrapDb {
 
 /// Up to `limit` rows still wrapped by `master_key_id`, locked for the transaction.
 pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<Vec<WrappedRow>> {
-    let (creds, totps) = match tx.backend() {
+    let (creds, totps, pending) = match tx.backend() {
         Backend::Postgres => (
             "SELECT id, key_id, master_key_id, wrapped_key FROM credentials \
              WHERE master_key_id = $1 ORDER BY id LIMIT $2 FOR UPDATE",
             "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp \
+             WHERE master_key_id = $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
+            "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp_pending \
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
         ),
         Backend::Sqlite => (
@@ -697,12 +803,18 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
              WHERE master_key_id = $1 ORDER BY id LIMIT $2",
             "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp \
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2",
+            "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp_pending \
+             WHERE master_key_id = $1 ORDER BY user_id LIMIT $2",
         ),
     };
     // One table per batch: a batch holding credential rows and then waiting for a TOTP row
     // would deadlock with a reveal, which locks the caller's TOTP row and then the credential.
     let mut out = Vec::new();
-    for (table, sql) in [("credentials", creds), ("totp", totps)] {
+    for (table, sql) in [
+        ("credentials", creds),
+        ("totp", totps),
+        ("totp_pending", pending),
+    ] {
         let left = limit - out.len() as i64;
         if left <= 0 || !out.is_empty() {
             break;
@@ -733,8 +845,12 @@ pub async fn store_wrapped(tx: &mut Tx, row: &WrappedRow, new: &Sealed) -> Resul
         "credentials" => {
             "UPDATE credentials SET master_key_id = $3, wrapped_key = $4 WHERE id = $1 AND key_id = $2"
         }
-        _ => {
+        "totp" => {
             "UPDATE totp SET master_key_id = $3, wrapped_key = $4 WHERE user_id = $1 AND key_id = $2"
+        }
+        _ => {
+            "UPDATE totp_pending SET master_key_id = $3, wrapped_key = $4 \
+             WHERE user_id = $1 AND key_id = $2"
         }
     };
     on_tx!(tx, |c| sqlx::query(sql)

@@ -46,7 +46,14 @@ pub async fn check(
             "尚未登记动态口令（POST /api/v1/me/totp） / No TOTP enrolled yet (POST /api/v1/me/totp)",
         )));
     };
-    if row.confirmed == confirming {
+    // Confirming a replacement: the confirmed factor stays in force until the new one is
+    // confirmed with a code from the new phone.
+    let pending = if confirming && row.confirmed {
+        db::totp_pending_for_update(tx, user_id).await?
+    } else {
+        None
+    };
+    if row.confirmed == confirming && pending.is_none() {
         return Ok(Err(if confirming {
             Error::conflict(
                 "totp_already_confirmed",
@@ -79,9 +86,10 @@ pub async fn check(
             return Ok(Ok(()));
         }
     } else {
+        let sealed = pending.as_ref().unwrap_or(&row.sealed);
         let secret = app
             .vault
-            .open(tx, binding(user_id), &row.sealed)
+            .open(tx, binding(user_id), sealed)
             .await
             .map_err(crypto_error)?;
         let Some(secret) = totp::decode(secret.expose_secret()) else {
@@ -92,6 +100,11 @@ pub async fn check(
         };
         let now_step = totp::step_of(now.timestamp());
         match totp::matching_step(&secret, code, now_step) {
+            // A replacement's codes were never used: the steps spent are the old factor's.
+            Some(step) if pending.is_some() => {
+                db::promote_totp_pending(tx, user_id, sealed, step, now).await?;
+                return Ok(Ok(()));
+            }
             Some(step) if step > row.last_step => {
                 db::totp_accept(tx, user_id, step, confirming, now).await?;
                 return Ok(Ok(()));

@@ -1000,9 +1000,10 @@ pub async fn enrol_totp(
     let now = app.now();
     let secret = Zeroizing::new(totp::new_secret());
     let mut tx = app.db.begin().await?;
-    if db::totp_for_update(&mut tx, who.user_id)
+    let replacing = db::totp_for_update(&mut tx, who.user_id)
         .await?
-        .is_some_and(|row| row.confirmed)
+        .is_some_and(|row| row.confirmed);
+    if replacing
         && let Err(e) = factor::check(app, &mut tx, who.user_id, current, false, now).await?
     {
         // The counted failure sticks; the gate audits the refusal.
@@ -1015,7 +1016,12 @@ pub async fn enrol_totp(
         factor::binding(who.user_id),
         totp::base32(&secret).as_bytes(),
     )?;
-    db::put_totp(&mut tx, who.user_id, &sealed, now).await?;
+    if replacing {
+        // The phone in use keeps working until the new one confirms a code.
+        db::put_totp_pending(&mut tx, who.user_id, &sealed, now).await?;
+    } else {
+        db::put_totp(&mut tx, who.user_id, &sealed, now).await?;
+    }
     let entry = Entry::ok(
         Some((who.user_id, &who.username)),
         "totp.enrol",

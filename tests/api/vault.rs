@@ -1434,22 +1434,106 @@ crate::both_backends!(
         .await;
         let fresh = totp::decode(e["secret"].as_str().unwrap()).unwrap();
         assert_ne!(fresh, secret);
-        // The new key counts once confirmed with a code from the new phone.
-        let confirmed = || async {
+        // Until the new phone confirms a code, the old one stays in force (a replacement
+        // abandoned half-way locks nobody out).
+        assert!(
             changeguard::db::vault::has_confirmed_totp(&srv.app.db, v.op_id)
                 .await
                 .unwrap()
-        };
-        assert!(!confirmed().await);
+        );
+        let fresh_codes = |code: String| json!({"code": code});
+        let r = srv
+            .post(
+                "/api/v1/me/totp/recovery-codes",
+                &v.op,
+                fresh_codes(totp::code_at(&secret, step + 1)),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "the old phone still works");
+
+        // A master key rotation re-wraps the waiting secret with the others.
+        let before: i64 = changeguard::db::vault::wrapped_counts(&srv.app.db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        let rotated = changeguard::vault::rotate::rotate(
+            &srv.app.settings,
+            &srv.app.db,
+            &srv.app.vault,
+            Utc::now,
+        )
+        .await
+        .unwrap();
+        let after = changeguard::db::vault::wrapped_counts(&srv.app.db)
+            .await
+            .unwrap();
+        assert_eq!(after, vec![(rotated.new_key_id.clone(), before)]);
+
+        // Confirmed with a code from the new phone, the new secret takes the old one's place
+        // (a code of the same step as the one just spent on the old phone is fine: the new
+        // secret's codes were never used).
+        problem(
+            srv.post("/api/v1/me/totp/confirm", &v.op, json!({"code": wrong}))
+                .await,
+            StatusCode::FORBIDDEN,
+            "totp_invalid",
+        )
+        .await;
         let r = srv
             .post(
                 "/api/v1/me/totp/confirm",
                 &v.op,
-                json!({"code": totp::code_at(&fresh, step)}),
+                json!({"code": totp::code_at(&fresh, step + 1)}),
             )
             .await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert!(confirmed().await);
+        problem(
+            srv.post(
+                "/api/v1/me/totp/confirm",
+                &v.op,
+                json!({"code": totp::code_at(&fresh, step + 1)}),
+            )
+            .await,
+            StatusCode::CONFLICT,
+            "totp_already_confirmed",
+        )
+        .await;
+        let old_code = totp::code_at(&secret, step + 1);
+        if old_code != totp::code_at(&fresh, step + 1) {
+            problem(
+                srv.post(
+                    "/api/v1/me/totp/recovery-codes",
+                    &v.op,
+                    fresh_codes(old_code),
+                )
+                .await,
+                StatusCode::FORBIDDEN,
+                "totp_invalid",
+            )
+            .await;
+        }
+        let r = srv
+            .post(
+                "/api/v1/me/totp/recovery-codes",
+                &v.op,
+                fresh_codes(totp::code_at(&fresh, step - 1)),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "an older step than the confirming one is spent"
+        );
+        let r = srv
+            .post(
+                "/api/v1/me/totp/recovery-codes",
+                &v.op,
+                fresh_codes(totp::code_at(&fresh, step + 1)),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "replayed");
         let audit = body(srv.get("/api/v1/audit?limit=50", &v.admin).await).await;
         let refused = audit
             .as_array()

@@ -196,7 +196,8 @@ pub struct TotpReEnrol {
 
 /// Starts TOTP enrolment: the secret, its otpauth URI and a QR code of it. Replacing a
 /// confirmed second factor needs a current code or recovery code (`{"code"}`); a first
-/// enrolment needs no body.
+/// enrolment needs no body. A replacement waits for `/confirm`: until then the confirmed
+/// factor stays in force.
 #[utoipa::path(post, path = "/api/v1/me/totp", tag = "vault", operation_id = "me.totp_enrol",
     request_body(content = Option<TotpReEnrol>), security(("bearer" = [])),
     responses((status = 200, body = TotpEnrolment),
@@ -217,7 +218,8 @@ pub struct TotpCode {
     pub code: String,
 }
 
-/// Confirms enrolment with a current code.
+/// Confirms enrolment (or a pending replacement, which then takes the old factor's place)
+/// with a current code of the new secret.
 #[utoipa::path(post, path = "/api/v1/me/totp/confirm", tag = "vault", operation_id = "me.totp_confirm",
     request_body = TotpCode, security(("bearer" = [])),
     responses((status = 204), (status = 403, body = Problem, description = "totp_invalid, totp_replayed, totp_not_enrolled"),
