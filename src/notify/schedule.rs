@@ -26,15 +26,17 @@ pub enum Job {
     Expiry,
     CalendarWarning,
     RotationReminder,
+    AuditVerify,
 }
 
 impl Job {
-    pub const ALL: [Job; 5] = [
+    pub const ALL: [Job; 6] = [
         Job::Digest,
         Job::Reminder,
         Job::Expiry,
         Job::CalendarWarning,
         Job::RotationReminder,
+        Job::AuditVerify,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Job {
             Job::Expiry => "expiry",
             Job::CalendarWarning => "calendar_warning",
             Job::RotationReminder => "rotation_reminder",
+            Job::AuditVerify => "audit_verify",
         }
     }
 
@@ -55,6 +58,7 @@ impl Job {
             Job::Expiry => &s.expiry,
             Job::CalendarWarning => &s.calendar_warning,
             Job::RotationReminder => &s.rotation_reminder,
+            Job::AuditVerify => &s.audit_verify,
         }
     }
 
@@ -63,7 +67,7 @@ impl Job {
     /// week, expiry always.
     fn useful(self, slot: DateTime<Tz>, now: DateTime<Tz>) -> bool {
         match self {
-            Job::Digest | Job::Reminder | Job::RotationReminder => {
+            Job::Digest | Job::Reminder | Job::RotationReminder | Job::AuditVerify => {
                 slot.date_naive() == now.date_naive()
             }
             Job::CalendarWarning => now - slot < chrono::Duration::days(7),
@@ -118,6 +122,7 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
             Job::RotationReminder => rotation_reminder(app, slot.date_naive(), now)
                 .await
                 .map(|_| ()),
+            Job::AuditVerify => audit_verify(app, now).await.map(|_| ()),
         };
         if let Err(e) = r {
             // The slot stays claimed: the next slot tries again (expiry runs every minute).
@@ -297,6 +302,48 @@ async fn rotation_reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> R
         return Ok(0);
     }
     crate::vault::remind_rotation(app, now).await
+}
+
+/// Walks the whole audit chain. Intact: logged, and the gauge `changeguard_audit_chain_intact`
+/// is 1. Broken: the gauge is 0, an error is logged, the finding is appended to the trail and
+/// e-mailed (`audit_broken`). Ok(true): intact.
+async fn audit_verify(app: &App, now: DateTime<Utc>) -> Result<bool> {
+    let v = crate::db::audit::verify(&app.db, &app.sealer).await?;
+    metrics::gauge!("changeguard_audit_chain_intact").set(if v.ok { 1.0 } else { 0.0 });
+    if v.ok {
+        tracing::info!(entries = v.entries, "audit chain verified: intact");
+        return Ok(true);
+    }
+    let mut entry =
+        crate::audit::Entry::ok(None, "audit.verify_scheduled", "audit_log".to_string())
+            .with_details(
+                json!({"ok": v.ok, "entries": v.entries, "first_bad_entry": v.first_bad_entry}),
+            );
+    let first_bad = v
+        .first_bad_entry
+        .map_or_else(|| "—".to_string(), |n| n.to_string());
+    tracing::error!(entries = v.entries, first_bad_entry = %first_bad, reason = ?v.reason, "AUDIT CHAIN BROKEN");
+    entry.code = Some("audit_chain_broken".into());
+    entry.reason = v.reason.clone();
+    let bulletin = super::Bulletin::new(
+        app,
+        "审计轨迹校验失败：记录可能被篡改",
+        "Audit trail verification failed: entries may have been tampered with",
+    )
+    .fact(app, "首个异常记录", "First bad entry", &first_bad)
+    .fact(app, "已校验记录数", "Entries checked", v.entries)
+    .fact(app, "原因", "Reason", v.reason.as_deref().unwrap_or("—"))
+    .link(app, "/console/audit");
+    let tx = app.db.begin().await?;
+    super::commit_with_bulletin(
+        app,
+        tx,
+        ("audit_broken", super::Parties::default(), &bulletin),
+        &entry,
+        now,
+    )
+    .await?;
+    Ok(false)
 }
 
 /// From 1 November: next year's calendar missing → a warning to the admins.

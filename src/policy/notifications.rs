@@ -30,13 +30,14 @@ pub const EVENTS: &[&str] = &[
     "rotation_reminder",
     "grant_requested",
     "grant_decided",
+    "audit_broken",
 ];
 
 /// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
 /// `custodian`) it may use. Roles and fixed mailboxes fit every event.
 pub fn parties_of(event: &str) -> &'static [&'static str] {
     match event {
-        "digest" | "calendar_missing" => &[],
+        "digest" | "calendar_missing" | "audit_broken" => &[],
         // A disclosure: who asked for it and the asset's custodian.
         "disclosure_requested" | "disclosure_decided" => &["requester", "custodian"],
         // A reveal: the person who revealed the secret.
@@ -82,10 +83,17 @@ pub struct Schedules {
     /// Reminds whoever revealed a secret for a change until it is rotated.
     #[serde(default = "default_rotation_reminder")]
     pub rotation_reminder: String,
+    /// Verifies the whole audit chain; a broken one is e-mailed (`audit_broken`).
+    #[serde(default = "default_audit_verify")]
+    pub audit_verify: String,
 }
 
 fn default_rotation_reminder() -> String {
     "0 0 9 * * *".into()
+}
+
+fn default_audit_verify() -> String {
+    "0 0 2 * * *".into()
 }
 
 /// One recipient rule.
@@ -218,6 +226,7 @@ impl NotifyPolicy {
             ("expiry", &s.expiry),
             ("calendar_warning", &s.calendar_warning),
             ("rotation_reminder", &s.rotation_reminder),
+            ("audit_verify", &s.audit_verify),
         ] {
             if let Err(e) = cron::Schedule::from_str(expr) {
                 return Err(at(

@@ -253,3 +253,119 @@ crate::both_backends!(a_different_audit_key_refuses_to_start, |srv| {
         true
     );
 });
+
+/// An entry's details, whether the API gives them as a document or as its canonical text.
+fn details(e: &serde_json::Value) -> serde_json::Value {
+    match &e["details"] {
+        serde_json::Value::String(s) => serde_json::from_str(s).unwrap(),
+        v => v.clone(),
+    }
+}
+
+/// Edits the audit row `seq` behind the service's back, as somebody with full database access
+/// who first disables the protection.
+async fn tamper(srv: &TestServer, seq: i64) {
+    let edit = format!("UPDATE audit_log SET actor = 'nobody' WHERE seq = {seq}");
+    let stmts: Vec<&str> = match srv.backend {
+        Backend::Sqlite => vec!["DROP TRIGGER audit_log_no_update", &edit],
+        Backend::Postgres => vec![
+            "ALTER TABLE audit_log DISABLE TRIGGER USER",
+            &edit,
+            "ALTER TABLE audit_log ENABLE TRIGGER USER",
+        ],
+    };
+    srv.sql(&stmts).await.unwrap();
+}
+
+// The daily verification (02:00 bank time) finds a chain edited behind the service's back:
+// the finding goes into the trail and to the compliance department and the admins.
+crate::both_backends!(
+    a_broken_chain_is_found_and_reported_by_the_schedule,
+    |srv| {
+        let admin = srv.admin().await;
+        srv.user_with(&admin, "he.compliance", &["compliance"])
+            .await;
+        let today = chrono::Utc::now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .date_naive();
+        let tick = |days: u64, minutes: i64| {
+            let app = srv.app.clone();
+            let t = crate::changes::at(today + chrono::Days::new(days), minutes);
+            async move {
+                changeguard::notify::schedule::tick(&app, t)
+                    .await
+                    .unwrap()
+                    .0
+                    .iter()
+                    .any(|(job, _)| *job == "audit_verify")
+            }
+        };
+        let broken_notices = || async {
+            let all = body(srv.get("/api/v1/notifications", &admin).await).await;
+            all.as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["kind"] == "audit_broken")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // The server's own scheduler runs today's slot with the real clock meanwhile: only
+        // the runs of the days ticked here (later than now) count.
+        let started = chrono::Utc::now();
+        let scheduled = || async {
+            let all = body(srv.get("/api/v1/audit?limit=200", &admin).await).await;
+            all.as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    e["action"] == "audit.verify_scheduled"
+                        && e["at"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<chrono::DateTime<chrono::Utc>>()
+                            .unwrap()
+                            > started
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+
+        assert!(!tick(1, 60).await, "01:00: not yet");
+        assert!(tick(1, 2 * 60 + 1).await);
+        assert!(!tick(1, 2 * 60 + 2).await, "one run per slot");
+        assert!(
+            scheduled().await.is_empty(),
+            "an intact chain is not an event"
+        );
+        assert!(broken_notices().await.is_empty());
+
+        tamper(srv, 2).await;
+        assert!(tick(2, 2 * 60 + 1).await);
+        let told = broken_notices().await;
+        assert_eq!(told.len(), 1, "{told:?}");
+        let mut to: Vec<&str> = told[0]["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        to.sort_unstable();
+        assert_eq!(
+            to,
+            vec!["admin@localhost.localdomain", "he.compliance@bank.example"]
+        );
+        assert!(
+            told[0]["subject"]
+                .as_str()
+                .unwrap()
+                .contains("审计轨迹校验失败"),
+            "{}",
+            told[0]["subject"]
+        );
+        let runs = scheduled().await;
+        assert_eq!(runs.len(), 1);
+        assert_eq!(details(&runs[0])["ok"], false);
+        assert_eq!(details(&runs[0])["first_bad_entry"], 2);
+        assert_eq!(runs[0]["code"], "audit_chain_broken");
+    }
+);
