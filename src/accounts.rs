@@ -272,7 +272,9 @@ async fn is_last_admin(tx: &mut crate::db::Tx, user_id: i64, now: DateTime<Utc>)
     if !target.active || !holds_admin {
         return Ok(false);
     }
-    Ok(users_db::count_active_holders(tx, "admin", user_id, now).await? == 0)
+    // Another admin counts only with a grant that cannot run out: else grant B `admin` for an
+    // hour, remove A's, and after the hour nobody administers the service.
+    Ok(users_db::count_permanent_holders(tx, "admin", user_id).await? == 0)
 }
 
 pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole) -> Result<Grant> {

@@ -7,7 +7,7 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
@@ -68,22 +68,37 @@ impl Hasher {
         })
     }
 
-    pub async fn hash(&self, password: &SecretString) -> Result<String> {
-        let _permit = self.permits.acquire().await.map_err(anyhow::Error::new)?;
-        let pw = password.clone();
-        let hashed = tokio::task::spawn_blocking(move || hash_blocking(pw.expose_secret()))
+    /// A slot for one hash, held by the blocking task itself: a request that ends early (client
+    /// gone, timeout) cannot free it while argon2 still runs.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit> {
+        Ok(self
+            .permits
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(anyhow::Error::new)??;
+            .map_err(anyhow::Error::new)?)
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String> {
+        let permit = self.slot().await?;
+        let pw = password.clone();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            hash_blocking(pw.expose_secret())
+        })
+        .await
+        .map_err(anyhow::Error::new)??;
         Ok(hashed)
     }
 
     /// Verifies `password` against `stored`, or against a dummy hash when `stored` is `None`.
     pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> Result<bool> {
-        let _permit = self.permits.acquire().await.map_err(anyhow::Error::new)?;
+        let permit = self.slot().await?;
         let real = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy.as_str().to_string(), str::to_string);
         let pw = password.clone();
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             PasswordHash::new(&hash)
                 .map(|parsed| {
                     Argon2::default()

@@ -364,21 +364,15 @@ pub async fn lock_admins(tx: &mut Tx) -> Result<()> {
     Ok(())
 }
 
-/// Active users holding `role` now, other than `except`.
-pub async fn count_active_holders(
-    tx: &mut Tx,
-    role: &str,
-    except: i64,
-    now: DateTime<Utc>,
-) -> Result<i64> {
+/// Active users other than `except` holding `role` without an expiry (a grant that runs out
+/// cannot be what keeps the service administered).
+pub async fn count_permanent_holders(tx: &mut Tx, role: &str, except: i64) -> Result<i64> {
     Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM role_grants g JOIN users u ON u.id = g.user_id \
-         WHERE g.role = $1 AND u.active AND u.id <> $2 \
-         AND (g.expires_at IS NULL OR g.expires_at > $3)"
+         WHERE g.role = $1 AND u.active AND u.id <> $2 AND g.expires_at IS NULL"
     )
     .bind(role)
     .bind(except)
-    .bind(now)
     .fetch_one(c)
     .await)?)
 }

@@ -148,6 +148,32 @@ crate::both_backends!(the_last_admin_stays, |srv| {
         srv.get("/api/v1/me", &second).await.status(),
         StatusCode::OK
     );
+
+    // An admin whose grant runs out does not count: else the service would be left without
+    // one when it does.
+    let (temp_id, _) = srv.user_with(&second, "temp.admin", &[]).await;
+    let expires = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let r = srv
+        .post(
+            &format!("/api/v1/users/{temp_id}/roles"),
+            &second,
+            json!({"role": "admin", "expires_at": expires}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let second_admin = format!("/api/v1/users/{second_id}/roles/admin");
+    let demote_second = || srv.call(Method::DELETE, &second_admin, Some(&second), None);
+    problem(demote_second().await, StatusCode::FORBIDDEN, "last_admin").await;
+    // With a permanent grant, the other admin does count.
+    let r = srv
+        .post(
+            &format!("/api/v1/users/{temp_id}/roles"),
+            &second,
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(demote_second().await.status(), StatusCode::NO_CONTENT);
 });
 
 crate::both_backends!(revoking_a_role_takes_effect_on_the_next_request, |srv| {
