@@ -23,8 +23,12 @@ use crate::db::{audit as audit_db, users as users_db};
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 
-/// Failures allowed before the rising delay starts.
-const FREE_FAILURES: i64 = 3;
+/// Failures from one address allowed before the rising delay starts for it.
+const FREE_FAILURES: u32 = 3;
+/// Failures of one account from anywhere allowed before the delay starts for the account: a
+/// guesser who spreads attempts over many addresses is slowed down too, while the real user,
+/// from their own address, keeps a few tries of their own before that.
+const FREE_ACCOUNT_FAILURES: u32 = 10;
 /// The delay never grows past this: a slow-down, never a lock-out.
 const MAX_DELAY_SECS: i64 = 15 * 60;
 
@@ -45,13 +49,14 @@ fn invalid_credentials(subject: Option<String>) -> Error {
     }
 }
 
-/// Delay after `failures` consecutive failures: none for the first three, then 1 s, 2 s, 4 s, …
-/// up to 15 minutes.
-pub fn delay_after(failures: i64) -> TimeDelta {
-    if failures < FREE_FAILURES {
+/// Delay after `failures` consecutive failures when `free` of them cost nothing: then 1 s, 2 s,
+/// 4 s … up to 15 minutes.
+pub fn delay_after(failures: i64, free: u32) -> TimeDelta {
+    let free = i64::from(free);
+    if failures < free {
         return TimeDelta::zero();
     }
-    let exp = (failures - FREE_FAILURES).min(20) as u32;
+    let exp = (failures - free).min(20) as u32;
     TimeDelta::seconds((1i64 << exp).min(MAX_DELAY_SECS))
 }
 
@@ -59,25 +64,50 @@ pub fn normalize_username(s: &str) -> String {
     s.trim().to_lowercase()
 }
 
-/// Counts a login attempt for `key` BEFORE the password is checked, in one serialized
-/// transaction: concurrent attempts cannot slip past the delay. Err: blocked for that long.
-/// The clock is read after the lock, so attempts are ordered as they were serialized.
-async fn claim_attempt(app: &App, key: &str) -> Result<()> {
+/// The throttle keys of a login attempt with the failures each allows for free: the account
+/// (any address), then the account from this address. Always in this order (lock order).
+fn throttle_keys(username: &str, client: Option<IpAddr>) -> Vec<(String, u32)> {
+    let mut keys = vec![(format!("account|{username}"), FREE_ACCOUNT_FAILURES)];
+    if let Some(ip) = client {
+        keys.push((format!("{username}|{ip}"), FREE_FAILURES));
+    }
+    keys
+}
+
+/// Counts a login attempt under every key BEFORE the password is checked, in one serialized
+/// transaction: concurrent attempts cannot slip past the delay. Err: a key is blocked for that
+/// long, and nothing is counted. The clock is read after the lock, so attempts are ordered as
+/// they were serialized.
+async fn claim_attempt(app: &App, keys: &[(String, u32)]) -> Result<()> {
     let mut tx = app.db.begin().await?;
-    let last = users_db::throttle_for_update(&mut tx, key).await?;
+    let mut counted = Vec::with_capacity(keys.len());
+    for (key, _) in keys {
+        counted.push(users_db::throttle_for_update(&mut tx, key).await?);
+    }
     let now = app.now();
-    let failures = match last {
-        Some((_, until)) if until > now => {
-            let secs = (until - now).num_seconds().max(1) as u64;
-            return Err(Error::TooManyRequests {
-                retry_after_secs: secs,
-                subject: None,
-            });
-        }
-        Some((f, _)) => f + 1,
-        None => 1,
-    };
-    users_db::set_throttle(&mut tx, key, failures, now + delay_after(failures), now).await?;
+    let blocked = counted
+        .iter()
+        .flatten()
+        .filter(|(_, until)| *until > now)
+        .map(|(_, until)| (*until - now).num_seconds().max(1) as u64)
+        .max();
+    if let Some(retry_after_secs) = blocked {
+        return Err(Error::TooManyRequests {
+            retry_after_secs,
+            subject: None,
+        });
+    }
+    for ((key, free), last) in keys.iter().zip(counted) {
+        let failures = last.map_or(1, |(f, _)| f + 1);
+        users_db::set_throttle(
+            &mut tx,
+            key,
+            failures,
+            now + delay_after(failures, *free),
+            now,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -97,14 +127,11 @@ pub async fn login(
     if username.is_empty() || username.len() > 64 {
         return Err(invalid_credentials(None));
     }
-    let key = match client {
-        Some(ip) => format!("{username}|{ip}"),
-        None => username.clone(),
-    };
+    let keys = throttle_keys(&username, client);
     let found = users_db::credentials(&app.db, &username).await?;
     // Only a real username goes to the audit trail: people sometimes type a password there.
     let subject = found.as_ref().map(|(u, _)| u.username.clone());
-    match claim_attempt(app, &key).await {
+    match claim_attempt(app, &keys).await {
         Ok(()) => {}
         Err(Error::TooManyRequests {
             retry_after_secs, ..
@@ -125,7 +152,9 @@ pub async fn login(
         _ => return Err(invalid_credentials(subject)),
     };
     second_factor(app, &user, totp, now).await?;
-    users_db::clear_throttle(&app.db, &key).await?;
+    for (key, _) in &keys {
+        users_db::clear_throttle(&app.db, key).await?;
+    }
 
     let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
     let expires_at = now + ttl;
@@ -259,11 +288,25 @@ mod tests {
 
     #[test]
     fn the_delay_rises_and_is_capped() {
-        assert_eq!(delay_after(1), TimeDelta::zero());
-        assert_eq!(delay_after(2), TimeDelta::zero());
-        assert_eq!(delay_after(3), TimeDelta::seconds(1));
-        assert_eq!(delay_after(4), TimeDelta::seconds(2));
-        assert_eq!(delay_after(8), TimeDelta::seconds(32));
-        assert_eq!(delay_after(100), TimeDelta::seconds(MAX_DELAY_SECS));
+        assert_eq!(delay_after(1, 3), TimeDelta::zero());
+        assert_eq!(delay_after(2, 3), TimeDelta::zero());
+        assert_eq!(delay_after(3, 3), TimeDelta::seconds(1));
+        assert_eq!(delay_after(4, 3), TimeDelta::seconds(2));
+        assert_eq!(delay_after(8, 3), TimeDelta::seconds(32));
+        assert_eq!(delay_after(100, 3), TimeDelta::seconds(MAX_DELAY_SECS));
+        assert_eq!(delay_after(9, 10), TimeDelta::zero());
+        assert_eq!(delay_after(10, 10), TimeDelta::seconds(1));
+    }
+
+    #[test]
+    fn an_attempt_counts_for_the_account_and_for_its_address() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(
+            throttle_keys("op.zhang", Some(ip)),
+            vec![
+                ("account|op.zhang".to_string(), FREE_ACCOUNT_FAILURES),
+                ("op.zhang|10.1.2.3".to_string(), FREE_FAILURES),
+            ]
+        );
     }
 }

@@ -451,3 +451,57 @@ crate::both_backends!(parallel_guesses_do_not_slip_past_the_delay, |srv| {
         .count();
     assert_eq!((refused, delayed), (3, 5), "{statuses:?}");
 });
+
+// 127.0.0.0/8 is loopback on Linux: each client below connects from an address of its own, as
+// a guesser spreading attempts over many machines would.
+crate::both_backends!(guesses_spread_over_addresses_slow_the_account_down, |srv| {
+    let attempt_from = |n: u8| {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+            .build()
+            .unwrap();
+        let url = srv.url("/api/v1/auth/login");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"username": "admin", "password": "a guess from afar"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Nine failures from nine addresses: each address is within its own three free ones, and
+    // so is the account.
+    for n in 2..11 {
+        let r = attempt_from(n).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // Two more at once from two more addresses: the tenth failure of the account starts its
+    // delay, so the other one waits — whichever comes second.
+    let (a, b) = tokio::join!(attempt_from(11), attempt_from(12));
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS]
+    );
+    let waited = if a.status() == StatusCode::TOO_MANY_REQUESTS {
+        a
+    } else {
+        b
+    };
+    let retry: u64 = waited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    // A slow-down, not a lock-out: after the delay the right password works and resets it.
+    tokio::time::sleep(std::time::Duration::from_millis(retry * 1000 + 100)).await;
+    assert_eq!(
+        srv.login("admin", ADMIN_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    let r = attempt_from(13).await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+});
