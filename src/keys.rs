@@ -20,6 +20,8 @@ pub enum KeyError {
     TooShort { var: &'static str },
     #[error("key file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    #[error("no key: set {var} or provide the key file {path}")]
+    Missing { var: &'static str, path: PathBuf },
 }
 
 /// Where a key comes from when it is not configured.
@@ -30,23 +32,35 @@ pub struct KeySource<'a> {
     pub file: PathBuf,
 }
 
-/// Returns the key and whether a new key file was just created.
-pub fn load_or_create(src: &KeySource<'_>) -> Result<(KeyBytes, bool), KeyError> {
+/// The configured key, else the key file; never creates one.
+pub fn load_existing(src: &KeySource<'_>) -> Result<KeyBytes, KeyError> {
     if let Some(value) = src.configured {
         let bytes =
             decode_key(value.expose_secret().trim()).ok_or(KeyError::TooShort { var: src.var })?;
-        return Ok((SecretBox::new(Box::new(bytes)), false));
+        return Ok(SecretBox::new(Box::new(bytes)));
     }
-    if src.file.exists() {
-        let text = std::fs::read_to_string(&src.file).map_err(|e| KeyError::File {
+    if !src.file.exists() {
+        return Err(KeyError::Missing {
+            var: src.var,
             path: src.file.clone(),
-            reason: e.to_string(),
-        })?;
-        let bytes = decode_key(text.trim()).ok_or_else(|| KeyError::File {
-            path: src.file.clone(),
-            reason: "does not hold a 256-bit key in hex".into(),
-        })?;
-        return Ok((SecretBox::new(Box::new(bytes)), false));
+        });
+    }
+    let text = std::fs::read_to_string(&src.file).map_err(|e| KeyError::File {
+        path: src.file.clone(),
+        reason: e.to_string(),
+    })?;
+    let bytes = decode_key(text.trim()).ok_or_else(|| KeyError::File {
+        path: src.file.clone(),
+        reason: "does not hold a 256-bit key in hex".into(),
+    })?;
+    Ok(SecretBox::new(Box::new(bytes)))
+}
+
+/// Returns the key and whether a new key file was just created.
+pub fn load_or_create(src: &KeySource<'_>) -> Result<(KeyBytes, bool), KeyError> {
+    match load_existing(src) {
+        Err(KeyError::Missing { .. }) => {}
+        other => return other.map(|key| (key, false)),
     }
     let mut bytes = vec![0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -173,6 +173,39 @@ impl App {
     }
 }
 
+/// Verifies the audit trail with nothing but the database and the audit key: no migration, no
+/// first admin, no vault key, no key file created (`changeguard audit verify`, for an auditor
+/// holding a copy of the database and the key).
+pub async fn verify_audit_trail(settings: &Settings) -> anyhow::Result<audit::Verification> {
+    if let Some(path) = config::sqlite_path(&settings.database_url)
+        && !std::path::Path::new(&path).exists()
+    {
+        anyhow::bail!("no database at {path} (CHANGEGUARD_DATABASE_URL)");
+    }
+    let key_dir = settings.key_dir();
+    let key = keys::load_existing(&KeySource {
+        var: "CHANGEGUARD_AUDIT_KEY",
+        configured: settings.audit_key.as_ref(),
+        file: key_dir.join("changeguard.audit.key"),
+    })?;
+    let db = Db::connect(&settings.database_url)
+        .await
+        .context("cannot connect to the database (CHANGEGUARD_DATABASE_URL)")?;
+    // A wrong key would make every entry look forged: say what is wrong instead.
+    if let Some(recorded) = db::keys::recorded(&db, "audit").await?
+        && recorded != keys::fingerprint(&key)
+    {
+        anyhow::bail!(
+            "CHANGEGUARD_AUDIT_KEY (or changeguard.audit.key in {}) is not the key this database \
+             was created with",
+            key_dir.display()
+        );
+    }
+    let verification = db::audit::verify(&db, &Sealer::new(key)).await?;
+    db.close().await;
+    Ok(verification)
+}
+
 /// A running HTTP server.
 pub struct Server {
     pub app: App,

@@ -223,8 +223,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let app = App::start(settings).await?;
-            let v = db::audit::verify(&app.db, &app.sealer).await?;
+            let v = changeguard::verify_audit_trail(&settings).await?;
             if v.ok {
                 println!("audit chain OK: {} entries", v.entries);
                 Ok(ExitCode::SUCCESS)

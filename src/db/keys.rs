@@ -29,3 +29,13 @@ pub async fn remember(
     .fetch_one(p)
     .await)?)
 }
+
+/// The fingerprint recorded for `name`, if any (read only).
+pub async fn recorded(db: &Db, name: &str) -> Result<Option<String>> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, String>(
+        "SELECT fingerprint FROM server_keys WHERE name = $1"
+    )
+    .bind(name)
+    .fetch_optional(p)
+    .await)?)
+}

@@ -227,6 +227,50 @@ crate::both_backends!(cli_verifies_an_intact_chain, |srv| {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain OK"));
+
+    // An auditor with a copy of the database and the audit key only (no policies, no JWT or
+    // vault key) verifies the trail, and nothing is created or changed where they run it.
+    let audit_key = std::fs::read_to_string(srv.dir.path().join("changeguard.audit.key")).unwrap();
+    let auditor_dir = tempfile::tempdir().unwrap();
+    let auditor = |url: &str, key: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_changeguard"))
+            .args(["audit", "verify"])
+            .current_dir(auditor_dir.path())
+            .env_clear()
+            .env("CHANGEGUARD_DATABASE_URL", url)
+            .env("CHANGEGUARD_AUDIT_KEY", key.trim())
+            .output()
+            .unwrap()
+    };
+    let before = verify(srv, &srv.admin().await).await["entries"]
+        .as_i64()
+        .unwrap();
+    let out = auditor(&srv.database_url, &audit_key);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit chain OK"));
+    let out = auditor(&srv.database_url, &"ab".repeat(32));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not the key this database was created with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = auditor("sqlite:missing.db", &audit_key);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_dir(auditor_dir.path()).unwrap().count(),
+        0,
+        "nothing created where the auditor ran it"
+    );
+    let admin = srv.admin().await;
+    let after = verify(srv, &admin).await["entries"].as_i64().unwrap();
+    // The second login is the only new entry: the auditor wrote none.
+    assert_eq!(after, before + 1);
 });
 
 crate::both_backends!(a_different_audit_key_refuses_to_start, |srv| {
