@@ -153,11 +153,11 @@ pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) ->
         ),
         other => other.into(),
     })?;
-    let entry = Entry::ok(
-        who.map(|w| (w.user_id, w.username.as_str())),
-        "user.create",
-        format!("user:{}", user.id),
-    )
+    let entry = match who {
+        Some(w) => Entry::by(w, "user.create", format!("user:{}", user.id)),
+        // The first admin, or the server console.
+        None => Entry::ok(None, "user.create", format!("user:{}", user.id)),
+    }
     .with_details(json!({"username": user.username, "department": user.department}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
@@ -249,13 +249,9 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     } else {
         "user.update"
     };
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        action,
-        format!("user:{id}"),
-    )
-    .with_policies(&decision.policy_ids)
-    .with_details(json!({"changed": changed, "active": user.active}));
+    let entry = Entry::by(who, action, format!("user:{id}"))
+        .with_policies(&decision.policy_ids)
+        .with_details(json!({"changed": changed, "active": user.active}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(user)
@@ -318,15 +314,11 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         req.expires_at,
     )
     .await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "role.grant",
-        format!("user:{user_id}"),
-    )
-    .with_policies(&decision.policy_ids)
-    .with_details(
-        json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
-    );
+    let entry = Entry::by(who, "role.grant", format!("user:{user_id}"))
+        .with_policies(&decision.policy_ids)
+        .with_details(
+            json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
+        );
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(grant)
@@ -350,13 +342,9 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
     if !users_db::delete_grant(&mut tx, user_id, role).await? {
         return Err(Error::NotFound { what: "role grant" });
     }
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "role.revoke",
-        format!("user:{user_id}"),
-    )
-    .with_policies(&decision.policy_ids)
-    .with_details(json!({"role": role}));
+    let entry = Entry::by(who, "role.revoke", format!("user:{user_id}"))
+        .with_policies(&decision.policy_ids)
+        .with_details(json!({"role": role}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(())

@@ -79,12 +79,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asse
         ),
         o => o.into(),
     })?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "asset.create",
-        format!("asset:{id}"),
-    )
-    .with_details(
+    let entry = Entry::by(who, "asset.create", format!("asset:{id}")).with_details(
         json!({"name": req.name.trim(), "kind": req.kind, "custodian": custodian.username}),
     );
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
@@ -126,13 +121,9 @@ pub async fn request(
         now,
     )
     .await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "disclosure.request",
-        format!("asset:{asset_id}"),
-    )
-    .with_reason(req.purpose.trim())
-    .with_details(json!({"disclosure_id": d.id, "recipient": d.recipient}));
+    let entry = Entry::by(who, "disclosure.request", format!("asset:{asset_id}"))
+        .with_reason(req.purpose.trim())
+        .with_details(json!({"disclosure_id": d.id, "recipient": d.recipient}));
     let notice = Bulletin::new(
         app,
         &format!("保密资料对外提供申请：{}", asset.name),
@@ -251,12 +242,8 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
         d.status = "approved".into();
     }
     db::update_disclosure(&mut tx, &d).await?;
-    let mut entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        action,
-        format!("asset:{}", d.asset_id),
-    )
-    .with_details(json!({"disclosure_id": d.id, "status": d.status}));
+    let mut entry = Entry::by(who, action, format!("asset:{}", d.asset_id))
+        .with_details(json!({"disclosure_id": d.id, "status": d.status}));
     if let Some(r) = refusal {
         entry = entry.with_reason(r);
     }

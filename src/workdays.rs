@@ -112,12 +112,7 @@ pub async fn load_year(
     let now = app.now();
     let mut tx = app.db.begin().await?;
     let replaced = db::upsert(&mut tx, year, &cal.source, &json, who.user_id, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "calendar.load_year",
-        format!("calendar:{year}"),
-    )
-    .with_details(
+    let entry = Entry::by(who, "calendar.load_year", format!("calendar:{year}")).with_details(
         json!({"year": year, "source": cal.source, "days_off": cal.days_off.len(),
                              "makeup_workdays": cal.makeup_workdays.len(), "replaced": replaced}),
     );

@@ -71,6 +71,17 @@ impl Entry {
         }
     }
 
+    /// A successful action by `who`, decided by the policies that permitted the route (a deed
+    /// that asks Cedar itself replaces them with [`Entry::with_policies`]).
+    pub fn by(
+        who: &crate::rbac::Principal,
+        action: &str,
+        target: impl Into<Option<String>>,
+    ) -> Entry {
+        Entry::ok(Some((who.user_id, &who.username)), action, target)
+            .with_policies(&who.permitted_by)
+    }
+
     pub fn with_details(mut self, details: serde_json::Value) -> Entry {
         self.details = details;
         self

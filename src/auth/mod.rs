@@ -217,11 +217,7 @@ pub async fn logout(app: &App, who: &Principal) -> Result<()> {
     let now = app.now();
     let mut tx = app.db.begin().await?;
     users_db::revoke_session(&mut tx, &who.session_id, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "auth.logout",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "auth.logout", format!("user:{}", who.user_id));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await.map_err(Error::from)
 }
@@ -279,6 +275,7 @@ pub async fn authenticate(
         email: user.email.clone(),
         roles: found.roles.clone(),
         session_id: claims.jti,
+        permitted_by: Vec::new(),
     })
 }
 

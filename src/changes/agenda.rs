@@ -188,11 +188,7 @@ pub async fn create_feed(app: &App, who: &Principal) -> Result<Feed> {
     let now = app.now();
     let mut tx = app.db.begin().await?;
     db::set_feed(&mut tx, who.user_id, &hash_token(&token), now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "calendar.feed_create",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "calendar.feed_create", format!("user:{}", who.user_id));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     let url = format!(
@@ -210,11 +206,7 @@ pub async fn revoke_feed(app: &App, who: &Principal) -> Result<()> {
             what: "calendar feed",
         });
     }
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "calendar.feed_revoke",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "calendar.feed_revoke", format!("user:{}", who.user_id));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(())
@@ -244,6 +236,7 @@ pub async fn feed_ics(app: &App, token: &str) -> Result<String> {
         email: user.email,
         roles,
         session_id: String::new(),
+        permitted_by: Vec::new(),
     };
     let may_read = app
         .policies

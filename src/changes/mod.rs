@@ -224,6 +224,7 @@ async fn resolve_assignee(
         email: user.email.clone(),
         roles,
         session_id: String::new(),
+        permitted_by: Vec::new(),
     };
     let can_execute = app
         .policies
@@ -343,7 +344,8 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
         },
     )
     .await?;
-    let entry = Entry::ok(Some((who.user_id, &who.username)), "change.create", format!("change:{id}")).with_details(json!({
+    let entry = Entry::by(
+        who, "change.create", format!("change:{id}")).with_details(json!({
         "category": req.category, "systems": systems, "emergency": req.emergency,
         "planned_start": start, "planned_end": end, "notified_on": notified_on, "earliest_start": earliest,
     }));
@@ -755,7 +757,8 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     db::update_change(&mut tx, id, &update, now).await?;
     policy_ids.sort();
     policy_ids.dedup();
-    let entry = Entry::ok(Some((who.user_id, &who.username)), &format!("change.{}", step.as_str()), format!("change:{id}"))
+    let entry = Entry::by(
+        who, &format!("change.{}", step.as_str()), format!("change:{id}"))
         .with_policies(&policy_ids)
         .with_details(json!({"from": row.status, "to": to.as_str(), "comment": comment, "emergency": row.emergency}));
     record(
@@ -809,13 +812,9 @@ pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<
         ..Default::default()
     };
     db::update_change(&mut tx, id, &update, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "change.review",
-        format!("change:{id}"),
-    )
-    .with_policies(&decision.policy_ids)
-    .with_details(json!({"emergency": true}));
+    let entry = Entry::by(who, "change.review", format!("change:{id}"))
+        .with_policies(&decision.policy_ids)
+        .with_details(json!({"emergency": true}));
     record(
         app,
         tx,
@@ -927,8 +926,8 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
     } else {
         Some("amended".to_string())
     };
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
+    let entry = Entry::by(
+        who,
         "change.reschedule",
         format!("change:{id}"),
     )

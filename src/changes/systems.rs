@@ -69,12 +69,8 @@ pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System
         ),
         other => other.into(),
     })?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "system.create",
-        format!("system:{}", sys.key),
-    )
-    .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
+    let entry = Entry::by(who, "system.create", format!("system:{}", sys.key))
+        .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(sys)
@@ -101,12 +97,8 @@ pub async fn update(app: &App, who: &Principal, key: &str, req: SystemPatch) -> 
         StoreError::NotFound => Error::NotFound { what: "system" },
         other => other.into(),
     })?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "system.update",
-        format!("system:{key}"),
-    )
-    .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
+    let entry = Entry::by(who, "system.update", format!("system:{key}"))
+        .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     Ok(sys)

@@ -182,12 +182,13 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
             .map_err(|e| (None, e)),
         Access::Permission(p) => match crate::auth::authenticate(app, token, now).await {
             Err(e) => Err((None, e)),
-            Ok(who) => {
+            Ok(mut who) => {
                 let d = app
                     .policies
                     .authorizer
                     .decide(&who, p, &Resource::Api, &Facts::default());
                 if d.allowed {
+                    who.permitted_by = d.policy_ids;
                     Ok(Some(who))
                 } else {
                     Err((Some(who), Error::forbidden(d.policy_ids)))

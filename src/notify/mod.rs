@@ -503,12 +503,8 @@ pub async fn retry(app: &App, who: &Principal, id: i64) -> Result<Notice> {
         ));
     }
     db::requeue(&mut tx, id, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "notification.retry",
-        format!("notification:{id}"),
-    )
-    .with_details(json!({"from": "dead", "to": "pending"}));
+    let entry = Entry::by(who, "notification.retry", format!("notification:{id}"))
+        .with_details(json!({"from": "dead", "to": "pending"}));
     audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
     tx.commit().await?;
     app.notifier.wake();

@@ -29,6 +29,10 @@ pub struct Principal {
     pub roles: Vec<String>,
     #[serde(skip)]
     pub session_id: String,
+    /// The policies that permitted the route being served (set by the gate): what the audit
+    /// entry of the request's deed records as having decided, unless the deed decides itself.
+    #[serde(skip)]
+    pub permitted_by: Vec<String>,
 }
 
 /// What an action is about.
@@ -264,6 +268,7 @@ impl Authorizer {
                 email: String::new(),
                 roles: vec![role.to_string()],
                 session_id: String::new(),
+                permitted_by: Vec::new(),
             };
             let perms = authz.permissions(&probe);
             role_permissions.insert(role.to_string(), perms);
@@ -598,6 +603,7 @@ mod tests {
             email: String::new(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             session_id: String::new(),
+            permitted_by: Vec::new(),
         }
     }
 

@@ -176,8 +176,8 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
         .vault
         .seal(&key, binding(id, 1), req.secret.expose_secret().as_bytes())?;
     db::store_secret(&mut tx, id, 1, &sealed, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
+    let entry = Entry::by(
+        who,
         "credential.create",
         format!("credential:{id}"),
     )
@@ -251,13 +251,9 @@ pub async fn rotate(
         req.secret.expose_secret().as_bytes(),
     )?;
     db::store_secret(&mut tx, id, version, &sealed, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "credential.rotate",
-        format!("credential:{id}"),
-    )
-    .with_policies(&manager.policy_ids)
-    .with_details(json!({"version": version, "after_use": c.rotate_after_use}));
+    let entry = Entry::by(who, "credential.rotate", format!("credential:{id}"))
+        .with_policies(&manager.policy_ids)
+        .with_details(json!({"version": version, "after_use": c.rotate_after_use}));
     commit_with(app, tx, &entry, now).await?;
     get(app, id).await
 }
@@ -433,18 +429,14 @@ pub async fn reveal(
         .as_ref()
         .filter(|w| w.assignee_id == who.user_id && w.status == "in_progress" && w.touches)
         .map(|w| w.id);
-    let mut entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "credential.reveal",
-        format!("credential:{id}"),
-    )
-    .with_reason(req.reason.trim())
-    .with_policies(&decision.policy_ids)
-    .with_details(json!({
-        "name": c.name, "system": c.system, "account": c.account,
-        "change_id": req.change_id.or(facts.window.as_ref().map(|w| w.id)),
-        "standing_grant": facts.standing_grant,
-    }));
+    let mut entry = Entry::by(who, "credential.reveal", format!("credential:{id}"))
+        .with_reason(req.reason.trim())
+        .with_policies(&decision.policy_ids)
+        .with_details(json!({
+            "name": c.name, "system": c.system, "account": c.account,
+            "change_id": req.change_id.or(facts.window.as_ref().map(|w| w.id)),
+            "standing_grant": facts.standing_grant,
+        }));
 
     let mut tx = app.db.begin().await?;
     let refused = if decision.allowed {
@@ -590,8 +582,8 @@ pub async fn create_grant(
         now,
     )
     .await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
+    let entry = Entry::by(
+        who,
         "credential.grant",
         format!("credential:{credential_id}"),
     )
@@ -645,8 +637,8 @@ pub async fn approve_grant(app: &App, who: &Principal, grant_id: i64) -> Result<
         ));
     }
     let g = db::approve_grant(&mut tx, grant_id, who.user_id, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
+    let entry = Entry::by(
+        who,
         "credential.grant_approve",
         format!("credential:{}", g.credential_id),
     )
@@ -690,8 +682,8 @@ pub async fn revoke_grant(
         ));
     }
     let g = db::revoke_grant(&mut tx, grant_id, now).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
+    let entry = Entry::by(
+        who,
         "credential.grant_revoke",
         format!("credential:{}", g.credential_id),
     )
@@ -884,6 +876,7 @@ async fn principal_of(app: &App, user_id: i64, now: DateTime<Utc>) -> Result<Opt
         email: u.email,
         roles: users_db::roles_of(&app.db, user_id, now).await?,
         session_id: String::new(),
+        permitted_by: Vec::new(),
     }))
 }
 
@@ -1022,11 +1015,7 @@ pub async fn enrol_totp(
     } else {
         db::put_totp(&mut tx, who.user_id, &sealed, now).await?;
     }
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "totp.enrol",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "totp.enrol", format!("user:{}", who.user_id));
     commit_with(app, tx, &entry, now).await?;
     let otpauth_uri = totp::otpauth_uri("changeguard", &who.username, &secret);
     Ok(TotpEnrolment {
@@ -1044,11 +1033,7 @@ pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<()> 
         tx.commit().await?;
         return Err(e);
     }
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "totp.confirm",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "totp.confirm", format!("user:{}", who.user_id));
     commit_with(app, tx, &entry, now).await
 }
 
@@ -1072,11 +1057,7 @@ pub async fn recovery_codes(app: &App, who: &Principal, code: &str) -> Result<Re
         .map(|c| factor::hash_recovery_code(c))
         .collect();
     db::set_recovery_codes(&mut tx, who.user_id, &hashes).await?;
-    let entry = Entry::ok(
-        Some((who.user_id, &who.username)),
-        "totp.recovery_codes",
-        format!("user:{}", who.user_id),
-    );
+    let entry = Entry::by(who, "totp.recovery_codes", format!("user:{}", who.user_id));
     commit_with(app, tx, &entry, now).await?;
     Ok(RecoveryCodes { codes })
 }

@@ -58,6 +58,12 @@ crate::both_backends!(writes_and_refusals_are_recorded, |srv| {
         .find(|e| e["action"] == "role.grant" && e["outcome"] == "ok")
         .unwrap();
     assert_eq!(grant["policy_ids"], "[\"role.admin\"]");
+    // A deed that does not ask Cedar itself records the policy that permitted its route.
+    let created = entries
+        .iter()
+        .find(|e| e["action"] == "user.create" && e["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(created["policy_ids"], "[\"role.admin\"]");
     // Sequence numbers are gap-free, newest first.
     let seqs: Vec<i64> = entries.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     for w in seqs.windows(2) {
