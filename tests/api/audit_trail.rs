@@ -419,3 +419,61 @@ crate::both_backends!(
         assert_eq!(runs[0]["code"], "audit_chain_broken");
     }
 );
+
+// No deed without its audit entry: when the entry cannot be written, the request fails and
+// nothing it did stays.
+crate::both_backends!(no_audit_entry_no_change, |srv| {
+    let admin = srv.admin().await;
+    let (block, unblock): (Vec<&str>, Vec<&str>) = match srv.backend {
+        Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER audit_log_down BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'audit storage unavailable'); END",
+            ],
+            vec!["DROP TRIGGER audit_log_down"],
+        ),
+        Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION audit_log_down() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'audit storage unavailable'; END $$",
+                "CREATE TRIGGER audit_log_down BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION audit_log_down()",
+            ],
+            vec!["DROP TRIGGER audit_log_down ON audit_log"],
+        ),
+    };
+    let entries_before = verify(srv, &admin).await["entries"].as_i64().unwrap();
+    srv.sql(&block).await.unwrap();
+    let r = srv
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"username": "never.there", "display_name": "不存在", "department": "科技部",
+                   "email": "never@bank.example", "password": "a long enough password"}),
+        )
+        .await;
+    problem(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+    srv.sql(&unblock).await.unwrap();
+    let users = body(srv.get("/api/v1/users", &admin).await).await;
+    assert!(
+        !users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "never.there"),
+        "{users}"
+    );
+    let v = verify(srv, &admin).await;
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["entries"].as_i64().unwrap(), entries_before);
+    // Afterwards the same request goes through, with its entry.
+    let r = srv
+        .post(
+            "/api/v1/users",
+            &admin,
+            json!({"username": "never.there", "display_name": "不存在", "department": "科技部",
+                   "email": "never@bank.example", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+});
