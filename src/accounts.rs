@@ -350,6 +350,63 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
     Ok(())
 }
 
+/// `user` as Cedar sees them, with the roles in force at `now` (not a signed-in session).
+pub async fn principal_for(app: &App, user: User, now: DateTime<Utc>) -> Result<Principal> {
+    let roles = users_db::roles_of(&app.db, user.id, now).await?;
+    Ok(Principal {
+        user_id: user.id,
+        username: user.username,
+        display_name: user.display_name,
+        department: user.department,
+        email: user.email,
+        roles,
+        session_id: String::new(),
+        permitted_by: Vec::new(),
+    })
+}
+
+/// The principal of an active user; `None` for a disabled or unknown one.
+pub async fn active_principal(
+    app: &App,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Principal>> {
+    match users_db::get(&app.db, user_id).await {
+        Ok(u) if u.active => Ok(Some(principal_for(app, u, now).await?)),
+        Ok(_) | Err(crate::db::StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a user may do on the service now: their roles in force and the permissions these give
+/// (none while the user is disabled).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPermissions {
+    pub user_id: i64,
+    pub username: String,
+    pub active: bool,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+}
+
+pub async fn permissions_of(app: &App, user_id: i64) -> Result<UserPermissions> {
+    let user = users_db::get(&app.db, user_id).await.map_err(not_found)?;
+    let active = user.active;
+    let who = principal_for(app, user, app.now()).await?;
+    let permissions = if active {
+        app.policies.authorizer.permissions(&who)
+    } else {
+        Vec::new()
+    };
+    Ok(UserPermissions {
+        user_id: who.user_id,
+        username: who.username,
+        active,
+        roles: who.roles,
+        permissions,
+    })
+}
+
 /// A holder of a permission and the role that gives it to them.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HolderView {

@@ -226,17 +226,8 @@ pub async fn feed_ics(app: &App, token: &str) -> Result<String> {
         .await?
         .ok_or_else(bad_feed_token)?;
     let now = app.now();
-    let user = crate::db::users::get(&app.db, user_id).await?;
-    let roles = crate::db::users::roles_of(&app.db, user_id, now).await?;
-    let principal = Principal {
-        user_id,
-        username: user.username,
-        display_name: user.display_name,
-        department: user.department,
-        email: user.email,
-        roles,
-        session_id: String::new(),
-        permitted_by: Vec::new(),
+    let Some(principal) = crate::accounts::active_principal(app, user_id, now).await? else {
+        return Err(bad_feed_token());
     };
     let may_read = app
         .policies
@@ -248,7 +239,7 @@ pub async fn feed_ics(app: &App, token: &str) -> Result<String> {
             &Facts::default(),
         )
         .allowed;
-    if !user.active || !may_read {
+    if !may_read {
         return Err(bad_feed_token());
     }
     let policy = &app.policies.change;

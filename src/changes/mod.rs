@@ -215,30 +215,21 @@ async fn resolve_assignee(
             format!("没有用户 {username} / No such user: {username}"),
         ));
     };
-    let roles = crate::db::users::roles_of(&app.db, user.id, app.now()).await?;
-    let probe = Principal {
-        user_id: user.id,
-        username: user.username.clone(),
-        display_name: user.display_name.clone(),
-        department: user.department.clone(),
-        email: user.email.clone(),
-        roles,
-        session_id: String::new(),
-        permitted_by: Vec::new(),
-    };
+    let active = user.active;
+    let probe = crate::accounts::principal_for(app, user, app.now()).await?;
     let can_execute = app
         .policies
         .authorizer
         .permissions(&probe)
         .iter()
         .any(|p| p == "change.execute");
-    if !user.active || !can_execute {
+    if !active || !can_execute {
         return Err(invalid(
             "invalid_assignee",
             "执行人须为在职用户并持有 change.execute 权限 / The assignee must be active and hold change.execute",
         ));
     }
-    Ok((user.id, user.username))
+    Ok((probe.user_id, probe.username))
 }
 
 /// Files a change request; refuses a late notice (422 `insufficient_notice`).

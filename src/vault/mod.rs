@@ -862,24 +862,6 @@ pub struct RevealAccess {
     pub policy_ids: Vec<String>,
 }
 
-async fn principal_of(app: &App, user_id: i64, now: DateTime<Utc>) -> Result<Option<Principal>> {
-    let u = match users_db::get(&app.db, user_id).await {
-        Ok(u) if u.active => u,
-        Ok(_) | Err(StoreError::NotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Some(Principal {
-        user_id: u.id,
-        username: u.username,
-        display_name: u.display_name,
-        department: u.department,
-        email: u.email,
-        roles: users_db::roles_of(&app.db, user_id, now).await?,
-        session_id: String::new(),
-        permitted_by: Vec::new(),
-    }))
-}
-
 async fn access(
     app: &App,
     p: &Principal,
@@ -930,7 +912,7 @@ pub async fn revealers(app: &App, credential_id: i64) -> Result<Vec<RevealAccess
     ids.dedup();
     let mut out = Vec::new();
     for id in ids {
-        if let Some(p) = principal_of(app, id, now).await?
+        if let Some(p) = crate::accounts::active_principal(app, id, now).await?
             && let Some(a) = access(app, &p, &c, now).await?
         {
             out.push(a);
@@ -942,7 +924,7 @@ pub async fn revealers(app: &App, credential_id: i64) -> Result<Vec<RevealAccess
 /// Which credentials this user can reveal now.
 pub async fn revealable_by(app: &App, user_id: i64) -> Result<Vec<RevealAccess>> {
     let now = app.now();
-    let Some(p) = principal_of(app, user_id, now).await? else {
+    let Some(p) = crate::accounts::active_principal(app, user_id, now).await? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();

@@ -244,6 +244,41 @@ crate::both_backends!(expired_grants_do_not_count, |srv| {
     problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_expiry").await;
 });
 
+crate::both_backends!(what_a_user_may_do, |srv| {
+    let admin = srv.admin().await;
+    let (id, op) = srv.user_with(&admin, "op.zhao", &["tech_operator"]).await;
+    let of = |id: i64| format!("/api/v1/users/{id}/permissions");
+    let may = body(srv.get(&of(id), &admin).await).await;
+    assert_eq!(may["username"], "op.zhao");
+    assert_eq!(may["roles"], json!(["tech_operator"]));
+    // The same answer the user gets about themselves.
+    let me = body(srv.get("/api/v1/me", &op).await).await;
+    assert_eq!(may["permissions"], me["permissions"]);
+    let perms = may["permissions"].as_array().unwrap();
+    assert!(perms.contains(&json!("change.create")));
+    assert!(!perms.contains(&json!("change.approve")));
+    // Disabled: nothing, whatever roles remain.
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&admin),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let may = body(srv.get(&of(id), &admin).await).await;
+    assert_eq!(may["active"], false);
+    assert_eq!(may["roles"], json!(["tech_operator"]));
+    assert_eq!(may["permissions"], json!([]));
+    problem(
+        srv.get(&of(9999), &admin).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+});
+
 crate::both_backends!(who_holds_a_permission, |srv| {
     let admin = srv.admin().await;
     srv.user_with(&admin, "mgr.chen", &["manager"]).await;

@@ -30,6 +30,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(roles::list))
         .routes(routes!(roles::check))
         .routes(routes!(roles::holders))
+        .routes(routes!(roles::user_permissions))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .routes(routes!(workdays::earliest_start))

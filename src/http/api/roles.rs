@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::App;
-use crate::accounts::{self, HolderView};
+use crate::accounts::{self, HolderView, UserPermissions};
 use crate::http::guard::Auth;
 use crate::http::problem::{ApiResult, Json, Path, Problem, Query};
 use crate::rbac::{Facts, Resource};
@@ -81,4 +81,16 @@ pub async fn holders(
     Path(permission): Path<String>,
 ) -> ApiResult<Json<Vec<HolderView>>> {
     Ok(Json(accounts::holders(&app, &permission).await?))
+}
+
+/// What a user may do now: their roles in force and the permissions these give (none while the
+/// user is disabled).
+#[utoipa::path(get, path = "/api/v1/users/{id}/permissions", tag = "roles", operation_id = "user.permissions",
+    params(("id" = i64, Path)), security(("bearer" = ["user.read"])),
+    responses((status = 200, body = UserPermissions), (status = 404, body = Problem)))]
+pub async fn user_permissions(
+    State(app): State<App>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<UserPermissions>> {
+    Ok(Json(accounts::permissions_of(&app, id).await?))
 }
