@@ -284,3 +284,117 @@ fn keys_status_and_rotate_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real binary, everything logged (`CHANGEGUARD_LOG=trace`), through a sign-in, a failed
+/// sign-in, a new user and a stored credential: no password, token, hash or secret reaches the
+/// log or the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin_password = "a first passphrase for the whole bank";
+    let jwt_secret = crate::harness::JWT_SECRET_HEX;
+    // Into files: a pipe nobody reads while the test runs would fill and stall the server.
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut child = changeguard()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("CHANGEGUARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .env("CHANGEGUARD_BOOTSTRAP_ADMIN_PASSWORD", admin_password)
+        .env("CHANGEGUARD_JWT_SECRET", jwt_secret)
+        .env("CHANGEGUARD_LOG", "trace")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the server stopped: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "never ready: {}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let login = |password: &'static str| {
+        client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+    };
+    let wrong = "a wrong passphrase typed by mistake";
+    assert_eq!(login(wrong).await.unwrap().status(), 401);
+    let ok: serde_json::Value = login(admin_password).await.unwrap().json().await.unwrap();
+    let token = ok["access_token"].as_str().unwrap().to_string();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let user_password = "a new operator's passphrase";
+    let r = post(
+        "/api/v1/users",
+        serde_json::json!({"username": "op.log", "display_name": "日志", "department": "科技部",
+                           "email": "op.log@bank.example", "password": user_password}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = post(
+        "/api/v1/systems",
+        serde_json::json!({"key": "core-db", "name": "核心库", "owner_department": "科技部"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let secret = "Sup3r-Secret-DB-Password!";
+    let r = post(
+        "/api/v1/credentials",
+        serde_json::json!({"name": "核心库 DBA", "system": "core-db", "account": "dba",
+                           "kind": "password", "secret": secret, "rotation_days": 90}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&std::fs::read(&out_path).unwrap()),
+        String::from_utf8_lossy(&std::fs::read(&err_path).unwrap())
+    );
+    assert!(printed.contains("changeguard listening"), "{printed}");
+    assert!(printed.contains("POST"), "requests are logged: {printed}");
+    for (what, needle) in [
+        ("admin password", admin_password),
+        ("wrong password", wrong),
+        ("new user's password", user_password),
+        ("credential secret", secret),
+        ("access token", token.as_str()),
+        ("JWT secret", jwt_secret),
+        ("argon2 hash", "$argon2id$"),
+    ] {
+        assert!(!printed.contains(needle), "the {what} was printed");
+    }
+    // Nor the generated key files' contents.
+    for file in ["changeguard.audit.key", "changeguard.master.key"] {
+        let key = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(!printed.contains(key.trim()), "{file} was printed");
+    }
+}
