@@ -64,10 +64,18 @@ pub fn normalize_username(s: &str) -> String {
     s.trim().to_lowercase()
 }
 
+/// An address the account signed in from this recently is its owner's: the account-wide delay
+/// does not apply there, so a guesser elsewhere cannot keep the owner out.
+const KNOWN_ADDRESS_DAYS: i64 = 90;
+
 /// The throttle keys of a login attempt with the failures each allows for free: the account
-/// (any address), then the account from this address. Always in this order (lock order).
-fn throttle_keys(username: &str, client: Option<IpAddr>) -> Vec<(String, u32)> {
-    let mut keys = vec![(format!("account|{username}"), FREE_ACCOUNT_FAILURES)];
+/// from any address (unless this one is `known`), then the account from this address. Always
+/// in this order (lock order).
+fn throttle_keys(username: &str, client: Option<IpAddr>, known: bool) -> Vec<(String, u32)> {
+    let mut keys = Vec::with_capacity(2);
+    if !known {
+        keys.push((format!("account|{username}"), FREE_ACCOUNT_FAILURES));
+    }
     if let Some(ip) = client {
         keys.push((format!("{username}|{ip}"), FREE_FAILURES));
     }
@@ -114,7 +122,8 @@ async fn claim_attempt(app: &App, keys: &[(String, u32)]) -> Result<()> {
 
 /// Checks the password and opens a session. Unknown user, wrong password and disabled user all
 /// get the same answer after the same work. The rising delay is kept per username and client
-/// address, so somebody guessing from elsewhere cannot lock the real user out.
+/// address, and per username from all addresses but those it signed in from lately: guesses
+/// spread over many addresses slow the account down, yet cannot keep its owner out.
 pub async fn login(
     app: &App,
     username: &str,
@@ -127,7 +136,15 @@ pub async fn login(
     if username.is_empty() || username.len() > 64 {
         return Err(invalid_credentials(None));
     }
-    let keys = throttle_keys(&username, client);
+    let address = client.map(|ip| ip.to_string());
+    let known = match &address {
+        Some(a) => {
+            let since = now - TimeDelta::days(KNOWN_ADDRESS_DAYS);
+            users_db::known_address(&app.db, &username, a, since).await?
+        }
+        None => false,
+    };
+    let keys = throttle_keys(&username, client, known);
     let found = users_db::credentials(&app.db, &username).await?;
     // Only a real username goes to the audit trail: people sometimes type a password there.
     let subject = found.as_ref().map(|(u, _)| u.username.clone());
@@ -154,6 +171,9 @@ pub async fn login(
     second_factor(app, &user, totp, now).await?;
     for (key, _) in &keys {
         users_db::clear_throttle(&app.db, key).await?;
+    }
+    if let Some(a) = &address {
+        users_db::remember_address(&app.db, &username, a, now).await?;
     }
 
     let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
@@ -299,11 +319,16 @@ mod tests {
     fn an_attempt_counts_for_the_account_and_for_its_address() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(
-            throttle_keys("op.zhang", Some(ip)),
+            throttle_keys("op.zhang", Some(ip), false),
             vec![
                 ("account|op.zhang".to_string(), FREE_ACCOUNT_FAILURES),
                 ("op.zhang|10.1.2.3".to_string(), FREE_FAILURES),
             ]
+        );
+        // From the owner's usual address only the address's own count applies.
+        assert_eq!(
+            throttle_keys("op.zhang", Some(ip), true),
+            vec![("op.zhang|10.1.2.3".to_string(), FREE_FAILURES)]
         );
     }
 }

@@ -429,6 +429,45 @@ pub async fn throttle_for_update(tx: &mut Tx, key: &str) -> Result<Option<(i64, 
     .await)?)
 }
 
+/// Whether `username` signed in successfully from `address` since `since`.
+pub async fn known_address(
+    db: &Db,
+    username: &str,
+    address: &str,
+    since: DateTime<Utc>,
+) -> Result<bool> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM login_known_addresses \
+         WHERE username = $1 AND address = $2 AND last_success > $3)"
+    )
+    .bind(username)
+    .bind(address)
+    .bind(since)
+    .fetch_one(p)
+    .await)?)
+}
+
+/// `username` signed in from `address` at `now`.
+pub async fn remember_address(
+    db: &Db,
+    username: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let _turn = db.write_turn().await?;
+    on_pool!(db, |p| sqlx::query(
+        "INSERT INTO login_known_addresses (username, address, last_success) VALUES ($1, $2, $3) \
+         ON CONFLICT (username, address) DO UPDATE SET last_success = excluded.last_success"
+    )
+    .bind(username)
+    .bind(address)
+    .bind(now)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Records the attempts so far and the delay; forgets keys idle for a day.
 pub async fn set_throttle(
     tx: &mut Tx,
