@@ -66,7 +66,7 @@ pub fn normalize_username(s: &str) -> String {
 
 /// An address the account signed in from this recently is its owner's: the account-wide delay
 /// does not apply there, so a guesser elsewhere cannot keep the owner out.
-const KNOWN_ADDRESS_DAYS: i64 = 90;
+pub const KNOWN_ADDRESS_DAYS: i64 = 90;
 
 /// The throttle keys of a login attempt with the failures each allows for free: the account
 /// from any address (unless this one is `known`), then the account from this address. Always
@@ -107,14 +107,7 @@ async fn claim_attempt(app: &App, keys: &[(String, u32)]) -> Result<()> {
     }
     for ((key, free), last) in keys.iter().zip(counted) {
         let failures = last.map_or(1, |(f, _)| f + 1);
-        users_db::set_throttle(
-            &mut tx,
-            key,
-            failures,
-            now + delay_after(failures, *free),
-            now,
-        )
-        .await?;
+        users_db::set_throttle(&mut tx, key, failures, now + delay_after(failures, *free)).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -468,13 +468,12 @@ pub async fn remember_address(
     Ok(())
 }
 
-/// Records the attempts so far and the delay; forgets keys idle for a day.
+/// Records the attempts so far and the delay (idle keys are pruned by [`prune_logins`]).
 pub async fn set_throttle(
     tx: &mut Tx,
     key: &str,
     failures: i64,
     blocked_until: DateTime<Utc>,
-    now: DateTime<Utc>,
 ) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
         "INSERT INTO login_throttle (username, failures, blocked_until) VALUES ($1, $2, $3) \
@@ -487,11 +486,30 @@ pub async fn set_throttle(
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
-    on_tx!(tx, |c| sqlx::query(
+    Ok(())
+}
+
+/// Forgets throttle keys idle since `idle_since` and addresses not used since `known_since`.
+/// Run by the scheduler, outside any login's transaction: deleting other keys' rows there
+/// could deadlock two logins on PostgreSQL.
+pub async fn prune_logins(
+    db: &Db,
+    idle_since: DateTime<Utc>,
+    known_since: DateTime<Utc>,
+) -> Result<()> {
+    let _turn = db.write_turn().await?;
+    on_pool!(db, |p| sqlx::query(
         "DELETE FROM login_throttle WHERE blocked_until < $1"
     )
-    .bind(now - chrono::TimeDelta::days(1))
-    .execute(c)
+    .bind(idle_since)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_pool!(db, |p| sqlx::query(
+        "DELETE FROM login_known_addresses WHERE last_success < $1"
+    )
+    .bind(known_since)
+    .execute(p)
     .await
     .map(|r| r.rows_affected()))?;
     Ok(())

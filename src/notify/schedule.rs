@@ -110,6 +110,12 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 // The runs table would grow by a row a minute: keep 30 days (the longest
                 // look-back is 8 days).
                 db::prune_runs(&app.db, now - chrono::Duration::days(30)).await?;
+                crate::db::users::prune_logins(
+                    &app.db,
+                    now - chrono::Duration::days(1),
+                    now - chrono::Duration::days(crate::auth::KNOWN_ADDRESS_DAYS),
+                )
+                .await?;
                 crate::changes::expire_overdue_at(app, now).await.map(|n| {
                     if n > 0 {
                         tracing::info!(expired = n, "changes expired");

@@ -511,3 +511,58 @@ crate::both_backends!(guesses_spread_over_addresses_slow_the_account_down, |srv|
     let r = attempt_from(14).await;
     problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 });
+
+// The scheduler forgets throttle keys idle for a day and addresses unused for 90 days; the
+// others stay.
+crate::both_backends!(stale_login_records_are_pruned, |srv| {
+    use changeguard::db::users as users_db;
+    let db = &srv.app.db;
+    let now = chrono::Utc::now();
+    let long_ago = now - chrono::TimeDelta::days(120);
+    let mut tx = db.begin().await.unwrap();
+    users_db::set_throttle(&mut tx, "stale|key", 5, long_ago)
+        .await
+        .unwrap();
+    users_db::set_throttle(&mut tx, "fresh|key", 5, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    users_db::remember_address(db, "op.old", "10.0.0.1", long_ago)
+        .await
+        .unwrap();
+    users_db::remember_address(db, "op.new", "10.0.0.2", now)
+        .await
+        .unwrap();
+
+    // A minute slot ahead: the server's own scheduler may have claimed the current one already.
+    let ran = changeguard::notify::schedule::tick(&srv.app, now + chrono::TimeDelta::minutes(2))
+        .await
+        .unwrap();
+    assert!(ran.0.iter().any(|(job, _)| *job == "expiry"));
+
+    let mut tx = db.begin().await.unwrap();
+    assert!(
+        users_db::throttle_for_update(&mut tx, "stale|key")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        users_db::throttle_for_update(&mut tx, "fresh|key")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop(tx);
+    let since = now - chrono::TimeDelta::days(200);
+    assert!(
+        !users_db::known_address(db, "op.old", "10.0.0.1", since)
+            .await
+            .unwrap()
+    );
+    assert!(
+        users_db::known_address(db, "op.new", "10.0.0.2", since)
+            .await
+            .unwrap()
+    );
+});
