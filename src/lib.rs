@@ -188,7 +188,7 @@ pub async fn verify_audit_trail(settings: &Settings) -> anyhow::Result<audit::Ve
         configured: settings.audit_key.as_ref(),
         file: key_dir.join("changeguard.audit.key"),
     })?;
-    let db = Db::connect(&settings.database_url)
+    let db = Db::connect_read_only(&settings.database_url)
         .await
         .context("cannot connect to the database (CHANGEGUARD_DATABASE_URL)")?;
     // A wrong key would make every entry look forged: say what is wrong instead.

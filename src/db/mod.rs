@@ -166,6 +166,20 @@ impl Db {
         }
     }
 
+    /// For reading only (`changeguard audit verify`, maybe on a copy): SQLite is opened
+    /// read-only and never created; PostgreSQL as usual (the reader's role decides).
+    pub async fn connect_read_only(url: &str) -> Result<Db> {
+        if !url.starts_with("sqlite:") {
+            return Db::connect(url).await;
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .read_only(true)
+            .create_if_missing(false);
+        let pool: SqlitePoolOptions = pool_options();
+        let pool = pool.max_connections(2).connect_with(opts).await?;
+        Ok(Db::Sqlite(pool, Arc::default(), Arc::default()))
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(..) => Backend::Sqlite,

@@ -251,9 +251,14 @@ pub async fn rotate(
         req.secret.expose_secret().as_bytes(),
     )?;
     db::store_secret(&mut tx, id, version, &sealed, now).await?;
-    let entry = Entry::by(who, "credential.rotate", format!("credential:{id}"))
-        .with_policies(&manager.policy_ids)
-        .with_details(json!({"version": version, "after_use": c.rotate_after_use}));
+    // As a manager: the policies that let them manage credentials; as the assignee (not a
+    // manager): the route's own, and the details say why.
+    let mut entry = Entry::by(who, "credential.rotate", format!("credential:{id}"))
+        .with_details(json!({"version": version, "after_use": c.rotate_after_use,
+                             "as_assignee": !manager.allowed}));
+    if manager.allowed {
+        entry = entry.with_policies(&manager.policy_ids);
+    }
     commit_with(app, tx, &entry, now).await?;
     get(app, id).await
 }
