@@ -1034,6 +1034,17 @@ crate::both_backends!(
                 .iter()
                 .any(|x| x["key"] == "cs-platform" && x["name"] == "改名")
         );
+        // Deeds done in the console record the policies that permitted them, as the API's do.
+        let audit = crate::harness::body(srv.get("/api/v1/audit?limit=20", &p.admin).await).await;
+        for action in ["user.create", "system.update", "notification.retry"] {
+            let e = audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["action"] == action && e["outcome"] == "ok")
+                .unwrap_or_else(|| panic!("{action} in {audit}"));
+            assert_ne!(e["policy_ids"], "[]", "{action}: {e}");
+        }
         // Disabled, then enabled again.
         for active in ["false", "true"] {
             let r = admin

@@ -90,7 +90,7 @@ pub async fn create_user(State(app): State<App>, s: Session, Form(f): Form<UserF
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "user.manage") {
+    let result = if let Some(who) = s.acting(&app, "user.manage") {
         let req = CreateUser {
             username: f.username.clone(),
             display_name: f.display_name.clone(),
@@ -98,7 +98,7 @@ pub async fn create_user(State(app): State<App>, s: Session, Form(f): Form<UserF
             email: f.email.clone(),
             password: SecretString::from(f.password.clone()),
         };
-        accounts::create_user(&app, Some(&s.who), req).await
+        accounts::create_user(&app, Some(&who), req).await
     } else {
         Err(refused_here())
     };
@@ -214,12 +214,12 @@ pub async fn set_active(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "user.manage") {
+    let result = if let Some(who) = s.acting(&app, "user.manage") {
         let req = UpdateUser {
             active: Some(f.active == "true"),
             ..UpdateUser::default()
         };
-        accounts::update_user(&app, &s.who, id, req).await
+        accounts::update_user(&app, &who, id, req).await
     } else {
         Err(refused_here())
     };
@@ -253,7 +253,7 @@ pub async fn grant(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "role.grant") {
+    let result = if let Some(who) = s.acting(&app, "role.grant") {
         let expires_at = match f.expires_at.trim() {
             "" => Ok(None),
             v => {
@@ -266,9 +266,7 @@ pub async fn grant(
                     role: f.role.clone(),
                     expires_at,
                 };
-                accounts::grant_role(&app, &s.who, id, req)
-                    .await
-                    .map(|_| ())
+                accounts::grant_role(&app, &who, id, req).await.map(|_| ())
             }
             Err(e) => Err(e),
         }
@@ -300,8 +298,8 @@ pub async fn revoke(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "role.grant") {
-        accounts::revoke_role(&app, &s.who, id, &role).await
+    let result = if let Some(who) = s.acting(&app, "role.grant") {
+        accounts::revoke_role(&app, &who, id, &role).await
     } else {
         Err(refused_here())
     };
@@ -365,13 +363,13 @@ pub async fn create_system(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "system.manage") {
+    let result = if let Some(who) = s.acting(&app, "system.manage") {
         let req = NewSystem {
             key: f.key.clone(),
             name: f.name.clone(),
             owner_department: f.owner_department.clone(),
         };
-        systems::create(&app, &s.who, req).await
+        systems::create(&app, &who, req).await
     } else {
         Err(refused_here())
     };
@@ -394,12 +392,12 @@ pub async fn update_system(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "system.manage") {
+    let result = if let Some(who) = s.acting(&app, "system.manage") {
         let req = SystemPatch {
             name: Some(f.name.clone()),
             owner_department: Some(f.owner_department.clone()),
         };
-        systems::update(&app, &s.who, &key, req).await
+        systems::update(&app, &who, &key, req).await
     } else {
         Err(refused_here())
     };
@@ -492,7 +490,7 @@ pub async fn load_year(State(app): State<App>, s: Session, Form(f): Form<YearFor
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "calendar.manage") {
+    let result = if let Some(who) = s.acting(&app, "calendar.manage") {
         let input = f
             .year
             .trim()
@@ -509,7 +507,7 @@ pub async fn load_year(State(app): State<App>, s: Session, Form(f): Form<YearFor
                 ))
             });
         match input {
-            Ok((year, input)) => workdays::load_year(&app, &s.who, year, input).await,
+            Ok((year, input)) => workdays::load_year(&app, &who, year, input).await,
             Err(e) => Err(e),
         }
     } else {
@@ -580,8 +578,8 @@ pub async fn retry(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "notification.retry") {
-        crate::notify::retry(&app, &s.who, id).await.map(|_| ())
+    let result = if let Some(who) = s.acting(&app, "notification.retry") {
+        crate::notify::retry(&app, &who, id).await.map(|_| ())
     } else {
         Err(refused_here())
     };

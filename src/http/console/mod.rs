@@ -208,6 +208,21 @@ impl Session {
             .allowed
     }
 
+    /// The signed-in user acting under `permission`, with the policies that permit it (for the
+    /// audit entry, as the API's gate records them); `None` without the permission.
+    pub fn acting(&self, app: &App, permission: &str) -> Option<Principal> {
+        let d = app.policies.authorizer.decide(
+            &self.who,
+            permission,
+            &Resource::Api,
+            &Facts::default(),
+        );
+        d.allowed.then(|| Principal {
+            permitted_by: d.policy_ids,
+            ..self.who.clone()
+        })
+    }
+
     /// The form's token must equal this browser's cookie.
     pub fn csrf_ok(&self, sent: &str) -> bool {
         !sent.is_empty() && constant_time_eq(sent.as_bytes(), self.csrf.as_bytes())

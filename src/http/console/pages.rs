@@ -420,8 +420,8 @@ pub async fn feed_create(State(app): State<App>, s: Session, Form(f): Form<CsrfO
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if s.may(&app, "calendar.read") {
-        changes::agenda::create_feed(&app, &s.who)
+    let result = if let Some(who) = s.acting(&app, "calendar.read") {
+        changes::agenda::create_feed(&app, &who)
             .await
             .map(|feed| Some(feed.url))
     } else {
@@ -877,13 +877,12 @@ pub async fn file_change(
     if !s.csrf_ok(&f.csrf) {
         return super::csrf_refused(s.lang);
     }
-    let result = if !s.may(&app, "change.create") {
-        Err(Error::forbidden(Vec::new()))
-    } else {
-        match to_request(&app, &f) {
-            Ok(req) => changes::file(&app, &s.who, req).await,
+    let result = match s.acting(&app, "change.create") {
+        None => Err(Error::forbidden(Vec::new())),
+        Some(who) => match to_request(&app, &f) {
+            Ok(req) => changes::file(&app, &who, req).await,
             Err(e) => Err(e),
-        }
+        },
     };
     match result {
         Ok(c) => Redirect::to(&format!("/console/changes/{}", c.id)).into_response(),
