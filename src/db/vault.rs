@@ -587,7 +587,12 @@ pub async fn delete_totp_pending(tx: &mut Tx, user_id: i64) -> Result<()> {
 
 /// The replacement secret waiting for confirmation, locked for the transaction (PostgreSQL: a
 /// master key rotation cannot re-wrap it while it is being promoted).
-pub async fn totp_pending_for_update(tx: &mut Tx, user_id: i64) -> Result<Option<Sealed>> {
+/// Only one started after `since` counts: an older one is forgotten.
+pub async fn totp_pending_for_update(
+    tx: &mut Tx,
+    user_id: i64,
+    since: DateTime<Utc>,
+) -> Result<Option<Sealed>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         key_id: String,
@@ -595,28 +600,36 @@ pub async fn totp_pending_for_update(tx: &mut Tx, user_id: i64) -> Result<Option
         wrapped_key: Vec<u8>,
         nonce: Vec<u8>,
         ciphertext: Vec<u8>,
+        created_at: DateTime<Utc>,
     }
     let sql = match tx.backend() {
         Backend::Postgres => {
-            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext FROM totp_pending \
-             WHERE user_id = $1 FOR UPDATE"
+            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext, created_at \
+             FROM totp_pending WHERE user_id = $1 FOR UPDATE"
         }
         Backend::Sqlite => {
-            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext FROM totp_pending \
-             WHERE user_id = $1"
+            "SELECT key_id, master_key_id, wrapped_key, nonce, ciphertext, created_at \
+             FROM totp_pending WHERE user_id = $1"
         }
     };
     let r = on_tx!(tx, |c| sqlx::query_as::<_, Row>(sql)
         .bind(user_id)
         .fetch_optional(c)
         .await)?;
-    Ok(r.map(|r| Sealed {
-        key_id: r.key_id,
-        master_key_id: r.master_key_id,
-        wrapped_key: r.wrapped_key,
-        nonce: r.nonce,
-        ciphertext: r.ciphertext,
-    }))
+    match r {
+        Some(r) if r.created_at > since => Ok(Some(Sealed {
+            key_id: r.key_id,
+            master_key_id: r.master_key_id,
+            wrapped_key: r.wrapped_key,
+            nonce: r.nonce,
+            ciphertext: r.ciphertext,
+        })),
+        Some(_) => {
+            delete_totp_pending(tx, user_id).await?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 /// The replacement secret was confirmed at `step`: it becomes the user's factor, the old one

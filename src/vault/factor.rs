@@ -13,6 +13,9 @@ use crate::App;
 use crate::db::{Tx, vault as db};
 use crate::error::{Error, Result};
 
+/// A replacement not confirmed within this long is forgotten (start again with a current code).
+const PENDING_LIFETIME: TimeDelta = TimeDelta::hours(1);
+
 pub fn binding(user_id: i64) -> Binding<'static> {
     Binding {
         kind: "totp",
@@ -49,7 +52,7 @@ pub async fn check(
     // Confirming a replacement: the confirmed factor stays in force until the new one is
     // confirmed with a code from the new phone.
     let pending = if confirming && row.confirmed {
-        db::totp_pending_for_update(tx, user_id).await?
+        db::totp_pending_for_update(tx, user_id, now - PENDING_LIFETIME).await?
     } else {
         None
     };

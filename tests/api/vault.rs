@@ -1544,3 +1544,42 @@ crate::both_backends!(
         assert_eq!(refused, 2);
     }
 );
+
+// A replacement left unconfirmed for an hour is forgotten; the phone in use keeps working.
+crate::both_backends!(an_unconfirmed_replacement_expires, |srv| {
+    let v = setup(srv).await;
+    let secret = enrol(srv, &v.op).await;
+    let step = aligned_step().await;
+    let e = body(
+        srv.post(
+            "/api/v1/me/totp",
+            &v.op,
+            json!({"code": totp::code_at(&secret, step)}),
+        )
+        .await,
+    )
+    .await;
+    let fresh = totp::decode(e["secret"].as_str().unwrap()).unwrap();
+    srv.sql(&["UPDATE totp_pending SET created_at = '2020-01-01T00:00:00+00:00'"])
+        .await
+        .unwrap();
+    problem(
+        srv.post(
+            "/api/v1/me/totp/confirm",
+            &v.op,
+            json!({"code": totp::code_at(&fresh, step + 1)}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "totp_already_confirmed",
+    )
+    .await;
+    let r = srv
+        .post(
+            "/api/v1/me/totp/recovery-codes",
+            &v.op,
+            json!({"code": totp::code_at(&secret, step + 1)}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "the old phone still works");
+});
