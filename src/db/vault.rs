@@ -240,14 +240,33 @@ pub async fn get_credential_tx(tx: &mut Tx, id: i64) -> Result<Credential> {
         .await)?)
 }
 
+/// The five columns every sealed secret is stored in (credentials, totp, totp_pending).
 #[derive(sqlx::FromRow)]
-struct SealedRow {
-    version: i64,
+struct SealedCols {
     key_id: String,
     master_key_id: String,
     wrapped_key: Vec<u8>,
     nonce: Vec<u8>,
     ciphertext: Vec<u8>,
+}
+
+impl From<SealedCols> for Sealed {
+    fn from(c: SealedCols) -> Sealed {
+        Sealed {
+            key_id: c.key_id,
+            master_key_id: c.master_key_id,
+            wrapped_key: c.wrapped_key,
+            nonce: c.nonce,
+            ciphertext: c.ciphertext,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SealedRow {
+    version: i64,
+    #[sqlx(flatten)]
+    sealed: SealedCols,
 }
 
 /// The sealed secret of a credential and its version, read in the caller's transaction.
@@ -259,16 +278,7 @@ pub async fn sealed_secret(tx: &mut Tx, id: i64) -> Result<(i64, Sealed)> {
     .bind(id)
     .fetch_one(c)
     .await)?;
-    Ok((
-        r.version,
-        Sealed {
-            key_id: r.key_id,
-            master_key_id: r.master_key_id,
-            wrapped_key: r.wrapped_key,
-            nonce: r.nonce,
-            ciphertext: r.ciphertext,
-        },
-    ))
+    Ok((r.version, r.sealed.into()))
 }
 
 /// Records a reveal; one for a change flags the credential "rotate after use".
@@ -511,11 +521,8 @@ pub struct TotpRow {
 
 #[derive(sqlx::FromRow)]
 struct TotpDb {
-    key_id: String,
-    master_key_id: String,
-    wrapped_key: Vec<u8>,
-    nonce: Vec<u8>,
-    ciphertext: Vec<u8>,
+    #[sqlx(flatten)]
+    sealed: SealedCols,
     confirmed: bool,
     last_step: i64,
     failures: i64,
@@ -595,11 +602,8 @@ pub async fn totp_pending_for_update(
 ) -> Result<Option<Sealed>> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        key_id: String,
-        master_key_id: String,
-        wrapped_key: Vec<u8>,
-        nonce: Vec<u8>,
-        ciphertext: Vec<u8>,
+        #[sqlx(flatten)]
+        sealed: SealedCols,
         created_at: DateTime<Utc>,
     }
     let sql = match tx.backend() {
@@ -617,13 +621,7 @@ pub async fn totp_pending_for_update(
         .fetch_optional(c)
         .await)?;
     match r {
-        Some(r) if r.created_at > since => Ok(Some(Sealed {
-            key_id: r.key_id,
-            master_key_id: r.master_key_id,
-            wrapped_key: r.wrapped_key,
-            nonce: r.nonce,
-            ciphertext: r.ciphertext,
-        })),
+        Some(r) if r.created_at > since => Ok(Some(r.sealed.into())),
         Some(_) => {
             delete_totp_pending(tx, user_id).await?;
             Ok(None)
@@ -677,13 +675,7 @@ pub async fn totp_for_update(tx: &mut Tx, user_id: i64) -> Result<Option<TotpRow
         .fetch_optional(c)
         .await)?;
     Ok(r.map(|r| TotpRow {
-        sealed: Sealed {
-            key_id: r.key_id,
-            master_key_id: r.master_key_id,
-            wrapped_key: r.wrapped_key,
-            nonce: r.nonce,
-            ciphertext: r.ciphertext,
-        },
+        sealed: r.sealed.into(),
         confirmed: r.confirmed,
         last_step: r.last_step,
         failures: r.failures,
