@@ -13,6 +13,7 @@ use crate::db::audit as audit_db;
 use crate::db::users::{self as users_db, Grant, NewUser, User, UserChanges};
 use crate::error::{Error, Result};
 use crate::rbac::{Decision, Facts, Principal, Resource};
+use crate::text::{self, Lines};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -69,18 +70,6 @@ fn check_username(u: &str) -> Result<()> {
     }
 }
 
-fn check_text(field: &'static str, v: &str, max: usize) -> Result<()> {
-    if v.trim().is_empty() || v.chars().count() > max {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!(
-                "{field} 不能为空且不超过 {max} 个字符 / {field} must be 1 to {max} characters"
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn check_email(v: &str) -> Result<()> {
     let ok = v.len() <= 254
         && v.split_once('@').is_some_and(|(l, d)| {
@@ -127,8 +116,8 @@ pub fn require(decision: Decision) -> Result<Decision> {
 pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) -> Result<User> {
     let username = normalize_username(&req.username);
     check_username(&username)?;
-    check_text("display_name", &req.display_name, 100)?;
-    check_text("department", &req.department, 100)?;
+    text::required("display_name", &req.display_name, 100, Lines::One)?;
+    text::required("department", &req.department, 100, Lines::One)?;
     check_email(&req.email)?;
     password::check_policy(req.password.expose_secret(), &username)?;
     let hash = app.hasher.hash(&req.password).await?;
@@ -185,10 +174,10 @@ fn not_found(e: crate::db::StoreError) -> Error {
 
 pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -> Result<User> {
     if let Some(v) = &req.display_name {
-        check_text("display_name", v, 100)?;
+        text::required("display_name", v, 100, Lines::One)?;
     }
     if let Some(v) = &req.department {
-        check_text("department", v, 100)?;
+        text::required("department", v, 100, Lines::One)?;
     }
     if let Some(v) = &req.email {
         check_email(v)?;

@@ -12,16 +12,7 @@ use crate::db::{StoreError, audit as audit_db};
 use crate::error::{Error, Result};
 use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::Principal;
-
-fn field(name: &'static str, v: &str, max: usize) -> Result<()> {
-    if v.trim().is_empty() || v.chars().count() > max {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!("{name} 不能为空且不超过 {max} 个字符 / {name} must be 1 to {max} characters"),
-        ));
-    }
-    Ok(())
-}
+use crate::text::{self, Lines};
 
 fn asset_not_found(e: StoreError) -> Error {
     match e {
@@ -46,8 +37,8 @@ pub struct CreateAsset {
 
 pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asset> {
     let now = app.now();
-    field("name", &req.name, 200)?;
-    field("location", &req.location, 500)?;
+    text::required("name", &req.name, 200, Lines::One)?;
+    text::required("location", &req.location, 500, Lines::One)?;
     if !matches!(req.kind.as_str(), "document" | "repository") {
         return Err(Error::invalid(
             "invalid_kind",
@@ -109,8 +100,8 @@ pub async fn request(
     let asset = db::get_asset(&app.db, asset_id)
         .await
         .map_err(asset_not_found)?;
-    field("recipient", &req.recipient, 200)?;
-    field("purpose", &req.purpose, 1000)?;
+    text::required("recipient", &req.recipient, 200, Lines::One)?;
+    text::required("purpose", &req.purpose, 1000, Lines::Many)?;
     let mut tx = app.db.begin().await?;
     let d = db::insert_disclosure(
         &mut tx,
@@ -173,7 +164,7 @@ pub async fn approve(app: &App, who: &Principal, id: i64) -> Result<Disclosure> 
 }
 
 pub async fn refuse(app: &App, who: &Principal, id: i64, reason: &str) -> Result<Disclosure> {
-    field("reason", reason, 1000)?;
+    text::required("reason", reason, 1000, Lines::Many)?;
     decide(app, who, id, Some(reason.trim())).await
 }
 

@@ -79,6 +79,70 @@ impl Error {
         }
     }
 
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Unauthenticated { .. } => 401,
+            Error::Forbidden { .. } => 403,
+            Error::NotFound { .. } => 404,
+            Error::BadRequest { .. } => 400,
+            Error::Unprocessable { .. } => 422,
+            Error::Conflict { .. } => 409,
+            Error::TooManyRequests { .. } => 429,
+            Error::Integrity { .. } | Error::Internal(_) => 500,
+        }
+    }
+
+    /// What a client is told ("中文 / English"); never the cause of an internal error.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Unauthenticated { message, .. }
+            | Error::Forbidden { message, .. }
+            | Error::BadRequest { message, .. }
+            | Error::Unprocessable { message, .. }
+            | Error::Conflict { message, .. }
+            | Error::Integrity { message, .. } => message.clone(),
+            Error::NotFound { what } => format!("未找到 / Not found: {what}"),
+            Error::TooManyRequests {
+                retry_after_secs, ..
+            } => format!(
+                "尝试次数过多，请 {retry_after_secs} 秒后再试 / Too many attempts; retry after {retry_after_secs} s"
+            ),
+            Error::Internal(_) => "服务器内部错误 / Internal server error".to_string(),
+        }
+    }
+
+    /// Members the problem document carries besides the standard ones.
+    pub fn extra(&self) -> Map<String, Value> {
+        match self {
+            Error::Unprocessable { extra, .. } => extra.clone(),
+            Error::Forbidden { policy_ids, .. } => {
+                let mut extra = Map::new();
+                extra.insert("policy_ids".into(), Value::from(policy_ids.clone()));
+                extra
+            }
+            _ => Map::new(),
+        }
+    }
+
+    /// The Cedar policies that decided a refusal.
+    pub fn policy_ids(&self) -> &[String] {
+        match self {
+            Error::Forbidden { policy_ids, .. } => policy_ids,
+            _ => &[],
+        }
+    }
+
+    /// Who tried, when known, for the audit entry of a refusal.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Error::Unauthenticated { subject, .. } | Error::TooManyRequests { subject, .. } => {
+                subject.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Error::Unauthenticated { code, .. }

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod notify;
 pub mod policy;
 pub mod rbac;
+pub mod text;
 pub mod vault;
 pub mod workdays;
 

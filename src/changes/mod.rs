@@ -22,6 +22,7 @@ use crate::db::audit as audit_db;
 use crate::db::changes::{self as db, ChangeRow, ChangeUpdate, NewChange};
 use crate::error::{Error, Result};
 use crate::rbac::{ChangeFacts, Facts, Principal, Resource};
+use crate::text::{self, Lines};
 use rules::{NoticeRefusal, Status, Step};
 pub use views::{ChangeView, UserRef};
 
@@ -112,28 +113,6 @@ pub struct AmendChange {
 
 fn invalid(code: &'static str, message: impl Into<String>) -> Error {
     Error::invalid(code, message)
-}
-
-fn required(field: &'static str, v: &str, max: usize) -> Result<()> {
-    if v.trim().is_empty() || v.chars().count() > max {
-        return Err(invalid(
-            "invalid_field",
-            format!(
-                "{field} 不能为空且不超过 {max} 个字符 / {field} must be 1 to {max} characters"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn optional(field: &'static str, v: Option<&str>, max: usize) -> Result<()> {
-    match v {
-        Some(v) if v.chars().count() > max => Err(invalid(
-            "invalid_field",
-            format!("{field} 不超过 {max} 个字符 / {field} must be at most {max} characters"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 fn not_found(e: StoreError) -> Error {
@@ -236,10 +215,10 @@ async fn resolve_assignee(
 pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeView> {
     let policy = &app.policies.change;
     let tz = policy.timezone;
-    required("title", &req.title, 200)?;
-    required("description", &req.description, 10_000)?;
-    required("rollback_plan", &req.rollback_plan, 10_000)?;
-    optional("impact", req.impact.as_deref(), 10_000)?;
+    text::required("title", &req.title, 200, Lines::One)?;
+    text::required("description", &req.description, 10_000, Lines::Many)?;
+    text::required("rollback_plan", &req.rollback_plan, 10_000, Lines::Many)?;
+    text::optional("impact", req.impact.as_deref(), 10_000, Lines::Many)?;
     let Some(category) = policy.categories.get(&req.category) else {
         return Err(invalid(
             "unknown_category",
@@ -278,7 +257,7 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
             "紧急变更须说明理由 / An emergency change needs a justification",
         ));
     }
-    optional("justification", justification, 10_000)?;
+    text::optional("justification", justification, 10_000, Lines::Many)?;
     let (assignee_id, _) = resolve_assignee(app, who, req.assignee.as_deref()).await?;
 
     // The notice: now, by the server's clock, in the bank's time zone.
@@ -662,17 +641,17 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     let comment: Option<String> = match &cmd {
         Command::Approve(c) => c.comment.clone().filter(|c| !c.trim().is_empty()),
         Command::Reject(r) | Command::Cancel(r) => {
-            required("reason", &r.reason, 2000)?;
+            text::required("reason", &r.reason, 2000, Lines::Many)?;
             Some(r.reason.clone())
         }
         Command::Complete(c) => {
-            required("notes", &c.notes, 10_000)?;
+            text::required("notes", &c.notes, 10_000, Lines::Many)?;
             Some(c.notes.clone())
         }
         Command::Start => None,
     };
     if let Some(c) = &comment {
-        optional("comment", Some(c), 10_000)?;
+        text::optional("comment", Some(c), 10_000, Lines::Many)?;
     }
     let step = cmd.step();
     let now = app.now();
@@ -780,7 +759,7 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
 
 /// A manager's post-implementation review of a completed emergency change.
 pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<ChangeView> {
-    required("notes", &req.notes, 10_000)?;
+    text::required("notes", &req.notes, 10_000, Lines::Many)?;
     let now = app.now();
     let mut tx = app.db.begin().await?;
     let row = db::get_change_for_update(&mut tx, id)
@@ -834,15 +813,15 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         ));
     }
     if let Some(t) = &req.title {
-        required("title", t, 200)?;
+        text::required("title", t, 200, Lines::One)?;
     }
     if let Some(d) = &req.description {
-        required("description", d, 10_000)?;
+        text::required("description", d, 10_000, Lines::Many)?;
     }
     if let Some(r) = &req.rollback_plan {
-        required("rollback_plan", r, 10_000)?;
+        text::required("rollback_plan", r, 10_000, Lines::Many)?;
     }
-    optional("impact", req.impact.as_deref(), 10_000)?;
+    text::optional("impact", req.impact.as_deref(), 10_000, Lines::Many)?;
     let policy = &app.policies.change;
     let now = app.now();
     let assignee = match &req.assignee {

@@ -10,6 +10,7 @@ use crate::db::audit as audit_db;
 use crate::db::changes::{self as db, System};
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
+use crate::text::{self, Lines};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -28,16 +29,6 @@ pub struct SystemPatch {
     pub owner_department: Option<String>,
 }
 
-fn check_text(field: &str, v: &str) -> Result<()> {
-    if v.trim().is_empty() || v.chars().count() > 200 {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!("{field} 须为 1–200 个字符 / {field} must be 1 to 200 characters"),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System> {
     let key_ok = (2..=64).contains(&req.key.len())
         && req
@@ -50,8 +41,8 @@ pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System
             "key 须为 2–64 个小写字母、数字、- 或 _ / key must be 2–64 lowercase letters, digits, - or _",
         ));
     }
-    check_text("name", &req.name)?;
-    check_text("owner_department", &req.owner_department)?;
+    text::required("name", &req.name, 200, Lines::One)?;
+    text::required("owner_department", &req.owner_department, 200, Lines::One)?;
     let now = app.now();
     let mut tx = app.db.begin().await?;
     let sys = db::insert_system(
@@ -78,10 +69,10 @@ pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System
 
 pub async fn update(app: &App, who: &Principal, key: &str, req: SystemPatch) -> Result<System> {
     if let Some(n) = &req.name {
-        check_text("name", n)?;
+        text::required("name", n, 200, Lines::One)?;
     }
     if let Some(d) = &req.owner_department {
-        check_text("owner_department", d)?;
+        text::required("owner_department", d, 200, Lines::One)?;
     }
     let now = app.now();
     let mut tx = app.db.begin().await?;

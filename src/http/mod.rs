@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod console;
+pub mod contract;
 pub mod guard;
 pub mod ops;
 pub mod problem;
@@ -51,7 +52,19 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
-    (router, doc)
+    (router, completed(doc))
+}
+
+/// The document with every error of every route stated ([`contract::complete`]).
+fn completed(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let Ok(mut json) = serde_json::to_value(&doc) else {
+        return doc;
+    };
+    contract::complete(&mut json);
+    serde_json::from_value(json).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the completed OpenAPI document does not read back; serving it as generated");
+        doc
+    })
 }
 
 /// The whole application router.

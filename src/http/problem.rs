@@ -147,111 +147,28 @@ impl IntoResponse for ApiError {
                 detail,
             } => (status, code, detail, Map::new(), vec![], None, None),
             ApiError::Domain(e) => {
-                let code = e.code();
-                match e {
-                    Error::Unauthenticated {
-                        message, subject, ..
-                    } => (
-                        StatusCode::UNAUTHORIZED,
-                        code,
-                        message,
-                        Map::new(),
-                        vec![],
-                        subject,
-                        None,
-                    ),
-                    Error::Forbidden {
-                        message,
-                        policy_ids,
-                        ..
-                    } => {
-                        let mut extra = Map::new();
-                        extra.insert("policy_ids".into(), Value::from(policy_ids.clone()));
-                        (
-                            StatusCode::FORBIDDEN,
-                            code,
-                            message,
-                            extra,
-                            policy_ids,
-                            None,
-                            None,
-                        )
-                    }
-                    Error::NotFound { what } => (
-                        StatusCode::NOT_FOUND,
-                        code,
-                        format!("未找到 / Not found: {what}"),
-                        Map::new(),
-                        vec![],
-                        None,
-                        None,
-                    ),
-                    Error::BadRequest { message, .. } => (
-                        StatusCode::BAD_REQUEST,
-                        code,
-                        message,
-                        Map::new(),
-                        vec![],
-                        None,
-                        None,
-                    ),
-                    Error::Unprocessable { message, extra, .. } => (
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        code,
-                        message,
-                        extra,
-                        vec![],
-                        None,
-                        None,
-                    ),
-                    Error::Conflict { message, .. } => (
-                        StatusCode::CONFLICT,
-                        code,
-                        message,
-                        Map::new(),
-                        vec![],
-                        None,
-                        None,
-                    ),
-                    Error::TooManyRequests {
-                        retry_after_secs,
-                        subject,
-                    } => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        code,
-                        format!(
-                            "尝试次数过多，请 {retry_after_secs} 秒后再试 / Too many attempts; retry after {retry_after_secs} s"
-                        ),
-                        Map::new(),
-                        vec![],
-                        subject,
-                        Some(retry_after_secs),
-                    ),
+                match &e {
                     Error::Integrity { message, .. } => {
-                        tracing::error!(code, "integrity error: {message}");
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            code,
-                            message,
-                            Map::new(),
-                            vec![],
-                            None,
-                            None,
-                        )
+                        tracing::error!(code = e.code(), "integrity error: {message}")
                     }
-                    Error::Internal(err) => {
-                        tracing::error!(error = ?err, "internal error");
-                        (
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            code,
-                            "服务器内部错误 / Internal server error".to_string(),
-                            Map::new(),
-                            vec![],
-                            None,
-                            None,
-                        )
-                    }
+                    Error::Internal(err) => tracing::error!(error = ?err, "internal error"),
+                    _ => {}
                 }
+                let retry = match &e {
+                    Error::TooManyRequests {
+                        retry_after_secs, ..
+                    } => Some(*retry_after_secs),
+                    _ => None,
+                };
+                (
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    e.code(),
+                    e.detail(),
+                    e.extra(),
+                    e.policy_ids().to_vec(),
+                    e.subject().map(str::to_string),
+                    retry,
+                )
             }
         };
         let mut resp = problem(status, code, &detail, extra);
@@ -270,8 +187,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are problem documents.
+/// `Json<T>` whose rejections are problem documents. The body is read as JSON first and every
+/// string in it checked by [`crate::text::first_forbidden_in_json`]: a control character
+/// (a NUL, an escape) in any field is a 422 `invalid_text` naming the field, never a 500 of
+/// the database, whether or not the domain validates that field itself.
 pub struct Json<T>(pub T);
+
+/// The body as `T`, after the control-character check.
+fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    if let Some((field, at, c)) = crate::text::first_forbidden_in_json(&v) {
+        return Err(ApiError::Domain(crate::text::invalid_text(&field, at, c)));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let text = if path == "." {
+            e.into_inner().to_string()
+        } else {
+            format!("{path}: {}", e.into_inner())
+        };
+        rejection(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Failed to deserialize the JSON body into the target type: {text}"),
+        )
+    })
+}
 
 impl<T, S> FromRequest<S> for Json<T>
 where
@@ -281,8 +220,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Json(v))
+        let axum::Json(v) = axum::Json::<Value>::from_request(req, state).await?;
+        decode(v).map(Json)
     }
 }
 
@@ -295,9 +234,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
-        let v = <axum::Json<T> as axum::extract::OptionalFromRequest<S>>::from_request(req, state)
-            .await?;
-        Ok(v.map(|axum::Json(v)| Json(v)))
+        let v =
+            <axum::Json<Value> as axum::extract::OptionalFromRequest<S>>::from_request(req, state)
+                .await?;
+        v.map(|axum::Json(v)| decode(v).map(Json)).transpose()
     }
 }
 
@@ -318,6 +258,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A control character in a parameter (`?system=%00`) is refused before any query.
+        let raw = parts.uri.query().unwrap_or_default();
+        if let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) {
+            for (name, value) in &pairs {
+                if let Err(e) = crate::text::clean(name, value, crate::text::Lines::One) {
+                    return Err(ApiError::Domain(e));
+                }
+            }
+        }
         let axum::extract::Query(v) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(Query(v))
@@ -335,6 +284,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A control character in a path segment (`/systems/%00`) is refused before any query.
+        if let Ok(raw) = axum::extract::RawPathParams::from_request_parts(parts, state).await {
+            for (name, value) in &raw {
+                if let Err(e) = crate::text::clean(name, value, crate::text::Lines::One) {
+                    return Err(ApiError::Domain(e));
+                }
+            }
+        }
         let axum::extract::Path(v) =
             axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(Path(v))

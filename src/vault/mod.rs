@@ -24,6 +24,7 @@ use crate::db::{StoreError, Tx, audit as audit_db, users as users_db};
 use crate::error::{Error, Result};
 use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::{CredentialFacts, Decision, Facts, Principal, Resource, WindowFacts};
+use crate::text::{self, Lines};
 use crypto::Binding;
 pub use keyring::Keyring;
 
@@ -43,16 +44,6 @@ fn not_found(e: StoreError) -> Error {
         StoreError::NotFound => Error::NotFound { what: "credential" },
         other => other.into(),
     }
-}
-
-fn field(name: &'static str, v: &str, max: usize) -> Result<()> {
-    if v.trim().is_empty() || v.chars().count() > max {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!("{name} 不能为空且不超过 {max} 个字符 / {name} must be 1 to {max} characters"),
-        ));
-    }
-    Ok(())
 }
 
 fn check_secret(secret: &SecretString) -> Result<()> {
@@ -118,8 +109,8 @@ async fn commit_with(app: &App, mut tx: Tx, entry: &Entry, now: DateTime<Utc>) -
 
 pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result<CredentialView> {
     let now = app.now();
-    field("name", &req.name, 200)?;
-    field("account", &req.account, 200)?;
+    text::required("name", &req.name, 200, Lines::One)?;
+    text::required("account", &req.account, 200, Lines::One)?;
     if !KINDS.contains(&req.kind.as_str()) {
         return Err(Error::invalid(
             "invalid_kind",
@@ -147,7 +138,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
             )
         })?;
     let department = req.department.clone().unwrap_or(system.owner_department);
-    field("department", &department, 100)?;
+    text::required("department", &department, 100, Lines::One)?;
     let mut tx = app.db.begin().await?;
     let key = app.vault.sealing_key(&mut tx).await?;
     let id = db::insert_credential(
@@ -426,7 +417,7 @@ pub async fn reveal(
 ) -> std::result::Result<Revealed, RevealError> {
     let now = app.now();
     let c = db::get_credential(&app.db, id).await.map_err(not_found)?;
-    field("reason", &req.reason, 500)?;
+    text::required("reason", &req.reason, 500, Lines::Many)?;
     let facts = reveal_facts(app, who.user_id, &c, req.change_id, now).await?;
     let decision = decide(app, who, &c, &facts);
     let via_change = facts
@@ -556,7 +547,7 @@ pub async fn create_grant(
     db::get_credential(&app.db, credential_id)
         .await
         .map_err(not_found)?;
-    field("reason", &req.reason, 500)?;
+    text::required("reason", &req.reason, 500, Lines::Many)?;
     if req.expires_at <= now || req.expires_at > now + TimeDelta::days(90) {
         return Err(Error::invalid(
             "invalid_expiry",
@@ -668,7 +659,7 @@ pub async fn revoke_grant(
     grant_id: i64,
     req: RevokeGrant,
 ) -> Result<CredentialGrant> {
-    field("reason", &req.reason, 500)?;
+    text::required("reason", &req.reason, 500, Lines::Many)?;
     let now = app.now();
     let mut tx = app.db.begin().await?;
     let g = db::get_grant_tx(&mut tx, grant_id)

@@ -2,6 +2,7 @@
 //! fresh PostgreSQL database (`CHANGEGUARD_TEST_POSTGRES_URL`). One test binary, many modules.
 
 mod harness;
+mod openapi;
 
 mod audit_trail;
 mod auth;
@@ -11,5 +12,6 @@ mod console;
 mod errors;
 mod notify;
 mod rbac;
+mod text;
 mod vault;
 mod workdays;
