@@ -87,6 +87,16 @@ impl App {
     /// Loads policies and keys, connects, migrates, bootstraps the first admin.
     /// Prints (once) what a newcomer must know: generated keys and the admin password.
     pub async fn start(settings: Settings) -> anyhow::Result<App> {
+        App::start_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::start`] on another clock: the library takes its time from the edge, as it takes
+    /// its listener, so tests move time instead of sleeping. The shipped binary passes only
+    /// [`SystemClock`]; nothing in its configuration sets the time.
+    pub async fn start_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<App> {
         let policies =
             Policies::load(&settings.policies_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let key_dir = settings.key_dir();
@@ -118,7 +128,7 @@ impl App {
             ("audit", "CHANGEGUARD_AUDIT_KEY", &audit_key),
         ] {
             let fp = keys::fingerprint(key);
-            let recorded = db::keys::remember(&db, name, &fp, SystemClock.now()).await?;
+            let recorded = db::keys::remember(&db, name, &fp, clock.now()).await?;
             if recorded != fp {
                 anyhow::bail!(
                     "{var} (or changeguard.{name}.key in {}) is not the key this database was created with; \
@@ -128,7 +138,7 @@ impl App {
             }
         }
         // The vault's master key: never in the database; a wrong or missing one stops here.
-        let (vault, vault_new) = vault::Keyring::start(&settings, &db, SystemClock.now()).await?;
+        let (vault, vault_new) = vault::Keyring::start(&settings, &db, clock.now()).await?;
         if vault_new {
             tracing::warn!(
                 dir = %key_dir.display(),
@@ -153,7 +163,7 @@ impl App {
             hasher,
             policies,
             db,
-            clock: Arc::new(SystemClock),
+            clock,
             calendar_cache: Default::default(),
             sessions: auth::sessions::SessionCache::new(settings.session_cache),
             notifier,
@@ -215,7 +225,16 @@ pub struct Server {
 
 impl Server {
     pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Server> {
-        let app = App::start(settings).await?;
+        Server::build_with_clock(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::build`] on another clock (tests); see [`App::start_with_clock`].
+    pub async fn build_with_clock(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Server> {
+        let app = App::start_with_clock(settings, clock).await?;
         Ok(Server { app, listener })
     }
 

@@ -126,7 +126,7 @@ pub async fn login(
 ) -> Result<LoginOk> {
     let now = app.now();
     let username = normalize_username(username);
-    if username.is_empty() || username.len() > 64 {
+    if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
         return Err(invalid_credentials(None));
     }
     let address = client.map(|ip| ip.to_string());
@@ -254,7 +254,7 @@ pub async fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Principal> {
     let token = bearer.ok_or_else(unauthenticated)?;
-    let claims = app.tokens.verify(token).ok_or_else(unauthenticated)?;
+    let claims = app.tokens.verify(token, now).ok_or_else(unauthenticated)?;
     let user_id: i64 = claims.sub.parse().map_err(|_| unauthenticated())?;
     // The epoch BEFORE the read: a commit during the read makes what was read stale.
     let epoch = app.db.epoch().current();

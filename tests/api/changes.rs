@@ -629,7 +629,7 @@ crate::both_backends!(approved_changes_never_started_expire, |srv| {
             .unwrap(),
         0
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    srv.advance(TimeDelta::seconds(3));
     assert_eq!(
         changeguard::changes::expire_overdue(&srv.app)
             .await

@@ -1076,7 +1076,7 @@ crate::both_backends!(the_console_session_slides_while_alive, |srv| {
     use reqwest::StatusCode;
     let _p = setup(srv).await;
     let c = Console::login(srv, "view.wu", "a long enough password").await;
-    let claims = srv.app.tokens.verify(&c.session).unwrap();
+    let claims = srv.app.tokens.verify(&c.session, srv.app.now()).unwrap();
     let user_id: i64 = claims.sub.parse().unwrap();
     let now = chrono::Utc::now();
     // A fresh token is not renewed.
@@ -1101,7 +1101,7 @@ crate::both_backends!(the_console_session_slides_while_alive, |srv| {
     let r = aged.get("/console").await;
     assert_eq!(r.status(), StatusCode::OK);
     let fresh = set_cookie(&r, "cg_session").expect("renewed");
-    let fresh_claims = srv.app.tokens.verify(&fresh).unwrap();
+    let fresh_claims = srv.app.tokens.verify(&fresh, srv.app.now()).unwrap();
     assert_eq!(fresh_claims.jti, claims.jti, "the same session");
     assert!(fresh_claims.exp >= now.timestamp() + 14 * 60);
     let aged = Console {
@@ -1132,7 +1132,7 @@ crate::both_backends!(the_console_session_slides_while_alive, |srv| {
 
     // A disabled user's session ends on the next request, renewal or not.
     let c = Console::login(srv, "op.zhang", "a long enough password").await;
-    let claims = srv.app.tokens.verify(&c.session).unwrap();
+    let claims = srv.app.tokens.verify(&c.session, srv.app.now()).unwrap();
     let old = srv
         .app
         .tokens
@@ -1285,7 +1285,7 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
         .and_then(|s| s.split('"').next())
         .expect("the key shown once");
     let secret = totp::decode(secret).unwrap();
-    let step = crate::vault::aligned_step().await;
+    let step = crate::vault::aligned_step(srv);
     let code = totp::code_at(&secret, step);
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let r = c

@@ -1,6 +1,11 @@
 //! Starting a real changeguard for a test.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use changeguard::clock::{Clock, SystemClock};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use changeguard::Server;
 use changeguard::config::Settings;
@@ -21,9 +26,33 @@ pub enum Backend {
     Postgres,
 }
 
+/// The clock a test server runs on: the system's, moved forward by what the test asked for
+/// ([`TestServer::advance`]), so a test waits for a delay, an expiry or a window's end without
+/// sleeping. Instances of one test share it.
+#[derive(Default)]
+pub struct TestClock {
+    ahead_micros: AtomicI64,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: TimeDelta) {
+        let micros = by
+            .num_microseconds()
+            .expect("a test moves time by less than 290,000 years");
+        self.ahead_micros.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        SystemClock.now() + TimeDelta::microseconds(self.ahead_micros.load(Ordering::SeqCst))
+    }
+}
+
 pub struct TestServer {
     /// The running instance's state, for invoking scheduled jobs directly.
     pub app: changeguard::App,
+    pub clock: Arc<TestClock>,
     pub base: String,
     pub client: Client,
     pub backend: Backend,
@@ -66,6 +95,8 @@ pub struct Options {
     pub hash_concurrency: Option<usize>,
     /// `CHANGEGUARD_SESSION_CACHE` (on by default, as in the service).
     pub session_cache: bool,
+    /// The clock to run on; none: a new one (a second instance shares the first's).
+    pub clock: Option<Arc<TestClock>>,
 }
 
 impl Default for Options {
@@ -76,6 +107,7 @@ impl Default for Options {
             smtp_url: None,
             hash_concurrency: Some(2),
             session_cache: true,
+            clock: None,
         }
     }
 }
@@ -127,7 +159,10 @@ impl TestServer {
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = Server::build(settings, listener).await.unwrap();
+        let clock = opts.clock.unwrap_or_default();
+        let server = Server::build_with_clock(settings, listener, clock.clone())
+            .await
+            .unwrap();
         let addr = server.local_addr().unwrap();
         let app = server.app.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -141,6 +176,7 @@ impl TestServer {
         });
         TestServer {
             app,
+            clock,
             base: format!("http://{addr}"),
             client: Client::new(),
             backend,
@@ -156,6 +192,7 @@ impl TestServer {
     pub async fn second_instance(&self) -> TestServer {
         let opts = Options {
             join: Some((self.database_url.clone(), self.dir.path().to_path_buf())),
+            clock: Some(self.clock.clone()),
             ..Options::default()
         };
         TestServer::start_with(self.backend, opts).await
@@ -164,7 +201,18 @@ impl TestServer {
     /// Another instance on the same database and keys, with its own options (policies, SMTP).
     pub async fn second_instance_with(&self, mut opts: Options) -> TestServer {
         opts.join = Some((self.database_url.clone(), self.dir.path().to_path_buf()));
+        opts.clock.get_or_insert_with(|| self.clock.clone());
         TestServer::start_with(self.backend, opts).await
+    }
+
+    /// Moves this server's time (and its other instances') forward.
+    pub fn advance(&self, by: TimeDelta) {
+        self.clock.advance(by);
+    }
+
+    /// This server's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -500,7 +500,23 @@ async fn two_instances_send_each_message_once() {
     }
     let expected = 150 + 4 * 2;
     let got = smtp.wait_for(expected).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once every row is marked sent no sender holds one (a claimed row is `sending`), so
+    // nothing more can arrive: wait for that instead of sleeping.
+    let changeguard::db::Db::Postgres(pool, _) = &a.app.db else {
+        unreachable!("this test runs on PostgreSQL")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status <> 'sent'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if open == 0 || Instant::now() > deadline {
+            assert_eq!(open, 0, "every notice is sent");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let got_after = smtp.messages();
     assert_eq!(got.len(), expected);
     assert_eq!(got_after.len(), expected, "no duplicates arrive later");

@@ -105,7 +105,7 @@ async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
     // The QR code for the console, drawn by the server (decoded in the unit tests).
     assert!(e["qr_svg"].as_str().unwrap().starts_with("<svg "));
     let secret = totp::decode(e["secret"].as_str().unwrap()).unwrap();
-    let step = aligned_step().await;
+    let step = aligned_step(srv);
     let r = srv
         .post(
             "/api/v1/me/totp/confirm",
@@ -117,15 +117,15 @@ async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
     secret
 }
 
-/// The current TOTP step, waiting for the next one if fewer than 8 s of it remain, so the
-/// codes of this step and the next stay valid while a test uses them.
-pub(crate) async fn aligned_step() -> i64 {
-    let now = Utc::now().timestamp();
+/// The current TOTP step by the server's clock, moving it to the next step if fewer than 8 s
+/// of this one remain, so the codes of this step and the next stay valid while a test uses them.
+pub(crate) fn aligned_step(srv: &TestServer) -> i64 {
+    let now = srv.now().timestamp();
     let left = totp::STEP_SECS - now.rem_euclid(totp::STEP_SECS);
     if left < 8 {
-        tokio::time::sleep(std::time::Duration::from_millis(left as u64 * 1000 + 100)).await;
+        srv.advance(TimeDelta::seconds(left));
     }
-    totp::step_of(Utc::now().timestamp())
+    totp::step_of(srv.now().timestamp())
 }
 
 /// An emergency change on core-db, approved and started by its assignee; returns its id.
@@ -299,7 +299,7 @@ crate::both_backends!(
             "totp_required",
         )
         .await;
-        let step = aligned_step().await;
+        let step = aligned_step(srv);
         let code = totp::code_at(&secret, step);
         let wrong = if code == "000000" { "111111" } else { "000000" };
         problem(
@@ -728,7 +728,7 @@ crate::both_backends!(
                 .await;
             assert_eq!(r.status(), StatusCode::OK);
         }
-        let step = aligned_step().await;
+        let step = aligned_step(srv);
         let codes = body(
             srv.post(
                 "/api/v1/me/totp/recovery-codes",
@@ -906,7 +906,7 @@ crate::both_backends!(
             ));
         }
         let secret = enrol(srv, &v.op).await;
-        let step = aligned_step().await;
+        let step = aligned_step(srv);
         let recovery: Vec<String> = serde_json::from_value(
             body(
                 srv.post(
@@ -997,7 +997,7 @@ crate::both_backends!(
         let mut readable = 0;
         for (n, (id, plain)) in creds.iter().enumerate() {
             let code = if n == 0 {
-                totp::code_at(&secret, totp::step_of(Utc::now().timestamp()).max(step + 1))
+                totp::code_at(&secret, totp::step_of(srv.now().timestamp()).max(step + 1))
             } else {
                 recovery[5 + n].clone()
             };
@@ -1065,7 +1065,7 @@ async fn roles_listed_in_security_toml_give_a_totp_code_at_login() {
             srv.call(Method::POST, "/api/v1/auth/login", None, Some(b))
         };
         problem(login(None).await, StatusCode::UNAUTHORIZED, "totp_required").await;
-        let step = aligned_step().await;
+        let step = aligned_step(&srv);
         let code = totp::code_at(&secret, step);
         let wrong = if code == "000000" { "111111" } else { "000000" };
         problem(
@@ -1302,7 +1302,7 @@ crate::both_backends!(standing_grants_are_notified_and_revoked, |srv| {
         vec![ADMIN_MAIL, "op.zhang@bank.example"]
     );
     let secret = enrol(srv, &v.op).await;
-    let step = aligned_step().await;
+    let step = aligned_step(srv);
     let got = body(
         reveal(
             srv,
@@ -1412,7 +1412,7 @@ crate::both_backends!(
             "totp_required",
         )
         .await;
-        let step = aligned_step().await;
+        let step = aligned_step(srv);
         let code = totp::code_at(&secret, step);
         let wrong = if code == "000000" { "111111" } else { "000000" };
         problem(
@@ -1549,7 +1549,7 @@ crate::both_backends!(
 crate::both_backends!(an_unconfirmed_replacement_expires, |srv| {
     let v = setup(srv).await;
     let secret = enrol(srv, &v.op).await;
-    let step = aligned_step().await;
+    let step = aligned_step(srv);
     let e = body(
         srv.post(
             "/api/v1/me/totp",

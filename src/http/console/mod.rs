@@ -156,8 +156,8 @@ async fn renew(
 }
 
 async fn renewed_token(app: &App, token: &str) -> Option<String> {
-    let claims = app.tokens.verify(token)?;
     let now = app.now();
+    let claims = app.tokens.verify(token, now)?;
     if now.timestamp() - claims.iat < RENEW_AFTER_SECS {
         return None;
     }
