@@ -119,8 +119,16 @@ pub fn first_forbidden_in_json(v: &Value) -> Option<(String, usize, char)> {
                     path.push('.');
                 }
                 path.push_str(k);
+                // A bad key is never echoed (it would reach the audit trail): a placeholder.
                 let found = match forbidden_char(k, Lines::One) {
-                    Some((i, c)) => Some((path.clone(), i, c)),
+                    Some((i, c)) => {
+                        path.truncate(len);
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str("<key>");
+                        Some((path.clone(), i, c))
+                    }
                     None => walk(item, path),
                 };
                 path.truncate(len);
@@ -182,6 +190,11 @@ mod tests {
         assert_eq!(
             first_forbidden_in_json(&v).map(|f| f.0),
             Some("grants.update[0]".to_string())
+        );
+        let v = json!({"a": {"x\u{0}y": 1}});
+        assert_eq!(
+            first_forbidden_in_json(&v),
+            Some(("a.<key>".to_string(), 1, '\0'))
         );
         assert_eq!(first_forbidden_in_json(&json!({"d": "a\r\nb\tc"})), None);
         assert_eq!(first_forbidden_in_json(&json!({"n": 1, "b": true})), None);

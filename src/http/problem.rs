@@ -262,6 +262,10 @@ where
         let raw = parts.uri.query().unwrap_or_default();
         if let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) {
             for (name, value) in &pairs {
+                // A bad name is never echoed (it would reach the audit trail).
+                if let Some((at, c)) = crate::text::forbidden_char(name, crate::text::Lines::One) {
+                    return Err(ApiError::Domain(crate::text::invalid_text("<name>", at, c)));
+                }
                 if let Err(e) = crate::text::clean(name, value, crate::text::Lines::One) {
                     return Err(ApiError::Domain(e));
                 }

@@ -47,6 +47,24 @@ crate::both_backends!(control_characters_are_refused_by_field, |srv| {
     .await;
     assert_eq!(doc["field"], "systems[1]");
 
+    // A bad key is named by a placeholder, never echoed (the refusal is audited; a NUL in the
+    // audit entry was a 500 on PostgreSQL), and so is a bad query parameter name.
+    let doc = problem(
+        srv.post("/api/v1/changes", &p.op, json!({"x\u{0}y": 1}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+    )
+    .await;
+    assert_eq!(doc["field"], "<key>");
+    let doc = problem(
+        srv.get("/api/v1/changes?sys%00tem=x", &p.viewer).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+    )
+    .await;
+    assert_eq!(doc["field"], "<name>");
+
     // Multi-line fields keep their line breaks (CRLF from a browser's textarea too) and tabs.
     let mut c = change(start, 2);
     c["description"] = json!("第一步：停服务\r\n第二步：\t升级\n第三步：验证");
