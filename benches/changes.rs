@@ -144,7 +144,7 @@ async fn filing(backend: Backend, dur: Duration) {
                 )
                 .await
                 .unwrap();
-                tx.commit().await.unwrap();
+                common::commit_raw(tx).await;
                 lat.push(t.elapsed());
                 n += FILING_CONNS as u64;
             }
@@ -318,7 +318,7 @@ async fn seed(srv: &BenchServer, op_id: i64) -> Duration {
             }
             q.execute(&mut *c).await.unwrap();
         });
-        tx.commit().await.unwrap();
+        common::commit_raw(tx).await;
         id += n as i64;
         i += n;
     }
@@ -328,7 +328,7 @@ async fn seed(srv: &BenchServer, op_id: i64) -> Duration {
     changeguard::on_tx!(&mut tx, |c| {
         sqlx::query(analyze).execute(&mut *c).await.unwrap();
     });
-    tx.commit().await.unwrap();
+    common::commit_raw(tx).await;
     t.elapsed()
 }
 

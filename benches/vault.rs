@@ -186,6 +186,7 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
         email: String::new(),
         roles: vec!["tech_operator".into()],
         session_id: String::new(),
+        token: None,
         permitted_by: Vec::new(),
     };
     let credential = changeguard::db::vault::get_credential(&app.db, cred)

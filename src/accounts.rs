@@ -9,8 +9,8 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::auth::{normalize_username, password};
-use crate::db::audit as audit_db;
 use crate::db::users::{self as users_db, Grant, NewUser, User, UserChanges};
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::{Decision, Facts, Principal, Resource};
 use crate::text::{self, Lines};
@@ -56,7 +56,7 @@ pub struct UserView {
     pub grants: Vec<Grant>,
 }
 
-fn check_username(u: &str) -> Result<()> {
+pub(crate) fn check_username(u: &str) -> Result<()> {
     let ok = (2..=64).contains(&u.len())
         && u.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
@@ -122,10 +122,11 @@ pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) ->
     password::check_policy(req.password.expose_secret(), &username)?;
     let hash = app.hasher.hash(&req.password).await?;
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let user = users_db::insert(
         &mut tx,
         &NewUser {
+            kind: users_db::AccountKind::Person,
             username: &username,
             display_name: req.display_name.trim(),
             department: req.department.trim(),
@@ -148,8 +149,7 @@ pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) ->
         None => Entry::ok(None, "user.create", format!("user:{}", user.id)),
     }
     .with_details(json!({"username": user.username, "department": user.department}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(user)
 }
 
@@ -165,7 +165,7 @@ pub async fn view(app: &App, id: i64) -> Result<UserView> {
     Ok(UserView { user, grants })
 }
 
-fn not_found(e: crate::db::StoreError) -> Error {
+pub(crate) fn not_found(e: crate::db::StoreError) -> Error {
     match e {
         crate::db::StoreError::NotFound => Error::NotFound { what: "user" },
         other => other.into(),
@@ -184,6 +184,12 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     }
     let now = app.now();
     let current = users_db::get(&app.db, id).await.map_err(not_found)?;
+    if req.password.is_some() && current.kind == users_db::AccountKind::Service {
+        return Err(Error::invalid(
+            "service_account_password",
+            "服务账号没有密码，只用 API 令牌登录 / A service account has no password; it signs in with API tokens",
+        ));
+    }
     let new_hash = match &req.password {
         Some(pw) => {
             password::check_policy(pw.expose_secret(), &current.username)?;
@@ -191,7 +197,7 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
         }
         None => None,
     };
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     // Not `current.active`: it was read before the transaction, and an enable committed since
     // would let this disable skip ending the sessions and the last-admin check.
     let disabling = req.active == Some(false);
@@ -241,8 +247,7 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     let entry = Entry::by(who, action, format!("user:{id}"))
         .with_policies(&decision.policy_ids)
         .with_details(json!({"changed": changed, "active": user.active}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(user)
 }
 
@@ -279,7 +284,14 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         ));
     }
     let grantee = users_db::get(&app.db, user_id).await.map_err(not_found)?;
-    let mut tx = app.db.begin().await?;
+    let machine_role = app.policies.roles.get(&req.role).is_some_and(|r| r.machine);
+    if grantee.kind == users_db::AccountKind::Service && !machine_role {
+        return Err(Error::invalid(
+            "role_not_for_service_accounts",
+            "服务账号只能持有为机器设立的角色（如 流水线、变更监测） / A service account may hold only roles for machines (such as pipeline or change_monitor)",
+        ));
+    }
+    let mut tx = Deed::open(app).await?;
     // Re-granting the last admin's `admin` with an expiry would let it run out.
     let removes_last_admin = req.role == "admin"
         && req.expires_at.is_some()
@@ -308,14 +320,13 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         .with_details(
             json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
         );
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(grant)
 }
 
 pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -> Result<()> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let removes_last_admin = role == "admin" && is_last_admin(&mut tx, user_id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
@@ -334,8 +345,7 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
     let entry = Entry::by(who, "role.revoke", format!("user:{user_id}"))
         .with_policies(&decision.policy_ids)
         .with_details(json!({"role": role}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(())
 }
 
@@ -350,6 +360,7 @@ pub async fn principal_for(app: &App, user: User, now: DateTime<Utc>) -> Result<
         email: user.email,
         roles,
         session_id: String::new(),
+        token: None,
         permitted_by: Vec::new(),
     })
 }
@@ -482,12 +493,11 @@ pub async fn grant_role_unattended(app: &App, user_id: i64, role: &str) -> Resul
         ));
     }
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let grant = users_db::upsert_grant(&mut tx, user_id, role, None, now, None).await?;
     let entry = Entry::ok(None, "role.grant", format!("user:{user_id}"))
         .with_reason("granted from the server console")
         .with_details(json!({"role": role}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(grant)
 }

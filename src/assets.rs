@@ -7,8 +7,9 @@ use serde_json::json;
 
 use crate::App;
 use crate::audit::Entry;
+use crate::db::StoreError;
 use crate::db::assets::{self as db, Asset, Disclosure};
-use crate::db::{StoreError, audit as audit_db};
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::Principal;
@@ -52,7 +53,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asse
         .department
         .clone()
         .unwrap_or(custodian.department.clone());
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let id = db::insert_asset(
         &mut tx,
         req.name.trim(),
@@ -73,8 +74,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateAsset) -> Result<Asse
     let entry = Entry::by(who, "asset.create", format!("asset:{id}")).with_details(
         json!({"name": req.name.trim(), "kind": req.kind, "custodian": custodian.username}),
     );
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(db::get_asset(&app.db, id).await?)
 }
 
@@ -102,7 +102,7 @@ pub async fn request(
         .map_err(asset_not_found)?;
     text::required("recipient", &req.recipient, 200, Lines::One)?;
     text::required("purpose", &req.purpose, 1000, Lines::Many)?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let d = db::insert_disclosure(
         &mut tx,
         asset_id,
@@ -170,7 +170,7 @@ pub async fn refuse(app: &App, who: &Principal, id: i64, reason: &str) -> Result
 
 async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> Result<Disclosure> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let mut d = db::disclosure_for_update(&mut tx, id)
         .await
         .map_err(|e| match e {

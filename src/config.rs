@@ -25,6 +25,10 @@ pub struct Settings {
     /// Key of the audit chain's MAC. Unset: kept in a key file.
     #[serde(skip_serializing)]
     pub audit_key: Option<SecretString>,
+    /// The admission gate's Ed25519 signing key (32-byte seed, hex or base64). Unset: kept in
+    /// the key file `changeguard.gate.key`.
+    #[serde(skip_serializing)]
+    pub gate_key: Option<SecretString>,
     /// Master key of the credential vault (256 bits, hex or base64). Unset: kept in the key file
     /// `changeguard.master.key`, generated on the first start. Never stored in the database.
     #[serde(skip_serializing)]
@@ -71,6 +75,7 @@ impl Default for Settings {
             policies_dir: PathBuf::from("policies"),
             jwt_secret: None,
             audit_key: None,
+            gate_key: None,
             master_key: None,
             master_key_next: None,
             bootstrap_admin_password: None,

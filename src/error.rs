@@ -51,11 +51,27 @@ pub enum Error {
     /// 500: never shown to the client beyond a generic message.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// A refusal whose audit entry the domain already wrote in the deciding transaction (with
+    /// its own details): answered like the inner error, never audited twice.
+    #[error(transparent)]
+    Audited(Box<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Marks a refusal as audited by the deed that decided it.
+    pub fn audited(self) -> Error {
+        match self {
+            Error::Audited(_) => self,
+            other => Error::Audited(Box::new(other)),
+        }
+    }
+
+    pub fn is_audited(&self) -> bool {
+        matches!(self, Error::Audited(_))
+    }
+
     pub fn forbidden(policy_ids: Vec<String>) -> Error {
         Error::Forbidden {
             code: "forbidden",
@@ -90,6 +106,7 @@ impl Error {
             Error::Conflict { .. } => 409,
             Error::TooManyRequests { .. } => 429,
             Error::Integrity { .. } | Error::Internal(_) => 500,
+            Error::Audited(e) => e.status(),
         }
     }
 
@@ -109,6 +126,7 @@ impl Error {
                 "尝试次数过多，请 {retry_after_secs} 秒后再试 / Too many attempts; retry after {retry_after_secs} s"
             ),
             Error::Internal(_) => "服务器内部错误 / Internal server error".to_string(),
+            Error::Audited(e) => e.detail(),
         }
     }
 
@@ -121,6 +139,7 @@ impl Error {
                 extra.insert("policy_ids".into(), Value::from(policy_ids.clone()));
                 extra
             }
+            Error::Audited(e) => e.extra(),
             _ => Map::new(),
         }
     }
@@ -129,7 +148,19 @@ impl Error {
     pub fn policy_ids(&self) -> &[String] {
         match self {
             Error::Forbidden { policy_ids, .. } => policy_ids,
+            Error::Audited(e) => e.policy_ids(),
             _ => &[],
+        }
+    }
+
+    /// The seconds a 429 asks the client to wait.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Error::Audited(e) => e.retry_after_secs(),
+            _ => None,
         }
     }
 
@@ -139,6 +170,7 @@ impl Error {
             Error::Unauthenticated { subject, .. } | Error::TooManyRequests { subject, .. } => {
                 subject.as_deref()
             }
+            Error::Audited(e) => e.subject(),
             _ => None,
         }
     }
@@ -154,6 +186,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Internal(_) => "internal_error",
+            Error::Audited(e) => e.code(),
         }
     }
 }

@@ -19,12 +19,15 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod deed;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod keys;
 pub mod notify;
 pub mod policy;
 pub mod rbac;
+pub mod service_accounts;
 pub mod text;
 pub mod vault;
 pub mod workdays;
@@ -70,6 +73,8 @@ pub struct AppInner {
     pub notifier: notify::Notifier,
     /// The credential vault's master keys.
     pub vault: vault::Keyring,
+    /// The admission gate's signing key and published public keys.
+    pub admission: gate::admission::AdmissionKeys,
 }
 
 impl Deref for App {
@@ -146,6 +151,16 @@ impl App {
                  back it up SEPARATELY from the database: without it no stored credential can be read"
             );
         }
+        let max_window = chrono::TimeDelta::days(i64::from(policies.change.max_window_days));
+        let (admission, admission_new) =
+            gate::admission::AdmissionKeys::load(&settings, max_window)?;
+        if admission_new {
+            tracing::warn!(
+                dir = %key_dir.display(),
+                "generated the admission gate's signing key file changeguard.gate.key (owner-only); \
+                 give several instances the same file"
+            );
+        }
         let hasher = Hasher::new(settings.hash_concurrency())?;
         let notifier = notify::Notifier::new(&settings)?;
         // Said once, so a newcomer knows where the notices go.
@@ -168,6 +183,7 @@ impl App {
             sessions: auth::sessions::SessionCache::new(settings.session_cache),
             notifier,
             vault,
+            admission,
             settings,
         }));
         if let Some(password) =

@@ -46,10 +46,31 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The admission gate, offline.
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+    },
     /// The working-day calendar of policies/calendars (no database or server needed).
     Calendar {
         #[command(subcommand)]
         command: CalendarCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GateCommand {
+    /// Verifies an admission token with the gate's public keys only (no server needed): exit 0
+    /// and the change it admits, or exit 1 and why not.
+    Verify {
+        /// The JWK Set, as served at /.well-known/jwks.json.
+        #[arg(long)]
+        jwks: std::path::PathBuf,
+        /// The system about to be changed.
+        #[arg(long)]
+        system: String,
+        /// The admission token.
+        token: String,
     },
 }
 
@@ -100,6 +121,9 @@ enum KeysCommand {
     /// instances keep serving). The new key comes from CHANGEGUARD_MASTER_KEY_NEXT, else a new
     /// key file that replaces changeguard.master.key at the end (the old one is kept aside).
     Rotate,
+    /// Retire the admission gate's signing key: restart the instances to sign with a new one.
+    /// The old public key stays published (JWKS) as long as a change window may last.
+    RotateGate,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +143,38 @@ fn init_tracing(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// `changeguard gate verify`: 0 admitted, 1 refused (with the reason), 2 unreadable input.
+fn gate_verify(jwks: &std::path::Path, system: &str, token: &str) -> ExitCode {
+    use changeguard::gate::admission;
+    let keys: admission::Jwks = match std::fs::read_to_string(jwks)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => return fail(format!("cannot read the JWKS {}: {e}", jwks.display())),
+    };
+    match admission::verify(&keys, token.trim(), system, chrono::Utc::now()) {
+        Ok(c) => {
+            println!(
+                "admitted: change #{} on {} ({}{}), assignee {}, until {}",
+                c.sub,
+                c.systems.join(", "),
+                c.category,
+                c.action.map(|a| format!("/{a}")).unwrap_or_default(),
+                c.assignee,
+                chrono::DateTime::from_timestamp(c.exp, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("refused: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -143,6 +199,25 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Gate {
+            command:
+                GateCommand::Verify {
+                    jwks,
+                    system,
+                    token,
+                },
+        } => Ok(gate_verify(&jwks, &system, &token)),
+        Command::Keys {
+            command: KeysCommand::RotateGate,
+        } => {
+            let retired = changeguard::gate::admission::rotate(&settings)?;
+            println!(
+                "gate key retired to {}; restart every instance to sign with the new key \
+                 (the old public key stays in the JWKS while its admissions may be valid)",
+                retired.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
@@ -240,13 +315,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => {
             let app = App::start(settings).await?;
             if let KeysCommand::Rotate = command {
-                let r = changeguard::vault::rotate::rotate(
-                    &app.settings,
-                    &app.db,
-                    &app.vault,
-                    chrono::Utc::now,
-                )
-                .await?;
+                let r = changeguard::vault::rotate::rotate(&app).await?;
                 println!(
                     "master key rotated: {} -> {}, {} data keys re-wrapped",
                     r.old_key_id, r.new_key_id, r.rewrapped

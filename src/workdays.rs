@@ -12,7 +12,8 @@ use crate::App;
 use crate::audit::Entry;
 use crate::calendar::{DayInfo, EarliestStart, NamedDay, WorkingCalendar, YearCalendar};
 use crate::changes::calendar_error;
-use crate::db::{audit as audit_db, calendar as db};
+use crate::db::calendar as db;
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 
@@ -110,14 +111,13 @@ pub async fn load_year(
         .map_err(|e| Error::invalid("calendar_invalid", e.to_string()))?;
     let json = serde_json::to_string(&cal).map_err(anyhow::Error::new)?;
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let replaced = db::upsert(&mut tx, year, &cal.source, &json, who.user_id, now).await?;
     let entry = Entry::by(who, "calendar.load_year", format!("calendar:{year}")).with_details(
         json!({"year": year, "source": cal.source, "days_off": cal.days_off.len(),
                              "makeup_workdays": cal.makeup_workdays.len(), "replaced": replaced}),
     );
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(YearLoaded {
         year,
         source: cal.source,

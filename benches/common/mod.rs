@@ -235,3 +235,13 @@ pub fn machine_line() -> String {
         load.join(" ")
     )
 }
+
+/// Commits a raw store transaction, bypassing the deed ON PURPOSE: the baselines and the
+/// seeding of benchmark data measure or prepare the database without the service's audit.
+#[allow(dead_code)]
+pub async fn commit_raw(tx: changeguard::db::Tx) {
+    match tx {
+        changeguard::db::Tx::Sqlite(t, ..) => t.commit().await.unwrap(),
+        changeguard::db::Tx::Postgres(t, _) => t.commit().await.unwrap(),
+    }
+}

@@ -78,7 +78,7 @@ impl Entry {
         action: &str,
         target: impl Into<Option<String>>,
     ) -> Entry {
-        Entry::ok(Some((who.user_id, &who.username)), action, target)
+        Entry::ok(Some((who.user_id, &who.actor_name())), action, target)
             .with_policies(&who.permitted_by)
     }
 

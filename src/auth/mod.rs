@@ -5,6 +5,7 @@
 //! and the grants in force — or reuses what it read while provably nothing changed
 //! ([`sessions`]).
 
+pub mod api_token;
 pub mod password;
 pub mod sessions;
 pub mod token;
@@ -19,7 +20,8 @@ use serde::Serialize;
 
 use crate::App;
 use crate::audit::Entry;
-use crate::db::{audit as audit_db, users as users_db};
+use crate::db::users as users_db;
+use crate::deed::Bookkeeping;
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 
@@ -87,7 +89,7 @@ fn throttle_keys(username: &str, client: Option<IpAddr>, known: bool) -> Vec<(St
 /// long, and nothing is counted. The clock is read after the lock, so attempts are ordered as
 /// they were serialized.
 async fn claim_attempt(app: &App, keys: &[(String, u32)]) -> Result<()> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::deed::Deed::open(app).await?;
     let mut counted = Vec::with_capacity(keys.len());
     for (key, _) in keys {
         counted.push(users_db::throttle_for_update(&mut tx, key).await?);
@@ -109,7 +111,7 @@ async fn claim_attempt(app: &App, keys: &[(String, u32)]) -> Result<()> {
         let failures = last.map_or(1, |(f, _)| f + 1);
         users_db::set_throttle(&mut tx, key, failures, now + delay_after(failures, *free)).await?;
     }
-    tx.commit().await?;
+    tx.commit_bookkeeping(Bookkeeping::LoginThrottle).await?;
     Ok(())
 }
 
@@ -172,15 +174,14 @@ pub async fn login(
     let ttl = TimeDelta::seconds(app.settings.token_ttl_secs as i64);
     let expires_at = now + ttl;
     let session_id = uuid::Uuid::new_v4().to_string();
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::deed::Deed::open(app).await?;
     users_db::insert_session(&mut tx, &session_id, user.id, now, expires_at).await?;
     let entry = Entry::ok(
         Some((user.id, &user.username)),
         "auth.login",
         format!("user:{}", user.id),
     );
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
 
     let access_token = app.tokens.issue(user.id, &session_id, now, expires_at)?;
     Ok(LoginOk {
@@ -206,10 +207,10 @@ async fn second_factor(
     if !roles.iter().any(|r| required.contains(r)) {
         return Ok(());
     }
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::deed::Deed::open(app).await?;
     let outcome = crate::vault::factor::check(app, &mut tx, user.id, totp, false, now).await?;
     // An accepted step or a counted failure sticks.
-    tx.commit().await?;
+    tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
     outcome.map_err(|e| match e {
         Error::Forbidden { code, message, .. } => Error::Unauthenticated {
             // Not enrolled: the same answer as a missing code, so the login form asks for one.
@@ -228,18 +229,20 @@ async fn second_factor(
 /// Ends the caller's session; the token is dead afterwards.
 pub async fn logout(app: &App, who: &Principal) -> Result<()> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = crate::deed::Deed::open(app).await?;
     users_db::revoke_session(&mut tx, &who.session_id, now).await?;
     let entry = Entry::by(who, "auth.logout", format!("user:{}", who.user_id));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await.map_err(Error::from)
+    tx.commit(&entry, now)
+        .await
+        .map(|_| ())
+        .map_err(Error::from)
 }
 
-fn unauthenticated() -> Error {
+pub(crate) fn unauthenticated() -> Error {
     unauthenticated_as(None)
 }
 
-fn unauthenticated_as(subject: Option<String>) -> Error {
+pub(crate) fn unauthenticated_as(subject: Option<String>) -> Error {
     Error::Unauthenticated {
         code: "unauthenticated",
         message: "需要有效的登录凭证 / A valid access token is required".into(),
@@ -254,6 +257,9 @@ pub async fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Principal> {
     let token = bearer.ok_or_else(unauthenticated)?;
+    if let Some(secret) = token.strip_prefix(api_token::PREFIX) {
+        return api_token::authenticate(app, secret, now).await;
+    }
     let claims = app.tokens.verify(token, now).ok_or_else(unauthenticated)?;
     let user_id: i64 = claims.sub.parse().map_err(|_| unauthenticated())?;
     // The epoch BEFORE the read: a commit during the read makes what was read stale.
@@ -288,6 +294,7 @@ pub async fn authenticate(
         email: user.email.clone(),
         roles: found.roles.clone(),
         session_id: claims.jti,
+        token: None,
         permitted_by: Vec::new(),
     })
 }

@@ -119,6 +119,7 @@ mod tests {
                 department: "科技部".into(),
                 email: "op@bank.example".into(),
                 active: true,
+                kind: crate::db::users::AccountKind::Person,
                 created_at: now,
                 updated_at: now,
             },

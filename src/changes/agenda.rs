@@ -14,8 +14,8 @@ use super::rules::{self, start_of_day};
 use crate::App;
 use crate::audit::Entry;
 use crate::calendar::DayKind;
-use crate::db::audit as audit_db;
 use crate::db::changes::{self as db, CalendarRow, ChangeRow};
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::{Facts, Principal, Resource};
 
@@ -186,11 +186,10 @@ pub async fn create_feed(app: &App, who: &Principal) -> Result<Feed> {
     rand::rng().fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     db::set_feed(&mut tx, who.user_id, &hash_token(&token), now).await?;
     let entry = Entry::by(who, "calendar.feed_create", format!("user:{}", who.user_id));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     let url = format!(
         "{}/api/v1/calendar.ics?token={token}",
         app.settings.public_url()
@@ -200,15 +199,14 @@ pub async fn create_feed(app: &App, who: &Principal) -> Result<Feed> {
 
 pub async fn revoke_feed(app: &App, who: &Principal) -> Result<()> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     if !db::delete_feed(&mut tx, who.user_id).await? {
         return Err(Error::NotFound {
             what: "calendar feed",
         });
     }
     let entry = Entry::by(who, "calendar.feed_revoke", format!("user:{}", who.user_id));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(())
 }
 

@@ -18,8 +18,8 @@ use crate::App;
 use crate::audit::Entry;
 use crate::calendar::CalendarError;
 use crate::db::StoreError;
-use crate::db::audit as audit_db;
 use crate::db::changes::{self as db, ChangeRow, ChangeUpdate, NewChange};
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::{ChangeFacts, Facts, Principal, Resource};
 use crate::text::{self, Lines};
@@ -273,7 +273,7 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
         (start, end),
     )?;
 
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let found = db::existing_systems(&mut tx, &systems).await?;
     if found.len() != systems.len() {
         let missing: Vec<_> = systems
@@ -426,7 +426,7 @@ struct Line<'a> {
 /// rows), and the commit; then the sender is woken.
 async fn record(
     app: &App,
-    mut tx: crate::db::Tx,
+    mut tx: Deed<'_>,
     line: Line<'_>,
     entry: &Entry,
     now: DateTime<Utc>,
@@ -440,17 +440,10 @@ async fn record(
         notice,
     } = line;
     db::insert_event(&mut tx, id, from, to, actor, comment, now).await?;
-    let queued = match notice {
-        Some(event) => crate::notify::enqueue_change(app, &mut tx, id, event, comment, now).await?,
-        None => 0,
-    };
-    // Last before the commit: the audit entry locks the chain's head, which every writer
-    // needs, so it is held for as short a time as possible (not across rendering the notices).
-    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
-    tx.commit().await?;
-    if queued > 0 {
-        app.notifier.wake();
+    if let Some(event) = notice {
+        crate::notify::enqueue_change(app, &mut tx, id, event, comment, now).await?;
     }
+    tx.commit(entry, now).await?;
     Ok(())
 }
 
@@ -655,7 +648,7 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     }
     let step = cmd.step();
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let row = db::get_change_for_update(&mut tx, id)
         .await
         .map_err(not_found)?;
@@ -761,7 +754,7 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
 pub async fn review(app: &App, who: &Principal, id: i64, req: Review) -> Result<ChangeView> {
     text::required("notes", &req.notes, 10_000, Lines::Many)?;
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let row = db::get_change_for_update(&mut tx, id)
         .await
         .map_err(not_found)?;
@@ -829,7 +822,7 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         None => None,
     };
     let calendar = app.calendar().await?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let row = db::get_change_for_update(&mut tx, id)
         .await
         .map_err(not_found)?;
@@ -934,7 +927,7 @@ pub async fn expire_overdue(app: &App) -> Result<usize> {
 pub async fn expire_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
     let mut n = 0;
     for id in db::overdue_approved(&app.db, now).await? {
-        let mut tx = app.db.begin().await?;
+        let mut tx = Deed::open(app).await?;
         let row = db::get_change_for_update(&mut tx, id).await?;
         if row.status != Status::Approved.as_str() || row.planned_end > now {
             continue;

@@ -6,8 +6,8 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::db::StoreError;
-use crate::db::audit as audit_db;
 use crate::db::changes::{self as db, System};
+use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
 use crate::text::{self, Lines};
@@ -44,7 +44,7 @@ pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System
     text::required("name", &req.name, 200, Lines::One)?;
     text::required("owner_department", &req.owner_department, 200, Lines::One)?;
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let sys = db::insert_system(
         &mut tx,
         &req.key,
@@ -62,8 +62,7 @@ pub async fn create(app: &App, who: &Principal, req: NewSystem) -> Result<System
     })?;
     let entry = Entry::by(who, "system.create", format!("system:{}", sys.key))
         .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(sys)
 }
 
@@ -75,7 +74,7 @@ pub async fn update(app: &App, who: &Principal, key: &str, req: SystemPatch) -> 
         text::required("owner_department", d, 200, Lines::One)?;
     }
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let sys = db::update_system(
         &mut tx,
         key,
@@ -90,7 +89,6 @@ pub async fn update(app: &App, who: &Principal, key: &str, req: SystemPatch) -> 
     })?;
     let entry = Entry::by(who, "system.update", format!("system:{key}"))
         .with_details(json!({"name": sys.name, "owner_department": sys.owner_department}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
+    tx.commit(&entry, now).await?;
     Ok(sys)
 }

@@ -81,19 +81,6 @@ pub async fn append(
     Ok(record.seq)
 }
 
-/// Appends one entry in a transaction of its own (refusals: nothing else changes).
-pub async fn append_alone(
-    db: &Db,
-    sealer: &Sealer,
-    entry: &Entry,
-    now: DateTime<Utc>,
-) -> Result<i64> {
-    let mut tx = db.begin().await?;
-    let seq = append(&mut tx, sealer, entry, now).await?;
-    tx.commit().await?;
-    Ok(seq)
-}
-
 /// Newest first; `before` is an exclusive sequence number.
 pub async fn list(db: &Db, limit: i64, before: Option<i64>) -> Result<Vec<Record>> {
     let sql = concat!(

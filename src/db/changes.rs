@@ -205,6 +205,59 @@ pub async fn get_change(db: &Db, id: i64) -> Result<ChangeRow> {
         .await)?)
 }
 
+/// The open changes (submitted, approved, in progress) touching `system`, oldest start first:
+/// what the admission gate weighs, read in the transaction that audits its decision.
+pub async fn open_on_system(tx: &mut Tx, system: &str) -> Result<Vec<ChangeRow>> {
+    let sql = concat!(
+        change_select!(),
+        " JOIN change_systems cs ON cs.change_id = c.id WHERE cs.system_key = $1 \
+         AND c.status IN ('submitted', 'approved', 'in_progress') \
+         ORDER BY c.planned_start, c.id LIMIT 200"
+    );
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, ChangeRow>(sql)
+        .bind(system)
+        .fetch_all(c)
+        .await)?)
+}
+
+/// Approved or running changes touching `system` whose windows overlap `[from, to)`.
+pub async fn windows_on_system(
+    db: &Db,
+    system: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<ChangeRow>> {
+    let sql = concat!(
+        change_select!(),
+        " JOIN change_systems cs ON cs.change_id = c.id WHERE cs.system_key = $1 \
+         AND c.status IN ('approved', 'in_progress') AND c.planned_start < $3 \
+         AND c.planned_end > $2 ORDER BY c.planned_start, c.id LIMIT 1000"
+    );
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, ChangeRow>(sql)
+        .bind(system)
+        .bind(from)
+        .bind(to)
+        .fetch_all(p)
+        .await)?)
+}
+
+/// The change of `system` whose window holds `at` and that was approved or running then
+/// (a completed change counts for the window it ran in): where a reported event belongs.
+pub async fn change_at(db: &Db, system: &str, at: DateTime<Utc>) -> Result<Option<ChangeRow>> {
+    let sql = concat!(
+        change_select!(),
+        " JOIN change_systems cs ON cs.change_id = c.id WHERE cs.system_key = $1 \
+         AND c.status IN ('in_progress', 'completed') AND c.planned_start <= $2 \
+         AND c.planned_end > $2 AND c.started_at IS NOT NULL AND c.started_at <= $2 \
+         AND (c.completed_at IS NULL OR c.completed_at >= $2) ORDER BY c.id LIMIT 1"
+    );
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, ChangeRow>(sql)
+        .bind(system)
+        .bind(at)
+        .fetch_optional(p)
+        .await)?)
+}
+
 /// Reads a change inside a write transaction, locking its row on PostgreSQL.
 pub async fn get_change_for_update(tx: &mut Tx, id: i64) -> Result<ChangeRow> {
     let sql = match tx.backend() {

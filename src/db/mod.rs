@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod changes;
 pub mod keys;
 pub mod notify;
+pub mod tokens;
 pub mod users;
 pub mod vault;
 pub mod watch;
@@ -88,6 +89,22 @@ pub enum StoreError {
     Sqlx(sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A stored value that is not one its column may hold (an unknown status, a list that is not
+/// JSON): decoding the row fails with this, naming the column, instead of defaulting silently.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} holds {value:?}, which is not a valid value")]
+pub struct CorruptValue {
+    pub column: &'static str,
+    pub value: String,
+}
+
+impl CorruptValue {
+    pub fn new(column: &'static str, value: impl Into<String>) -> Self {
+        let value = value.into().chars().take(64).collect();
+        CorruptValue { column, value }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -252,7 +269,13 @@ impl Tx {
     /// the caches of this process (other instances hear of it from the database, see [`watch`]).
     /// The epoch moves even if the commit fails or is cancelled midway: the database may have
     /// applied it all the same.
-    pub async fn commit(self) -> Result<()> {
+    /// Only a [`crate::deed::Deed`] has the seal: domain code commits through its deed.
+    pub async fn commit(self, _seal: crate::deed::Seal) -> Result<()> {
+        self.commit_in_store().await
+    }
+
+    /// The store's own transactions (the sender claiming its batch).
+    pub(in crate::db) async fn commit_in_store(self) -> Result<()> {
         match self {
             Tx::Sqlite(t, epoch, _turn) => {
                 let _moves = watch::AdvanceOnDrop(epoch);

@@ -152,7 +152,7 @@ pub async fn claim_due(
         r.status = "sending".into();
         r.attempts += 1;
     }
-    tx.commit().await?;
+    tx.commit_in_store().await?;
     Ok(rows)
 }
 

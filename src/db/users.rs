@@ -14,17 +14,49 @@ pub struct User {
     pub department: String,
     pub email: String,
     pub active: bool,
+    /// `person` (signs in with a password) or `service` (a machine: API tokens only).
+    #[sqlx(try_from = "String")]
+    pub kind: AccountKind,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// Who an account is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    Person,
+    Service,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Person => "person",
+            AccountKind::Service => "service",
+        }
+    }
+}
+
+impl TryFrom<String> for AccountKind {
+    type Error = super::CorruptValue;
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        match s.as_str() {
+            "person" => Ok(AccountKind::Person),
+            "service" => Ok(AccountKind::Service),
+            _ => Err(super::CorruptValue::new("users.kind", s)),
+        }
+    }
+}
+
 macro_rules! user_cols {
     () => {
-        "id, username, display_name, department, email, active, created_at, updated_at"
+        "id, username, display_name, department, email, active, kind, created_at, updated_at"
     };
 }
 
 pub struct NewUser<'a> {
+    pub kind: AccountKind,
     pub username: &'a str,
     pub display_name: &'a str,
     pub department: &'a str,
@@ -35,7 +67,7 @@ pub struct NewUser<'a> {
 pub async fn insert(tx: &mut Tx, u: &NewUser<'_>, now: DateTime<Utc>) -> Result<User> {
     let sql = concat!(
         "INSERT INTO users (username, display_name, department, email, password_hash, active, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6) RETURNING ",
+         kind, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $7, $6, $6) RETURNING ",
         user_cols!()
     );
     let user = on_tx!(tx, |c| sqlx::query_as::<_, User>(sql)
@@ -45,6 +77,7 @@ pub async fn insert(tx: &mut Tx, u: &NewUser<'_>, now: DateTime<Utc>) -> Result<
         .bind(u.email)
         .bind(u.password_hash)
         .bind(now)
+        .bind(u.kind.as_str())
         .fetch_one(c)
         .await)?;
     Ok(user)
@@ -92,13 +125,26 @@ pub async fn credentials(db: &Db, username: &str) -> Result<Option<(User, String
     let sql = concat!(
         "SELECT ",
         user_cols!(),
-        ", password_hash FROM users WHERE username = $1"
+        ", password_hash FROM users WHERE username = $1 AND kind = 'person'"
     );
     let row = on_pool!(db, |p| sqlx::query_as::<_, Row>(sql)
         .bind(username)
         .fetch_optional(p)
         .await)?;
     Ok(row.map(|r| (r.user, r.password_hash)))
+}
+
+/// A service account's description.
+pub async fn set_description(tx: &mut Tx, id: i64, description: &str) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE users SET description = $2 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(description)
+    .execute(c)
+    .await
+    .map(|_| ()))?;
+    Ok(())
 }
 
 /// Fields a PATCH may change; `None` keeps the value.
@@ -184,7 +230,7 @@ pub async fn session_user(
         grant_expires_at: Option<DateTime<Utc>>,
     }
     let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
-               u.created_at, u.updated_at, g.role, s.expires_at AS session_expires_at, \
+               u.kind, u.created_at, u.updated_at, g.role, s.expires_at AS session_expires_at, \
                g.expires_at AS grant_expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
                LEFT JOIN role_grants g ON g.user_id = u.id \
                AND (g.expires_at IS NULL OR g.expires_at > $2) \

@@ -289,7 +289,7 @@ async fn audit_refused(
         actor_id: r.principal.map(|p| p.user_id),
         actor: r
             .principal
-            .map(|p| p.username.clone())
+            .map(|p| p.actor_name())
             .or_else(|| refusal.as_ref().and_then(|x| x.subject.clone())),
         action: r.operation.to_string(),
         target: Some(r.target),
@@ -303,7 +303,7 @@ async fn audit_refused(
         details: json!({"status": status.as_u16(), "permission": r.permission}),
         request_id: r.request_id,
     };
-    if let Err(e) = crate::db::audit::append_alone(&app.db, &app.sealer, &entry, now).await {
+    if let Err(e) = crate::deed::Deed::audit_alone(app, &entry, now).await {
         tracing::error!(error = %e, "cannot write the audit entry of a refusal");
         return Err(
             ApiError::Domain(Error::Internal(anyhow::anyhow!("audit write failed")))

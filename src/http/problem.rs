@@ -140,6 +140,7 @@ pub fn problem(
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut audited = false;
         let (status, code, detail, extra, policy_ids, subject, retry) = match self {
             ApiError::Request {
                 status,
@@ -147,6 +148,7 @@ impl IntoResponse for ApiError {
                 detail,
             } => (status, code, detail, Map::new(), vec![], None, None),
             ApiError::Domain(e) => {
+                audited = e.is_audited();
                 match &e {
                     Error::Integrity { message, .. } => {
                         tracing::error!(code = e.code(), "integrity error: {message}")
@@ -154,12 +156,7 @@ impl IntoResponse for ApiError {
                     Error::Internal(err) => tracing::error!(error = ?err, "internal error"),
                     _ => {}
                 }
-                let retry = match &e {
-                    Error::TooManyRequests {
-                        retry_after_secs, ..
-                    } => Some(*retry_after_secs),
-                    _ => None,
-                };
+                let retry = e.retry_after_secs();
                 (
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                     e.code(),
@@ -176,6 +173,9 @@ impl IntoResponse for ApiError {
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if audited {
+            resp.extensions_mut().insert(Audited);
         }
         resp.extensions_mut().insert(Refusal {
             code: code.to_string(),

@@ -18,10 +18,10 @@ use serde_json::json;
 
 use crate::App;
 use crate::audit::Entry;
-use crate::db::audit as audit_db;
 use crate::db::changes::{self as change_db, ChangeRow};
 use crate::db::notify::{self as db, NewMessage, OutboxRow};
 use crate::db::{StoreError, Tx};
+use crate::deed::{Bookkeeping, Deed};
 use crate::error::{Error, Result};
 use crate::policy::Recipient;
 use crate::rbac::Principal;
@@ -221,7 +221,7 @@ fn render_error(e: minijinja::Error) -> Error {
 /// transaction (so they commit, or vanish, with the change). Filing also sends the receipt.
 pub async fn enqueue_change(
     app: &App,
-    tx: &mut Tx,
+    tx: &mut Deed<'_>,
     id: i64,
     event: &str,
     comment: Option<&str>,
@@ -276,6 +276,7 @@ pub async fn enqueue_change(
             now,
         )
         .await?;
+        tx.queued();
         n += 1;
     }
     Ok(n)
@@ -328,7 +329,7 @@ impl Bulletin {
 /// deed it tells of. Wake the sender after the commit. `false` when the event has no recipients.
 pub async fn enqueue_bulletin(
     app: &App,
-    tx: &mut Tx,
+    tx: &mut Deed<'_>,
     event: &str,
     parties: Parties<'_>,
     bulletin: &Bulletin,
@@ -359,6 +360,7 @@ pub async fn enqueue_bulletin(
         now,
     )
     .await?;
+    tx.queued();
     Ok(true)
 }
 
@@ -367,16 +369,14 @@ pub async fn enqueue_bulletin(
 /// `changes::record`), commits, and wakes the sender.
 pub async fn commit_with_bulletin(
     app: &App,
-    mut tx: Tx,
+    mut tx: Deed<'_>,
     notice: (&str, Parties<'_>, &Bulletin),
     entry: &Entry,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let (event, parties, bulletin) = notice;
     enqueue_bulletin(app, &mut tx, event, parties, bulletin, now).await?;
-    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
-    tx.commit().await?;
-    app.notifier.wake();
+    tx.commit(entry, now).await?;
     Ok(())
 }
 
@@ -389,7 +389,7 @@ pub async fn enqueue_other(
     change: Option<&ChangeRow>,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let rules = app.policies.notifications.recipients(kind).to_vec();
     let parties = change.map(Parties::of_change).unwrap_or_default();
     let recipients = resolve(app, &mut tx, &rules, parties, now).await?;
@@ -417,8 +417,8 @@ pub async fn enqueue_other(
         now,
     )
     .await?;
-    tx.commit().await?;
-    app.notifier.wake();
+    tx.queued();
+    tx.commit_bookkeeping(Bookkeeping::ScheduledNotice).await?;
     Ok(Some(id))
 }
 
@@ -485,7 +485,7 @@ pub async fn list(app: &App, change_id: Option<i64>, status: Option<&str>) -> Re
 /// A dead message back to the queue (audited, in one transaction).
 pub async fn retry(app: &App, who: &Principal, id: i64) -> Result<Notice> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let status = db::status_for_update(&mut tx, id)
         .await
         .map_err(|e| match e {
@@ -505,9 +505,7 @@ pub async fn retry(app: &App, who: &Principal, id: i64) -> Result<Notice> {
     db::requeue(&mut tx, id, now).await?;
     let entry = Entry::by(who, "notification.retry", format!("notification:{id}"))
         .with_details(json!({"from": "dead", "to": "pending"}));
-    audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-    tx.commit().await?;
-    app.notifier.wake();
+    tx.commit(&entry, now).await?;
     Ok(db::get(&app.db, id).await?.into())
 }
 

@@ -340,7 +340,7 @@ async fn audit_verify(app: &App, now: DateTime<Utc>) -> Result<bool> {
     .fact(app, "已校验记录数", "Entries checked", v.entries)
     .fact(app, "原因", "Reason", v.reason.as_deref().unwrap_or("—"))
     .link(app, "/console/audit");
-    let tx = app.db.begin().await?;
+    let tx = crate::deed::Deed::open(app).await?;
     super::commit_with_bulletin(
         app,
         tx,

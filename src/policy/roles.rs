@@ -18,6 +18,10 @@ pub struct Role {
     /// Roles that a holder of this role may grant to others.
     #[serde(default)]
     pub grantable: Vec<String>,
+    /// A role for machines (service accounts). A service account holds only such roles, so
+    /// a token can never carry a person's privileges (approving, granting, revealing).
+    #[serde(default)]
+    pub machine: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,10 +29,24 @@ pub struct Principal {
     pub roles: Vec<String>,
     #[serde(skip)]
     pub session_id: String,
+    /// The API token a service account signed in with (its name), for the audit trail.
+    #[serde(skip)]
+    pub token: Option<String>,
     /// The policies that permitted the route being served (set by the gate): what the audit
     /// entry of the request's deed records as having decided, unless the deed decides itself.
     #[serde(skip)]
     pub permitted_by: Vec<String>,
+}
+
+impl Principal {
+    /// The name the audit trail records: the username, and for a machine the token it used
+    /// (`gitlab-ci/token:deploy-main`), so that every token's use is attributable.
+    pub fn actor_name(&self) -> String {
+        match &self.token {
+            Some(token) => format!("{}/token:{token}", self.username),
+            None => self.username.clone(),
+        }
+    }
 }
 
 /// What an action is about.
@@ -268,6 +282,7 @@ impl Authorizer {
                 email: String::new(),
                 roles: vec![role.to_string()],
                 session_id: String::new(),
+                token: None,
                 permitted_by: Vec::new(),
             };
             let perms = authz.permissions(&probe);
@@ -603,6 +618,7 @@ mod tests {
             email: String::new(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             session_id: String::new(),
+            token: None,
             permitted_by: Vec::new(),
         }
     }

@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 use crate::App;
 use crate::audit::{Entry, Outcome};
 use crate::db::vault::{self as db, Credential, CredentialGrant, NewCredential, WindowRow};
-use crate::db::{StoreError, Tx, audit as audit_db, users as users_db};
+use crate::db::{StoreError, users as users_db};
+use crate::deed::{Bookkeeping, Deed};
 use crate::error::{Error, Result};
 use crate::notify::{self, Bulletin, Parties};
 use crate::rbac::{CredentialFacts, Decision, Facts, Principal, Resource, WindowFacts};
@@ -101,12 +102,6 @@ fn view(c: Credential, now: DateTime<Utc>) -> CredentialView {
     }
 }
 
-async fn commit_with(app: &App, mut tx: Tx, entry: &Entry, now: DateTime<Utc>) -> Result<()> {
-    audit_db::append(&mut tx, &app.sealer, entry, now).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result<CredentialView> {
     let now = app.now();
     text::required("name", &req.name, 200, Lines::One)?;
@@ -139,7 +134,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
         })?;
     let department = req.department.clone().unwrap_or(system.owner_department);
     text::required("department", &department, 100, Lines::One)?;
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let key = app.vault.sealing_key(&mut tx).await?;
     let id = db::insert_credential(
         &mut tx,
@@ -173,7 +168,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
         format!("credential:{id}"),
     )
     .with_details(json!({"name": req.name.trim(), "system": req.system, "account": req.account.trim(), "kind": req.kind}));
-    commit_with(app, tx, &entry, now).await?;
+    tx.commit(&entry, now).await?;
     get(app, id).await
 }
 
@@ -230,7 +225,7 @@ pub async fn rotate(
             policy_ids: manager.policy_ids,
         });
     }
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let c = db::get_credential_tx(&mut tx, id)
         .await
         .map_err(not_found)?;
@@ -250,7 +245,7 @@ pub async fn rotate(
     if manager.allowed {
         entry = entry.with_policies(&manager.policy_ids);
     }
-    commit_with(app, tx, &entry, now).await?;
+    tx.commit(&entry, now).await?;
     get(app, id).await
 }
 
@@ -287,27 +282,6 @@ pub struct Revealed {
 
 fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> std::result::Result<S::Ok, S::Error> {
     ser.serialize_str(s.expose_secret())
-}
-
-/// A refused reveal, and whether its audit entry was written already.
-pub struct RevealError {
-    pub error: Error,
-    pub audited: bool,
-}
-
-impl From<Error> for RevealError {
-    fn from(error: Error) -> Self {
-        RevealError {
-            error,
-            audited: false,
-        }
-    }
-}
-
-impl From<StoreError> for RevealError {
-    fn from(e: StoreError) -> Self {
-        Error::from(e).into()
-    }
 }
 
 fn refuse(code: &'static str, message: &str, policy_ids: Vec<String>) -> Error {
@@ -409,12 +383,7 @@ fn refusal(who: &Principal, f: &RevealFacts, d: Decision, asked_change: Option<i
     }
 }
 
-pub async fn reveal(
-    app: &App,
-    who: &Principal,
-    id: i64,
-    req: RevealRequest,
-) -> std::result::Result<Revealed, RevealError> {
+pub async fn reveal(app: &App, who: &Principal, id: i64, req: RevealRequest) -> Result<Revealed> {
     let now = app.now();
     let c = db::get_credential(&app.db, id).await.map_err(not_found)?;
     text::required("reason", &req.reason, 500, Lines::Many)?;
@@ -434,7 +403,7 @@ pub async fn reveal(
             "standing_grant": facts.standing_grant,
         }));
 
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let refused = if decision.allowed {
         factor::check(app, &mut tx, who.user_id, req.totp.as_deref(), false, now)
             .await?
@@ -445,12 +414,8 @@ pub async fn reveal(
     if let Some(error) = refused {
         entry.outcome = Outcome::Refused;
         entry.code = Some(error.code().to_string());
-        audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-        tx.commit().await?;
-        return Err(RevealError {
-            error,
-            audited: true,
-        });
+        tx.commit(&entry, now).await?;
+        return Err(error.audited());
     }
     // Decrypt inside the transaction, hand out only after it committed with the audit entry.
     let (version, sealed) = db::sealed_secret(&mut tx, id).await?;
@@ -462,16 +427,12 @@ pub async fn reveal(
             let error = keyring::crypto_error(e);
             entry.outcome = Outcome::Refused;
             entry.code = Some(error.code().to_string());
-            audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
-            tx.commit().await?;
-            return Err(RevealError {
-                error,
-                audited: true,
-            });
+            tx.commit(&entry, now).await?;
+            return Err(error.audited());
         }
     };
     db::mark_revealed(&mut tx, id, who.user_id, via_change, now).await?;
-    let seq = audit_db::append(&mut tx, &app.sealer, &entry, now).await?;
+    let recorded = tx.record_first(&entry, now).await?;
     let revealer = Parties {
         assignee: Some(who.user_id),
         ..Parties::default()
@@ -503,15 +464,15 @@ pub async fn reveal(
         },
     )
     .fact(app, "事由", "Reason", req.reason.trim())
-    .fact(app, "审计序号", "Audit entry", seq);
+    .fact(app, "审计序号", "Audit entry", recorded.seq());
     notify::enqueue_bulletin(app, &mut tx, "credential_revealed", revealer, &notice, now).await?;
     if via_change.is_some() {
         let reminder = rotation_notice(app, &c);
         notify::enqueue_bulletin(app, &mut tx, "rotation_reminder", revealer, &reminder, now)
             .await?;
     }
-    tx.commit().await?;
-    app.notifier.wake();
+    let seq = recorded.seq();
+    tx.commit_recorded(recorded).await?;
     Ok(Revealed {
         secret,
         credential_id: id,
@@ -564,7 +525,7 @@ pub async fn create_grant(
             vec![],
         ));
     }
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     // The credential row first, then the grant that references it: the other way round, the
     // grant's foreign key takes a share lock that two concurrent grants could not upgrade.
     let c = db::get_credential_tx(&mut tx, credential_id).await?;
@@ -609,7 +570,7 @@ pub async fn create_grant(
 /// A second person, neither the grantee nor the granter, approves a standing grant.
 pub async fn approve_grant(app: &App, who: &Principal, grant_id: i64) -> Result<CredentialGrant> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let g = db::get_grant_tx(&mut tx, grant_id)
         .await
         .map_err(grant_not_found)?;
@@ -661,7 +622,7 @@ pub async fn revoke_grant(
 ) -> Result<CredentialGrant> {
     text::required("reason", &req.reason, 500, Lines::Many)?;
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let g = db::get_grant_tx(&mut tx, grant_id)
         .await
         .map_err(grant_not_found)?;
@@ -700,7 +661,7 @@ fn grant_not_found(e: StoreError) -> Error {
 /// the reason of a revocation), the audit entry, the commit.
 async fn commit_grant_decided(
     app: &App,
-    mut tx: Tx,
+    mut tx: Deed<'_>,
     who: &Principal,
     g: &CredentialGrant,
     revoked: Option<&str>,
@@ -809,7 +770,7 @@ fn rotation_notice(app: &App, c: &Credential) -> Bulletin {
 pub async fn remind_rotation(app: &App, now: DateTime<Utc>) -> Result<usize> {
     let mut n = 0;
     for (c, assignee) in db::rotation_due(&app.db).await? {
-        let mut tx = app.db.begin().await?;
+        let mut tx = Deed::open(app).await?;
         let parties = Parties {
             assignee: Some(assignee),
             ..Parties::default()
@@ -826,10 +787,7 @@ pub async fn remind_rotation(app: &App, now: DateTime<Utc>) -> Result<usize> {
         {
             n += 1;
         }
-        tx.commit().await?;
-    }
-    if n > 0 {
-        app.notifier.wake();
+        tx.commit_bookkeeping(Bookkeeping::ScheduledNotice).await?;
     }
     Ok(n)
 }
@@ -970,7 +928,7 @@ pub async fn enrol_totp(
 ) -> Result<TotpEnrolment> {
     let now = app.now();
     let secret = Zeroizing::new(totp::new_secret());
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     let replacing = db::totp_for_update(&mut tx, who.user_id)
         .await?
         .is_some_and(|row| row.confirmed);
@@ -978,7 +936,7 @@ pub async fn enrol_totp(
         && let Err(e) = factor::check(app, &mut tx, who.user_id, current, false, now).await?
     {
         // The counted failure sticks; the gate audits the refusal.
-        tx.commit().await?;
+        tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
         return Err(e);
     }
     let key = app.vault.sealing_key(&mut tx).await?;
@@ -994,7 +952,7 @@ pub async fn enrol_totp(
         db::put_totp(&mut tx, who.user_id, &sealed, now).await?;
     }
     let entry = Entry::by(who, "totp.enrol", format!("user:{}", who.user_id));
-    commit_with(app, tx, &entry, now).await?;
+    tx.commit(&entry, now).await?;
     let otpauth_uri = totp::otpauth_uri("changeguard", &who.username, &secret);
     Ok(TotpEnrolment {
         secret: totp::base32(&secret),
@@ -1005,14 +963,15 @@ pub async fn enrol_totp(
 
 pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<()> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     if let Err(e) = factor::check(app, &mut tx, who.user_id, Some(code), true, now).await? {
         // The counted failure sticks; the gate audits the refusal.
-        tx.commit().await?;
+        tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
         return Err(e);
     }
     let entry = Entry::by(who, "totp.confirm", format!("user:{}", who.user_id));
-    commit_with(app, tx, &entry, now).await
+    tx.commit(&entry, now).await?;
+    Ok(())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -1024,9 +983,9 @@ pub struct RecoveryCodes {
 /// New recovery codes (replacing older ones); needs a fresh TOTP code.
 pub async fn recovery_codes(app: &App, who: &Principal, code: &str) -> Result<RecoveryCodes> {
     let now = app.now();
-    let mut tx = app.db.begin().await?;
+    let mut tx = Deed::open(app).await?;
     if let Err(e) = factor::check(app, &mut tx, who.user_id, Some(code), false, now).await? {
-        tx.commit().await?;
+        tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
         return Err(e);
     }
     let codes: Vec<String> = (0..10).map(|_| factor::new_recovery_code()).collect();
@@ -1036,6 +995,6 @@ pub async fn recovery_codes(app: &App, who: &Principal, code: &str) -> Result<Re
         .collect();
     db::set_recovery_codes(&mut tx, who.user_id, &hashes).await?;
     let entry = Entry::by(who, "totp.recovery_codes", format!("user:{}", who.user_id));
-    commit_with(app, tx, &entry, now).await?;
+    tx.commit(&entry, now).await?;
     Ok(RecoveryCodes { codes })
 }

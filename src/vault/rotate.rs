@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
-
 use super::crypto::{self, MasterKey};
-use super::keyring::{KEY_FILE, Keyring, NEXT_KEY_FILE, NEXT_VAR};
-use crate::config::Settings;
-use crate::db::{Db, vault as db};
+use super::keyring::{KEY_FILE, NEXT_KEY_FILE, NEXT_VAR};
+use crate::App;
+use crate::audit::Entry;
+use crate::db::vault as db;
+use crate::deed::{Bookkeeping, Deed};
 use crate::keys::{KeySource, load_or_create};
 
 const BATCH: i64 = 200;
@@ -24,19 +24,17 @@ pub struct Rotation {
     pub retired_file: Option<std::path::PathBuf>,
 }
 
-/// Rotates the master key. `keyring` is the started keyring (the current key checked).
-pub async fn rotate(
-    settings: &Settings,
-    dbh: &Db,
-    keyring: &Keyring,
-    now: impl Fn() -> DateTime<Utc>,
-) -> anyhow::Result<Rotation> {
-    let mut tx = dbh.begin().await?;
+/// Rotates the master key of the started `app` (whose keyring checked the current key).
+/// Beginning and promotion are audited (`vault.master_key.rotate_begin`, `…rotated`).
+pub async fn rotate(app: &App) -> anyhow::Result<Rotation> {
+    let (settings, dbh, keyring) = (&app.settings, &app.db, &app.vault);
+    let now = || app.now();
+    let mut tx = Deed::open(app).await?;
     let old = keyring
         .sealing_key(&mut tx)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tx.commit().await?;
+    tx.commit_bookkeeping(Bookkeeping::SealingKey).await?;
     let dir = settings.key_dir();
     let file_mode = settings.master_key.is_none();
     if !file_mode && settings.master_key_next.is_none() {
@@ -55,13 +53,20 @@ pub async fn rotate(
         anyhow::bail!("the next master key is the current one");
     }
     db::insert_master(dbh, &new.id, &new.check_value, "next", now()).await?;
+    Deed::audit_alone(
+        app,
+        &key_entry("vault.master_key.rotate_begin", &old, &new),
+        now(),
+    )
+    .await?;
     // Every instance meets rows wrapped by the new key from here on and loads it.
-    let mut rewrapped = rewrap_all(dbh, &old, &new).await?;
-    let mut tx = dbh.begin().await?;
+    let mut rewrapped = rewrap_all(app, &old, &new).await?;
+    let mut tx = Deed::open(app).await?;
     db::promote_master(&mut tx, &old.id, &new.id, now()).await?;
-    tx.commit().await?;
+    tx.commit(&key_entry("vault.master_key.rotated", &old, &new), now())
+        .await?;
     // Secrets an instance sealed with the old key just before the promotion.
-    rewrapped += rewrap_all(dbh, &old, &new).await?;
+    rewrapped += rewrap_all(app, &old, &new).await?;
     let retired_file = if file_mode {
         let retired = dir.join(format!("{KEY_FILE}.retired-{}", old.id));
         move_file(&dir.join(KEY_FILE), &retired)?;
@@ -80,10 +85,16 @@ pub async fn rotate(
 
 /// Re-wraps in batches; a batch that fails (a busy SQLite file under load) is rolled back and
 /// retried a few times: each batch is idempotent.
-async fn rewrap_all(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
+/// The audit entry of a rotation step: key ids only, never key material.
+fn key_entry(action: &str, old: &MasterKey, new: &MasterKey) -> Entry {
+    Entry::ok(None, action, format!("master_key:{}", new.id))
+        .with_details(serde_json::json!({"old_key_id": old.id, "new_key_id": new.id}))
+}
+
+async fn rewrap_all(app: &App, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut tries = 0;
     loop {
-        match rewrap_batches(dbh, old, new).await {
+        match rewrap_batches(app, old, new).await {
             Ok(n) => return Ok(n),
             Err(e) if tries < 5 => {
                 tries += 1;
@@ -95,10 +106,10 @@ async fn rewrap_all(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::Resul
     }
 }
 
-async fn rewrap_batches(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
+async fn rewrap_batches(app: &App, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut n = 0u64;
     loop {
-        let mut tx = dbh.begin().await?;
+        let mut tx = Deed::open(app).await?;
         let rows = db::wrapped_by(&mut tx, &old.id, BATCH).await?;
         if rows.is_empty() {
             return Ok(n);
@@ -113,7 +124,7 @@ async fn rewrap_batches(dbh: &Db, old: &MasterKey, new: &MasterKey) -> anyhow::R
             })?;
             db::store_wrapped(&mut tx, row, &sealed).await?;
         }
-        tx.commit().await?;
+        tx.commit_bookkeeping(Bookkeeping::Rewrap).await?;
         n += rows.len() as u64;
     }
 }

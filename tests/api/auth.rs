@@ -519,14 +519,16 @@ crate::both_backends!(stale_login_records_are_pruned, |srv| {
     let db = &srv.app.db;
     let now = chrono::Utc::now();
     let long_ago = now - chrono::TimeDelta::days(120);
-    let mut tx = db.begin().await.unwrap();
+    let mut tx = changeguard::deed::Deed::open(&srv.app).await.unwrap();
     users_db::set_throttle(&mut tx, "stale|key", 5, long_ago)
         .await
         .unwrap();
     users_db::set_throttle(&mut tx, "fresh|key", 5, now)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    tx.commit_bookkeeping(changeguard::deed::Bookkeeping::LoginThrottle)
+        .await
+        .unwrap();
     users_db::remember_address(db, "op.old", "10.0.0.1", long_ago)
         .await
         .unwrap();

@@ -10,6 +10,7 @@ mod changes;
 mod cli;
 mod console;
 mod errors;
+mod gate;
 mod notify;
 mod rbac;
 mod text;

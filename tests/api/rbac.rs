@@ -33,6 +33,8 @@ fn every_route_declares_its_access() {
     assert_eq!(
         public,
         vec![
+            // The gate's public keys: for offline verification of admissions.
+            "GET /.well-known/jwks.json",
             // The feed authenticates with the personal token in its URL.
             "GET /api/v1/calendar.ics",
             "GET /healthz",

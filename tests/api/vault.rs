@@ -954,15 +954,20 @@ crate::both_backends!(
                 (id, status, v)
             }));
         }
-        let r = changeguard::vault::rotate::rotate(
-            &srv.app.settings,
-            &srv.app.db,
-            &srv.app.vault,
-            Utc::now,
-        )
-        .await
-        .unwrap();
+        let r = changeguard::vault::rotate::rotate(&srv.app).await.unwrap();
         assert_ne!(r.old_key_id, r.new_key_id);
+        // Both steps of the rotation are in the audit trail, with key ids and nothing else.
+        let trail = changeguard::db::audit::list(&srv.app.db, 50, None)
+            .await
+            .unwrap();
+        for action in ["vault.master_key.rotate_begin", "vault.master_key.rotated"] {
+            let e = trail.iter().find(|e| e.action == action).expect(action);
+            assert_eq!(
+                e.target.as_deref(),
+                Some(&*format!("master_key:{}", r.new_key_id))
+            );
+            assert!(e.details.contains(&r.old_key_id), "{}", e.details);
+        }
         for w in work {
             let (id, status, doc) = w.await.unwrap();
             assert_eq!(status, StatusCode::OK, "credential {id}: {doc}");
@@ -1458,14 +1463,7 @@ crate::both_backends!(
             .iter()
             .map(|(_, n)| n)
             .sum();
-        let rotated = changeguard::vault::rotate::rotate(
-            &srv.app.settings,
-            &srv.app.db,
-            &srv.app.vault,
-            Utc::now,
-        )
-        .await
-        .unwrap();
+        let rotated = changeguard::vault::rotate::rotate(&srv.app).await.unwrap();
         let after = changeguard::db::vault::wrapped_counts(&srv.app.db)
             .await
             .unwrap();

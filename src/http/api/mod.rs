@@ -5,8 +5,10 @@ pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod changes;
+pub mod gate;
 pub mod notifications;
 pub mod roles;
+pub mod service_accounts;
 pub mod systems;
 pub mod users;
 pub mod vault;
@@ -71,4 +73,13 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(assets::request, assets::list_disclosures))
         .routes(routes!(assets::approve))
         .routes(routes!(assets::refuse))
+        .routes(routes!(service_accounts::create))
+        .routes(routes!(
+            service_accounts::create_token,
+            service_accounts::tokens
+        ))
+        .routes(routes!(service_accounts::revoke_token))
+        .routes(routes!(gate::check))
+        .routes(routes!(gate::windows))
+        .routes(routes!(gate::jwks))
 }

@@ -9,7 +9,7 @@ use crate::App;
 use crate::audit::Record;
 use crate::db::vault::CredentialGrant;
 use crate::http::guard::Auth;
-use crate::http::problem::{ApiError, ApiResult, Audited, Json, Path, Problem};
+use crate::http::problem::{ApiError, ApiResult, Json, Path, Problem};
 use crate::vault::{
     self, CreateCredential, CreateGrant, CredentialView, RecoveryCodes, RevealAccess,
     RevealRequest, Revealed, RevokeGrant, RotateCredential, TotpEnrolment,
@@ -62,13 +62,7 @@ pub async fn reveal(
 ) -> Response {
     match vault::reveal(&app, &who, id, req).await {
         Ok(r) => Json(r).into_response(),
-        Err(e) => {
-            let mut resp = ApiError::from(e.error).into_response();
-            if e.audited {
-                resp.extensions_mut().insert(Audited);
-            }
-            resp
-        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
