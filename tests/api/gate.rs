@@ -431,3 +431,87 @@ crate::both_backends!(a_normal_change_admits_inside_its_window, |srv| {
         .await;
     problem(r, StatusCode::BAD_REQUEST, "invalid_range").await;
 });
+
+fn example(name: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/gate")
+            .join(name),
+    );
+    c.env("CHANGEGUARD", env!("CARGO_BIN_EXE_changeguard"));
+    c
+}
+
+// The examples a bank copies, run against the real server: the deploy step refuses without an
+// approved change in progress and passes inside its window; the database wrapper runs its
+// command only with an admission for its own system.
+crate::both_backends!(the_examples_refuse_then_allow_a_deploy, |srv| {
+    let p = setup(srv).await;
+    let (_, token) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
+    let dir = tempfile::tempdir().unwrap();
+    let admission = dir.path().join("admission.jws");
+    let deploy = || {
+        example("deploy-step.sh")
+            .env("CG_URL", srv.url(""))
+            .env("CG_TOKEN", &token)
+            .env("CG_SYSTEM", "cs-platform")
+            .env("CG_ADMISSION_FILE", &admission)
+            .output()
+            .unwrap()
+    };
+    let out = deploy();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no_open_change") && err.contains("拒绝部署"),
+        "{err}"
+    );
+    assert!(!admission.exists());
+
+    let id = emergency(srv, &p).await;
+    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
+        let r = srv
+            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+    let out = deploy();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("change #{id}")));
+
+    let jwks = dir.path().join("jwks.json");
+    save_jwks(srv, &jwks).await;
+    let marker = dir.path().join("applied");
+    let wrapped = |system: &str, admission_file: Option<&std::path::Path>| {
+        let mut c = example("db-wrapper.sh");
+        c.env("CG_JWKS", &jwks).env("CG_SYSTEM", system);
+        if let Some(f) = admission_file {
+            c.env("CG_ADMISSION_FILE", f);
+        }
+        c.args([
+            "sh",
+            "-c",
+            &format!("echo applied > '{}'", marker.display()),
+        ])
+        .output()
+        .unwrap()
+    };
+    let out = wrapped("core-db", Some(&admission));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!marker.exists(), "another system's database refuses");
+    let out = wrapped("cs-platform", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!marker.exists(), "no admission, no run");
+    let out = wrapped("cs-platform", Some(&admission));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists());
+});
