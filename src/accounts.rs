@@ -267,6 +267,23 @@ async fn is_last_admin(tx: &mut crate::db::Tx, user_id: i64, now: DateTime<Utc>)
     Ok(users_db::count_permanent_holders(tx, "admin", user_id).await? == 0)
 }
 
+/// Roles for machines go to service accounts only, and service accounts hold nothing else:
+/// a token never carries a person's privileges, and no person gets a pipeline's admissions.
+fn check_role_fits(app: &App, grantee: &User, role: &str) -> Result<()> {
+    let machine_role = app.policies.roles.get(role).is_some_and(|r| r.machine);
+    match (grantee.kind, machine_role) {
+        (users_db::AccountKind::Service, false) => Err(Error::invalid(
+            "role_not_for_service_accounts",
+            "服务账号只能持有为机器设立的角色（如 流水线、变更监测） / A service account may hold only roles for machines (such as pipeline or change_monitor)",
+        )),
+        (users_db::AccountKind::Person, true) => Err(Error::invalid(
+            "role_only_for_service_accounts",
+            "该角色只授予服务账号 / This role is for service accounts only",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole) -> Result<Grant> {
     let now = app.now();
     if app.policies.roles.get(&req.role).is_none() {
@@ -284,13 +301,7 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         ));
     }
     let grantee = users_db::get(&app.db, user_id).await.map_err(not_found)?;
-    let machine_role = app.policies.roles.get(&req.role).is_some_and(|r| r.machine);
-    if grantee.kind == users_db::AccountKind::Service && !machine_role {
-        return Err(Error::invalid(
-            "role_not_for_service_accounts",
-            "服务账号只能持有为机器设立的角色（如 流水线、变更监测） / A service account may hold only roles for machines (such as pipeline or change_monitor)",
-        ));
-    }
+    check_role_fits(app, &grantee, &req.role)?;
     let mut tx = Deed::open(app).await?;
     // Re-granting the last admin's `admin` with an expiry would let it run out.
     let removes_last_admin = req.role == "admin"
@@ -492,6 +503,8 @@ pub async fn grant_role_unattended(app: &App, user_id: i64, role: &str) -> Resul
             format!("没有角色 {role} / No such role: {role}"),
         ));
     }
+    let grantee = users_db::get(&app.db, user_id).await.map_err(not_found)?;
+    check_role_fits(app, &grantee, role)?;
     let now = app.now();
     let mut tx = Deed::open(app).await?;
     let grant = users_db::upsert_grant(&mut tx, user_id, role, None, now, None).await?;

@@ -69,8 +69,12 @@ enum GateCommand {
         /// The system about to be changed.
         #[arg(long)]
         system: String,
-        /// The admission token.
-        token: String,
+        /// Refuse an admission for a change of another category.
+        #[arg(long)]
+        category: Option<String>,
+        /// The admission token; `-` (or nothing) reads it from standard input, which keeps it
+        /// out of the process list.
+        token: Option<String>,
     },
 }
 
@@ -147,7 +151,12 @@ fn init_tracing(json: bool) {
 }
 
 /// `changeguard gate verify`: 0 admitted, 1 refused (with the reason), 2 unreadable input.
-fn gate_verify(jwks: &std::path::Path, system: &str, token: &str) -> ExitCode {
+fn gate_verify(
+    jwks: &std::path::Path,
+    system: &str,
+    category: Option<&str>,
+    token: &str,
+) -> ExitCode {
     use changeguard::gate::admission;
     let keys: admission::Jwks = match std::fs::read_to_string(jwks)
         .map_err(|e| e.to_string())
@@ -156,7 +165,7 @@ fn gate_verify(jwks: &std::path::Path, system: &str, token: &str) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail(format!("cannot read the JWKS {}: {e}", jwks.display())),
     };
-    match admission::verify(&keys, token.trim(), system, chrono::Utc::now()) {
+    match admission::verify(&keys, token.trim(), system, category, chrono::Utc::now()) {
         Ok(c) => {
             println!(
                 "admitted: change #{} on {} ({}{}), assignee {}, until {}",
@@ -204,9 +213,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
                 GateCommand::Verify {
                     jwks,
                     system,
+                    category,
                     token,
                 },
-        } => Ok(gate_verify(&jwks, &system, &token)),
+        } => {
+            let token = match token.filter(|t| t != "-") {
+                Some(t) => t,
+                None => {
+                    let mut t = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                    t
+                }
+            };
+            Ok(gate_verify(&jwks, &system, category.as_deref(), &token))
+        }
         Command::Keys {
             command: KeysCommand::RotateGate,
         } => {

@@ -46,13 +46,24 @@ pub struct CreateToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A new token: `token` is shown this once and never again.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A new token: `token` is shown this once and never again (and never in `Debug` output).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NewTokenView {
     pub id: i64,
     pub name: String,
     pub token: String,
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for NewTokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewTokenView")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("token", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 pub async fn create(app: &App, who: &Principal, req: CreateServiceAccount) -> Result<User> {

@@ -23,7 +23,7 @@ if [ -z "$admission" ]; then
   echo "changeguard: 没有准入令牌，拒绝执行 / no admission: not running $1" >&2
   exit 1
 fi
-if ! "${CHANGEGUARD:-changeguard}" gate verify --jwks "$CG_JWKS" --system "$CG_SYSTEM" "$admission"; then
+if ! printf '%s' "$admission" | "${CHANGEGUARD:-changeguard}" gate verify --jwks "$CG_JWKS" --system "$CG_SYSTEM" -; then
   echo "changeguard: 准入无效，拒绝执行 / the admission does not admit: not running $1" >&2
   exit 1
 fi

@@ -47,13 +47,19 @@ pub(super) async fn authenticate(app: &App, secret: &str, now: DateTime<Utc>) ->
         db::touch(&app.db, found.token_id, now).await?;
     }
     let user = found.user;
+    // Only roles for machines count for a token, whatever the database holds.
+    let roles = found
+        .roles
+        .into_iter()
+        .filter(|r| app.policies.roles.get(r).is_some_and(|role| role.machine))
+        .collect();
     Ok(Principal {
         user_id: user.id,
         username: user.username,
         display_name: user.display_name,
         department: user.department,
         email: user.email,
-        roles: found.roles,
+        roles,
         session_id: format!("token:{}", found.token_id),
         token: Some(found.token_name),
         permitted_by: Vec::new(),

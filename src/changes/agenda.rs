@@ -48,6 +48,8 @@ pub struct CalendarDay {
     pub kind: Option<DayKind>,
     pub name: Option<String>,
     pub changes: Vec<CalendarChange>,
+    /// Changes tools reported on this day with no approved change running (违规变更).
+    pub unauthorized_changes: Vec<crate::db::gate::GateEvent>,
 }
 
 fn day_bounds(d: NaiveDate, tz: Tz) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
@@ -130,6 +132,7 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
             kind: info.as_ref().map(|i| i.kind),
             name: info.and_then(|i| i.name),
             changes: Vec::new(),
+            unauthorized_changes: Vec::new(),
         });
         d = match d.succ_opt() {
             Some(n) => n,
@@ -162,6 +165,12 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
             day.changes.push(change.clone());
         }
         days[last - 1].changes.push(change);
+    }
+    for e in crate::db::gate::between(&app.db, range_start, range_end, true).await? {
+        let i = bounds.partition_point(|(_, end)| *end <= e.occurred_at);
+        if let Some(day) = days.get_mut(i) {
+            day.unauthorized_changes.push(e);
+        }
     }
     Ok(days)
 }

@@ -23,6 +23,8 @@ pub struct ChangeReport {
     pub emergency: i64,
     /// Filings refused for late notice (from the audit trail).
     pub refused_insufficient_notice: i64,
+    /// Changes tools reported with no approved change running (违规变更).
+    pub unauthorized_changes: i64,
     /// succeeded / completed, when any completed.
     pub success_rate: Option<f64>,
 }
@@ -52,6 +54,9 @@ pub async fn changes(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Change
         emergency: 0,
         refused_insufficient_notice: db::refusals(&app.db, "insufficient_notice", start, end)
             .await?,
+        unauthorized_changes: crate::db::gate::between(&app.db, start, end, true)
+            .await?
+            .len() as i64,
         success_rate: None,
     };
     for (category, status, outcome, emergency, n) in db::counts(&app.db, start, end).await? {

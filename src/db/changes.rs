@@ -212,7 +212,8 @@ pub async fn open_on_system(tx: &mut Tx, system: &str) -> Result<Vec<ChangeRow>>
         change_select!(),
         " JOIN change_systems cs ON cs.change_id = c.id WHERE cs.system_key = $1 \
          AND c.status IN ('submitted', 'approved', 'in_progress') \
-         ORDER BY c.planned_start, c.id LIMIT 200"
+         ORDER BY CASE c.status WHEN 'in_progress' THEN 0 WHEN 'approved' THEN 1 ELSE 2 END, \
+         c.planned_start, c.id LIMIT 200"
     );
     Ok(on_tx!(tx, |c| sqlx::query_as::<_, ChangeRow>(sql)
         .bind(system)
@@ -243,7 +244,7 @@ pub async fn windows_on_system(
 
 /// The change of `system` whose window holds `at` and that was approved or running then
 /// (a completed change counts for the window it ran in): where a reported event belongs.
-pub async fn change_at(db: &Db, system: &str, at: DateTime<Utc>) -> Result<Option<ChangeRow>> {
+pub async fn change_at(tx: &mut Tx, system: &str, at: DateTime<Utc>) -> Result<Option<ChangeRow>> {
     let sql = concat!(
         change_select!(),
         " JOIN change_systems cs ON cs.change_id = c.id WHERE cs.system_key = $1 \
@@ -251,10 +252,10 @@ pub async fn change_at(db: &Db, system: &str, at: DateTime<Utc>) -> Result<Optio
          AND c.planned_end > $2 AND c.started_at IS NOT NULL AND c.started_at <= $2 \
          AND (c.completed_at IS NULL OR c.completed_at >= $2) ORDER BY c.id LIMIT 1"
     );
-    Ok(on_pool!(db, |p| sqlx::query_as::<_, ChangeRow>(sql)
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, ChangeRow>(sql)
         .bind(system)
         .bind(at)
-        .fetch_optional(p)
+        .fetch_optional(c)
         .await)?)
 }
 

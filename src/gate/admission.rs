@@ -3,8 +3,8 @@
 //! keys (`/.well-known/jwks.json`) verifies it offline with `changeguard gate verify`.
 //!
 //! The signing key is the 32-byte seed in `changeguard.gate.key` (or `CHANGEGUARD_GATE_KEY`).
-//! `changeguard keys rotate-gate` retires it to `changeguard.gate.key.retired-<kid>`: retired
-//! public keys stay published for the longest window a change may have, so tokens they signed
+//! `changeguard keys rotate-gate` retires it to `changeguard.gate.key.retired-<kid>.json` (the
+//! public key only): retired public keys stay published for the longest window a change may have, so tokens they signed
 //! verify until they expire.
 
 use std::path::{Path, PathBuf};
@@ -149,10 +149,10 @@ fn retired_keys(dir: &Path) -> anyhow::Result<Vec<(Jwk, SystemTime)>> {
             continue;
         }
         let text = std::fs::read_to_string(e.path())?;
-        let seed = crate::keys::decode_key(text.trim())
-            .ok_or_else(|| anyhow::anyhow!("{name} does not hold a gate key"))?;
+        let jwk: Jwk = serde_json::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("{name} does not hold a retired gate key: {err}"))?;
         let at = e.metadata()?.modified()?;
-        out.push((jwk_of(&signing_key(&seed)?), at));
+        out.push((jwk, at));
     }
     Ok(out)
 }
@@ -163,16 +163,19 @@ pub fn rotate(settings: &Settings) -> anyhow::Result<PathBuf> {
     if settings.gate_key.is_some() {
         anyhow::bail!(
             "the gate key comes from CHANGEGUARD_GATE_KEY: set a new value there, and keep the \
-             old one published by putting it in {RETIRED_PREFIX}<name> in the key directory"
+             old one published by putting its public JWK in {RETIRED_PREFIX}<kid>.json in the key directory"
         );
     }
     let dir = settings.key_dir();
     let text = std::fs::read_to_string(dir.join(KEY_FILE))?;
     let seed = crate::keys::decode_key(text.trim())
         .ok_or_else(|| anyhow::anyhow!("{KEY_FILE} does not hold a gate key"))?;
-    let kid = jwk_of(&signing_key(&seed)?).kid;
-    let retired = dir.join(format!("{RETIRED_PREFIX}{kid}"));
-    std::fs::rename(dir.join(KEY_FILE), &retired)?;
+    // Only the public key is kept: a retired key verifies, it never signs again. The file is
+    // new, so its time is the retirement's (the JWKS keeps it for the longest window).
+    let jwk = jwk_of(&signing_key(&seed)?);
+    let retired = dir.join(format!("{RETIRED_PREFIX}{}.json", jwk.kid));
+    crate::keys::write_owner_only(&retired, &serde_json::to_string(&jwk)?)?;
+    std::fs::remove_file(dir.join(KEY_FILE))?;
     load_or_create(&KeySource {
         var: "CHANGEGUARD_GATE_KEY",
         configured: None,
@@ -198,6 +201,8 @@ pub enum Rejection {
     WrongAudience,
     #[error("the admission is for {0}, not for system {1}")]
     WrongSystem(String, String),
+    #[error("the admission is for a change of category {0}, not {1}")]
+    WrongCategory(String, String),
 }
 
 /// Verifies `token` for `system` with the keys of `jwks` at `now`: what `changeguard gate
@@ -206,6 +211,7 @@ pub fn verify(
     jwks: &Jwks,
     token: &str,
     system: &str,
+    category: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Claims, Rejection> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
@@ -243,6 +249,11 @@ pub fn verify(
     }
     if !c.systems.iter().any(|s| s == system) {
         return Err(Rejection::WrongSystem(c.systems.join(", "), system.into()));
+    }
+    if let Some(k) = category
+        && k != c.category
+    {
+        return Err(Rejection::WrongCategory(c.category, k.into()));
     }
     Ok(c)
 }
@@ -283,19 +294,38 @@ mod tests {
         let k = keys(1);
         let token = k.sign(&claims(now)).unwrap();
         assert_eq!(
-            verify(k.jwks(), &token, "core-banking", now).unwrap().sub,
+            verify(k.jwks(), &token, "core-banking", None, now)
+                .unwrap()
+                .sub,
             "7"
         );
         assert!(matches!(
-            verify(k.jwks(), &token, "atm", now),
+            verify(k.jwks(), &token, "atm", None, now),
             Err(Rejection::WrongSystem(..))
         ));
+        assert!(matches!(
+            verify(k.jwks(), &token, "core-banking", Some("hardware"), now),
+            Err(Rejection::WrongCategory(..))
+        ));
+        assert!(verify(k.jwks(), &token, "core-banking", Some("upgrade"), now).is_ok());
         assert_eq!(
-            verify(k.jwks(), &token, "core-banking", now + TimeDelta::hours(2)),
+            verify(
+                k.jwks(),
+                &token,
+                "core-banking",
+                None,
+                now + TimeDelta::hours(2)
+            ),
             Err(Rejection::Expired)
         );
         assert_eq!(
-            verify(k.jwks(), &token, "core-banking", now - TimeDelta::hours(1)),
+            verify(
+                k.jwks(),
+                &token,
+                "core-banking",
+                None,
+                now - TimeDelta::hours(1)
+            ),
             Err(Rejection::NotYetValid)
         );
         // Another key with the same kid: the signature fails.
@@ -306,7 +336,7 @@ mod tests {
             jsonwebtoken::encode(&header, &claims(now), &other.encoding).unwrap()
         };
         assert_eq!(
-            verify(k.jwks(), &forged, "core-banking", now),
+            verify(k.jwks(), &forged, "core-banking", None, now),
             Err(Rejection::BadSignature)
         );
         assert!(matches!(
@@ -314,6 +344,7 @@ mod tests {
                 k.jwks(),
                 &other.sign(&claims(now)).unwrap(),
                 "core-banking",
+                None,
                 now
             ),
             Err(Rejection::UnknownKey(_))
@@ -324,7 +355,7 @@ mod tests {
         c.systems.push("atm".into());
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
         assert_eq!(
-            verify(k.jwks(), &parts.join("."), "atm", now),
+            verify(k.jwks(), &parts.join("."), "atm", None, now),
             Err(Rejection::BadSignature)
         );
     }

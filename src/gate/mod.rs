@@ -5,6 +5,7 @@
 //! admitted or refused, is one audit entry.
 
 pub mod admission;
+pub mod events;
 pub mod rules;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -58,10 +59,14 @@ pub struct Admitted {
     pub title: String,
     pub window: Window,
     pub assignee: Assignee,
-    /// Compact JWS (EdDSA) for `changeguard gate verify`; expires at the window's end.
+    /// Compact JWS (EdDSA) for `changeguard gate verify`; expires at the window's end or after
+    /// 15 minutes, whichever comes first.
     pub admission: String,
     pub expires_at: DateTime<Utc>,
 }
+
+/// How long an admission lives at most.
+pub const ADMISSION_TTL: TimeDelta = TimeDelta::minutes(15);
 
 fn candidate(r: &ChangeRow) -> Result<Candidate> {
     let status = Status::parse(&r.status).ok_or_else(|| {
@@ -140,6 +145,16 @@ pub async fn check(app: &App, who: &Principal, req: GateCheck) -> Result<Admitte
     let now = app.now();
     let policy = &app.policies.change;
     let system = req.system.trim();
+    // What a change filed now could do (for a refusal's detail), read before the write lock.
+    let earliest = app
+        .calendar()
+        .await
+        .ok()
+        .and_then(|cal| {
+            cal.earliest_start(notice_date(now, policy.timezone), &policy.notice)
+                .ok()
+        })
+        .map(|e| e.earliest_start);
     // The facts are read in the deed that audits the decision.
     let mut tx = Deed::open(app).await?;
     let rows = change_db::open_on_system(&mut tx, system).await?;
@@ -157,18 +172,6 @@ pub async fn check(app: &App, who: &Principal, req: GateCheck) -> Result<Admitte
     let chosen = match decided {
         Ok(c) => c,
         Err(refusal) => {
-            let earliest = match refusal {
-                Refusal::NoOpenChange => app
-                    .calendar()
-                    .await
-                    .ok()
-                    .and_then(|cal| {
-                        cal.earliest_start(notice_date(now, policy.timezone), &policy.notice)
-                            .ok()
-                    })
-                    .map(|e| e.earliest_start),
-                _ => None,
-            };
             let message = explain(&refusal, system, policy.timezone, earliest);
             entry.outcome = Outcome::Refused;
             entry.code = Some(refusal.code().to_string());
@@ -193,6 +196,9 @@ pub async fn check(app: &App, who: &Principal, req: GateCheck) -> Result<Admitte
         )))
     })?;
     let jti = uuid::Uuid::new_v4().to_string();
+    // Short-lived: a completed or cancelled change stops admitting within minutes even where
+    // the admission is checked offline; a tool asks again for each step.
+    let expires_at = row.planned_end.min(now + ADMISSION_TTL);
     let claims = admission::Claims {
         iss: app.settings.public_url(),
         aud: admission::AUDIENCE.into(),
@@ -203,7 +209,7 @@ pub async fn check(app: &App, who: &Principal, req: GateCheck) -> Result<Admitte
         assignee: row.assignee_username.clone(),
         iat: now.timestamp(),
         nbf: row.planned_start.timestamp(),
-        exp: row.planned_end.timestamp(),
+        exp: expires_at.timestamp(),
         jti: jti.clone(),
     };
     let token = app.admission.sign(&claims)?;
@@ -223,7 +229,7 @@ pub async fn check(app: &App, who: &Principal, req: GateCheck) -> Result<Admitte
             display_name: row.assignee_name.clone(),
         },
         admission: token,
-        expires_at: row.planned_end,
+        expires_at,
     })
 }
 

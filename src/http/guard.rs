@@ -176,10 +176,20 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     // Who is calling (kept for the audit entry even when refused), then may they.
     let admitted: Result<Option<Principal>, (Option<Principal>, Error)> = match &info.access {
         Access::Public => Ok(None),
-        Access::Authenticated => crate::auth::authenticate(app, token, now)
-            .await
-            .map(Some)
-            .map_err(|e| (None, e)),
+        Access::Authenticated => match crate::auth::authenticate(app, token, now).await {
+            Err(e) => Err((None, e)),
+            // A machine's token does what its roles permit; of the routes open to anybody
+            // signed in it may only read who it is (no logout, second factor or feed).
+            Ok(who) if who.token.is_some() && info.operation != "me.get" => Err((
+                Some(who),
+                Error::Forbidden {
+                    code: "not_for_service_accounts",
+                    message: "服务账号不能使用此功能 / A service account cannot use this".into(),
+                    policy_ids: Vec::new(),
+                },
+            )),
+            Ok(who) => Ok(Some(who)),
+        },
         Access::Permission(p) => match crate::auth::authenticate(app, token, now).await {
             Err(e) => Err((None, e)),
             Ok(mut who) => {

@@ -31,13 +31,14 @@ pub const EVENTS: &[&str] = &[
     "grant_requested",
     "grant_decided",
     "audit_broken",
+    "unauthorized_change",
 ];
 
 /// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
 /// `custodian`) it may use. Roles and fixed mailboxes fit every event.
 pub fn parties_of(event: &str) -> &'static [&'static str] {
     match event {
-        "digest" | "calendar_missing" | "audit_broken" => &[],
+        "digest" | "calendar_missing" | "audit_broken" | "unauthorized_change" => &[],
         // A disclosure: who asked for it and the asset's custodian.
         "disclosure_requested" | "disclosure_decided" => &["requester", "custodian"],
         // A reveal: the person who revealed the secret.

@@ -73,6 +73,13 @@ impl RoleCatalog {
                     format!("role `{name}` needs title_zh and title_en"),
                 ));
             }
+            if role.machine && (name == "admin" || !role.grantable.is_empty()) {
+                return Err(PolicyFileError::at(
+                    path,
+                    line_of_role(name),
+                    format!("role `{name}` is for machines: it may not be admin nor grant roles"),
+                ));
+            }
             for g in &role.grantable {
                 if !file.roles.contains_key(g) {
                     return Err(PolicyFileError::at(

@@ -107,6 +107,28 @@ crate::both_backends!(service_tokens_are_shown_once_and_die_when_revoked, |srv| 
     )
     .await;
 
+    // Of the routes open to anybody signed in, a token only reads who it is.
+    let r = srv.post("/api/v1/auth/logout", &token, json!({})).await;
+    problem(r, StatusCode::FORBIDDEN, "not_for_service_accounts").await;
+    assert_eq!(srv.get("/api/v1/me", &token).await.status(), StatusCode::OK);
+    // Roles for machines go to machines only.
+    let op_id = body(srv.get("/api/v1/me", &p.op).await).await["id"]
+        .as_i64()
+        .unwrap();
+    let r = srv
+        .post(
+            &format!("/api/v1/users/{op_id}/roles"),
+            &p.admin,
+            json!({"role": "pipeline"}),
+        )
+        .await;
+    problem(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "role_only_for_service_accounts",
+    )
+    .await;
+
     // Listed without the token; only its hash is stored.
     let list = body(
         srv.get(&format!("/api/v1/service-accounts/{id}/tokens"), &p.admin)
@@ -293,6 +315,11 @@ crate::both_backends!(the_gate_opens_only_inside_a_running_changes_window, |srv|
     assert_eq!(ok["change_id"], id);
     assert_eq!(ok["assignee"]["username"], "op.zhang");
     let admission = ok["admission"].as_str().unwrap().to_string();
+    let expires: chrono::DateTime<Utc> = ok["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        expires <= srv.now() + TimeDelta::minutes(15),
+        "short-lived: {expires}"
+    );
     refused(srv, &token, json!({"system": "core-db"}), "no_open_change").await;
     refused(
         srv,
@@ -318,6 +345,19 @@ crate::both_backends!(the_gate_opens_only_inside_a_running_changes_window, |srv|
     let (code, out) = verify(&jwks_file, "cs-platform", &admission);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("change #{id}")), "{out}");
+    let out = cli()
+        .args(["gate", "verify", "--jwks"])
+        .arg(&jwks_file)
+        .args([
+            "--system",
+            "cs-platform",
+            "--category",
+            "hardware",
+            &admission,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "another category");
     let (code, out) = verify(&jwks_file, "core-db", &admission);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not for system core-db"), "{out}");
@@ -514,4 +554,195 @@ crate::both_backends!(the_examples_refuse_then_allow_a_deploy, |srv| {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(marker.exists());
+});
+
+async fn report(
+    srv: &TestServer,
+    token: &str,
+    system: &str,
+    at: chrono::DateTime<Utc>,
+) -> reqwest::Response {
+    srv.post(
+        "/api/v1/gate/events",
+        token,
+        json!({"system": system, "kind": "db_write", "summary": "UPDATE accounts SET …（127 行）",
+               "occurred_at": rfc(at), "source": "mysql-audit:core-db-01"}),
+    )
+    .await
+}
+
+// What tools report: with no change running on the system, an unauthorized change (audited,
+// e-mailed to management and compliance, on the calendar, in the report); with one, a line on
+// that change's timeline.
+crate::both_backends!(reported_changes_without_a_change_are_unauthorized, |srv| {
+    let p = setup(srv).await;
+    let (_, compliance) = srv.user_with(&p.admin, "comp.zhao", &["compliance"]).await;
+    let (_, monitor) = machine(srv, &p.admin, "db-audit", "change_monitor").await;
+    let (_, pipeline) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
+    let now = Utc::now();
+    assert_eq!(
+        report(srv, &pipeline, "cs-platform", now).await.status(),
+        StatusCode::FORBIDDEN,
+        "a pipeline does not report"
+    );
+    problem(
+        report(srv, &monitor, "no-such", now).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_system",
+    )
+    .await;
+    problem(
+        report(srv, &monitor, "cs-platform", now + TimeDelta::hours(1)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "occurred_in_future",
+    )
+    .await;
+
+    let r = report(srv, &monitor, "cs-platform", now - TimeDelta::minutes(1)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let ev = body(r).await;
+    assert_eq!(ev["unauthorized"], true);
+    assert!(ev["change_id"].is_null());
+    // E-mailed to management and compliance.
+    let notices = body(srv.get("/api/v1/notifications", &p.mgr).await).await;
+    let n = notices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["kind"] == "unauthorized_change")
+        .expect("an unauthorized-change notice");
+    let to = n["recipients"].to_string();
+    assert!(
+        to.contains("mgr.chen@") && to.contains("comp.zhao@"),
+        "{to}"
+    );
+    assert!(n["subject"].as_str().unwrap().contains("违规变更"), "{n}");
+    // On the calendar and in the report.
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let range = format!("from={today}&to={today}");
+    let cal = body(
+        srv.get(&format!("/api/v1/calendar?{range}"), &p.viewer)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        cal[0]["unauthorized_changes"][0]["system_key"],
+        "cs-platform"
+    );
+    let rep = body(
+        srv.get(&format!("/api/v1/reports/changes?{range}"), &compliance)
+            .await,
+    )
+    .await;
+    assert_eq!(rep["unauthorized_changes"], 1);
+    let listed = body(
+        srv.get(
+            &format!("/api/v1/gate/events?{range}&unauthorized=true"),
+            &compliance,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // With an emergency change running: matched, and on its timeline.
+    let id = emergency(srv, &p).await;
+    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
+        let r = srv
+            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+    let ev = body(report(srv, &monitor, "cs-platform", Utc::now()).await).await;
+    assert_eq!(ev["unauthorized"], false);
+    assert_eq!(ev["change_id"], id);
+    let c = body(srv.get(&format!("/api/v1/changes/{id}"), &p.viewer).await).await;
+    let last = c["events"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["comment"].as_str().unwrap().contains("mysql-audit"),
+        "{last}"
+    );
+    let rep = body(
+        srv.get(&format!("/api/v1/reports/changes?{range}"), &compliance)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        rep["unauthorized_changes"], 1,
+        "the matched one is not counted"
+    );
+
+    let trail = changeguard::db::audit::list(&srv.app.db, 500, None)
+        .await
+        .unwrap();
+    let found: Vec<_> = trail
+        .iter()
+        .filter(|e| e.action == "gate.unauthorized_change")
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].actor.as_deref(),
+        Some("db-audit/token:deploy-main")
+    );
+    assert!(trail.iter().any(|e| e.action == "gate.event"));
+});
+
+// Rotating the gate key: instances started afterwards sign with the new key and still publish
+// the old public key, so admissions signed before the rotation verify until they expire.
+crate::both_backends!(a_rotated_gate_key_stays_published, |srv| {
+    let p = setup(srv).await;
+    let (_, token) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
+    let id = emergency(srv, &p).await;
+    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
+        let r = srv
+            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+    let ask = json!({"system": "cs-platform"});
+    let before = body(gate(srv, &token, ask.clone()).await).await["admission"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cli()
+        .args(["keys", "rotate-gate"])
+        .env("CHANGEGUARD_KEY_DIR", srv.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let retired: Vec<_> = std::fs::read_dir(srv.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("changeguard.gate.key.retired-"))
+        .collect();
+    assert_eq!(retired.len(), 1);
+    let text = std::fs::read_to_string(srv.dir.path().join(&retired[0])).unwrap();
+    assert!(
+        text.contains("\"x\"") && !text.contains("\"d\""),
+        "public key only: {text}"
+    );
+
+    let next = srv.second_instance().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    let jwks = save_jwks(&next, &jwks_file).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let after = body(gate(&next, &token, ask).await).await["admission"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for admission in [&before, &after] {
+        let (code, out) = verify(&jwks_file, "cs-platform", admission);
+        assert_eq!(code, 0, "{out}");
+    }
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_ne!(kid(&before), kid(&after));
+    next.stop().await;
 });

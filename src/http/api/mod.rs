@@ -82,4 +82,5 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(gate::check))
         .routes(routes!(gate::windows))
         .routes(routes!(gate::jwks))
+        .routes(routes!(gate::report, gate::list_events))
 }
