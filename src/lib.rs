@@ -30,6 +30,7 @@ pub mod rbac;
 pub mod service_accounts;
 pub mod text;
 pub mod vault;
+pub mod webhooks;
 pub mod workdays;
 
 use std::ops::Deref;

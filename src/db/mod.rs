@@ -15,6 +15,7 @@ pub mod tokens;
 pub mod users;
 pub mod vault;
 pub mod watch;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;

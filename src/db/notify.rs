@@ -29,12 +29,16 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// `email` or `webhook`.
+    pub channel: String,
+    pub webhook_id: Option<i64>,
 }
 
 macro_rules! outbox_select {
     () => {
         "SELECT id, kind, change_id, recipients, subject, body_text, body_html, ics, message_id, \
-         status, attempts, next_attempt_at, last_error, created_at, sent_at FROM outbox"
+         status, attempts, next_attempt_at, last_error, created_at, sent_at, channel, webhook_id \
+         FROM outbox"
     };
 }
 
@@ -47,6 +51,35 @@ pub struct NewMessage<'a> {
     pub body_text: &'a str,
     pub body_html: &'a str,
     pub ics: Option<&'a str>,
+}
+
+/// Inserts a pending webhook delivery: `payload` is the event's JSON, `event_id` its id (the
+/// receiver's idempotency key, kept as the row's message id).
+pub async fn insert_delivery(tx: &mut Tx, d: &NewDelivery<'_>, now: DateTime<Utc>) -> Result<i64> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+        "INSERT INTO outbox (kind, change_id, recipients, subject, body_text, body_html, \
+         message_id, status, attempts, next_attempt_at, created_at, channel, webhook_id) \
+         VALUES ($1, $2, '[]', $3, $4, '', $5, 'pending', 0, $6, $6, 'webhook', $7) RETURNING id"
+    )
+    .bind(d.kind)
+    .bind(d.change_id)
+    .bind(d.title)
+    .bind(d.payload)
+    .bind(d.event_id)
+    .bind(now)
+    .bind(d.webhook_id)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// A webhook delivery to enqueue.
+pub struct NewDelivery<'a> {
+    pub kind: &'a str,
+    pub change_id: Option<i64>,
+    pub webhook_id: i64,
+    pub title: &'a str,
+    pub payload: &'a str,
+    pub event_id: &'a str,
 }
 
 /// E-mail addresses of the active holders of `role` (unexpired grants).
@@ -156,14 +189,17 @@ pub async fn claim_due(
     Ok(rows)
 }
 
-pub async fn mark_sent(db: &Db, id: i64, now: DateTime<Utc>) -> Result<()> {
+/// Records a delivery, fenced by the claim: only the sender holding the lease it took (a slow
+/// send re-claimed by another after its lease cannot overwrite the other's result).
+pub async fn mark_sent(db: &Db, id: i64, lease: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
     let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
         "UPDATE outbox SET status = 'sent', sent_at = $1, lease_until = NULL, last_error = NULL \
-         WHERE id = $2"
+         WHERE id = $2 AND status = 'sending' AND lease_until = $3"
     )
     .bind(now)
     .bind(id)
+    .bind(lease)
     .execute(p)
     .await
     .map(|_| ()))?;
@@ -174,6 +210,7 @@ pub async fn mark_sent(db: &Db, id: i64, now: DateTime<Utc>) -> Result<()> {
 pub async fn mark_failed(
     db: &Db,
     id: i64,
+    lease: DateTime<Utc>,
     dead: bool,
     error: &str,
     next_attempt_at: DateTime<Utc>,
@@ -181,12 +218,13 @@ pub async fn mark_failed(
     let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
         "UPDATE outbox SET status = $1, last_error = $2, next_attempt_at = $3, lease_until = NULL \
-         WHERE id = $4"
+         WHERE id = $4 AND status = 'sending' AND lease_until = $5"
     )
     .bind(if dead { "dead" } else { "failed" })
     .bind(error)
     .bind(next_attempt_at)
     .bind(id)
+    .bind(lease)
     .execute(p)
     .await
     .map(|_| ()))?;

@@ -102,12 +102,13 @@ pub async fn promote_master(tx: &mut Tx, old: &str, new: &str, now: DateTime<Utc
 pub async fn wrapped_counts(db: &Db) -> Result<Vec<(String, i64)>> {
     Ok(on_pool!(db, |p| {
         sqlx::query_as::<_, (String, i64)>(
-        "SELECT master_key_id, COUNT(*) FROM (SELECT master_key_id FROM credentials \
-         UNION ALL SELECT master_key_id FROM totp UNION ALL SELECT master_key_id FROM totp_pending) t \
-         GROUP BY master_key_id ORDER BY master_key_id"
-    )
-    .fetch_all(p)
-    .await
+            "SELECT master_key_id, COUNT(*) FROM (SELECT master_key_id FROM credentials \
+         UNION ALL SELECT master_key_id FROM totp UNION ALL SELECT master_key_id FROM totp_pending \
+         UNION ALL SELECT master_key_id FROM webhooks WHERE master_key_id IS NOT NULL) t \
+         GROUP BY master_key_id ORDER BY master_key_id",
+        )
+        .fetch_all(p)
+        .await
     })?)
 }
 
@@ -794,7 +795,7 @@ struct WrapDb {
 
 /// Up to `limit` rows still wrapped by `master_key_id`, locked for the transaction.
 pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<Vec<WrappedRow>> {
-    let (creds, totps, pending) = match tx.backend() {
+    let (creds, totps, pending, hooks) = match tx.backend() {
         Backend::Postgres => (
             "SELECT id, key_id, master_key_id, wrapped_key FROM credentials \
              WHERE master_key_id = $1 ORDER BY id LIMIT $2 FOR UPDATE",
@@ -802,6 +803,8 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
             "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp_pending \
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
+            "SELECT id, key_id, master_key_id, wrapped_key FROM webhooks \
+             WHERE master_key_id = $1 ORDER BY id LIMIT $2 FOR UPDATE",
         ),
         Backend::Sqlite => (
             "SELECT id, key_id, master_key_id, wrapped_key FROM credentials \
@@ -810,6 +813,8 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2",
             "SELECT user_id AS id, key_id, master_key_id, wrapped_key FROM totp_pending \
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2",
+            "SELECT id, key_id, master_key_id, wrapped_key FROM webhooks \
+             WHERE master_key_id = $1 ORDER BY id LIMIT $2",
         ),
     };
     // One table per batch: a batch holding credential rows and then waiting for a TOTP row
@@ -819,6 +824,7 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
         ("credentials", creds),
         ("totp", totps),
         ("totp_pending", pending),
+        ("webhooks", hooks),
     ] {
         let left = limit - out.len() as i64;
         if left <= 0 || !out.is_empty() {
@@ -852,6 +858,9 @@ pub async fn store_wrapped(tx: &mut Tx, row: &WrappedRow, new: &Sealed) -> Resul
         }
         "totp" => {
             "UPDATE totp SET master_key_id = $3, wrapped_key = $4 WHERE user_id = $1 AND key_id = $2"
+        }
+        "webhooks" => {
+            "UPDATE webhooks SET master_key_id = $3, wrapped_key = $4 WHERE id = $1 AND key_id = $2"
         }
         _ => {
             "UPDATE totp_pending SET master_key_id = $3, wrapped_key = $4 \

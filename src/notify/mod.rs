@@ -217,6 +217,56 @@ fn render_error(e: minijinja::Error) -> Error {
     Error::Internal(anyhow::anyhow!("email template: {e}"))
 }
 
+/// The webhook deliveries of a change's event (the receipt is the requester's alone).
+async fn change_webhooks(
+    app: &App,
+    tx: &mut Deed<'_>,
+    row: &ChangeRow,
+    event: &str,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let c = change_ctx(app, row);
+    let mut lines = vec![
+        format!("系统 / Systems: {}", c.systems.join(", ")),
+        format!("窗口 / Window: {} – {}", c.planned_start, c.planned_end),
+        format!("申请人 / Requester: {}", c.requester),
+        format!("执行人 / Assignee: {}", c.assignee),
+    ];
+    if row.emergency {
+        lines.push("紧急变更 / Emergency change".into());
+    }
+    if let Some(comment) = comment {
+        lines.push(format!("说明 / Comment: {comment}"));
+    }
+    let event_data = crate::webhooks::Event {
+        kind: event,
+        change_id: Some(row.id),
+        title: format!(
+            "变更 #{} {} / Change #{} {}: {}",
+            row.id,
+            event_title(event, "zh"),
+            row.id,
+            event_title(event, "en"),
+            row.title
+        ),
+        lines,
+        link: Some(format!(
+            "{}/api/v1/changes/{}",
+            app.settings.public_url(),
+            row.id
+        )),
+        change: Some(json!({
+            "id": row.id, "title": row.title, "category": row.category, "action": row.action,
+            "systems": c.systems, "status": row.status, "emergency": row.emergency,
+            "planned_start": row.planned_start, "planned_end": row.planned_end,
+            "requester": row.requester_username, "assignee": row.assignee_username,
+        })),
+    };
+    crate::webhooks::enqueue(tx, &event_data, now).await?;
+    Ok(())
+}
+
 /// Writes the notices of `event` about change `id` into the outbox, inside the caller's
 /// transaction (so they commit, or vanish, with the change). Filing also sends the receipt.
 pub async fn enqueue_change(
@@ -236,6 +286,7 @@ pub async fn enqueue_change(
     let policy = &app.policies.notifications;
     let cancel = matches!(event, "rejected" | "cancelled" | "expired");
     let ics = change_ics(app, &row, cancel);
+    change_webhooks(app, tx, &row, event, comment, now).await?;
     let mut n = 0;
     for ev in events {
         let mut rules = policy.recipients(ev).to_vec();
@@ -335,6 +386,19 @@ pub async fn enqueue_bulletin(
     bulletin: &Bulletin,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let hook = crate::webhooks::Event {
+        kind: event,
+        change_id: None,
+        title: bulletin.headline.clone(),
+        lines: bulletin
+            .facts
+            .iter()
+            .map(|(label, value)| format!("{label}: {value}"))
+            .collect(),
+        link: bulletin.link.clone(),
+        change: None,
+    };
+    crate::webhooks::enqueue(tx, &hook, now).await?;
     let rules = app.policies.notifications.recipients(event).to_vec();
     let recipients = resolve(app, tx, &rules, parties, now).await?;
     if recipients.is_empty() {
@@ -439,6 +503,9 @@ pub struct Notice {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
+    /// `email`, or `webhook` (then `webhook_id` names the subscription).
+    pub channel: String,
+    pub webhook_id: Option<i64>,
 }
 
 impl From<OutboxRow> for Notice {
@@ -456,6 +523,8 @@ impl From<OutboxRow> for Notice {
             last_error: r.last_error,
             created_at: r.created_at,
             sent_at: r.sent_at,
+            channel: r.channel,
+            webhook_id: r.webhook_id,
         }
     }
 }

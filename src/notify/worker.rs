@@ -30,6 +30,8 @@ pub struct Notifier {
     pub host: String,
     /// What the transport is, for the start-up line (no password).
     pub describe: String,
+    /// The HTTP client of webhook deliveries.
+    pub http: reqwest::Client,
     bell: Notify,
 }
 
@@ -64,6 +66,7 @@ impl Notifier {
             }
         };
         Ok(Notifier {
+            http: crate::webhooks::http_client()?,
             templates,
             transport,
             from,
@@ -129,12 +132,13 @@ pub async fn run_once(app: &App) -> anyhow::Result<usize> {
     let now = app.now();
     // A worker that dies mid-send leaves the row `sending`; after the lease another takes it.
     let lease = chrono::Duration::seconds(i64::try_from(policy.lease_secs)?);
-    let rows = db::claim_due(&app.db, now, now + lease, i64::from(policy.batch)).await?;
+    let lease_until = now + lease;
+    let rows = db::claim_due(&app.db, now, lease_until, i64::from(policy.batch)).await?;
     let n = rows.len();
     let mut set = tokio::task::JoinSet::new();
     for row in rows {
         let app = app.clone();
-        set.spawn(async move { deliver(&app, row).await });
+        set.spawn(async move { deliver(&app, row, lease_until).await });
     }
     while let Some(r) = set.join_next().await {
         match r {
@@ -146,16 +150,20 @@ pub async fn run_once(app: &App) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-async fn deliver(app: &App, row: OutboxRow) -> anyhow::Result<()> {
+async fn deliver(app: &App, row: OutboxRow, lease: DateTime<Utc>) -> anyhow::Result<()> {
     let policy = &app.policies.notifications;
-    let result = match build_message(&app.notifier.from, &row) {
-        Ok(m) => app.notifier.send(m).await,
-        Err(e) => Err(format!("cannot build the message: {e}")),
+    let result = if row.channel == "webhook" {
+        crate::webhooks::deliver(app, &row).await
+    } else {
+        match build_message(&app.notifier.from, &row) {
+            Ok(m) => app.notifier.send(m).await,
+            Err(e) => Err(format!("cannot build the message: {e}")),
+        }
     };
     let now: DateTime<Utc> = app.now();
     match result {
         Ok(()) => {
-            db::mark_sent(&app.db, row.id, now).await?;
+            db::mark_sent(&app.db, row.id, lease, now).await?;
             metrics::counter!("changeguard_notices_sent_total").increment(1);
         }
         Err(e) => {
@@ -166,6 +174,7 @@ async fn deliver(app: &App, row: OutboxRow) -> anyhow::Result<()> {
             db::mark_failed(
                 &app.db,
                 row.id,
+                lease,
                 dead,
                 &error,
                 now + chrono::Duration::from_std(wait)?,

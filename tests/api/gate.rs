@@ -746,3 +746,65 @@ crate::both_backends!(a_rotated_gate_key_stays_published, |srv| {
     assert_ne!(kid(&before), kid(&after));
     next.stop().await;
 });
+
+// A freeze window declared after a change was approved shuts the gate for it while the freeze
+// lasts (on an instance started with the new policies); emergencies: see gate::rules' tests.
+crate::both_backends!(a_freeze_declared_later_shuts_the_gate, |srv| {
+    let p = setup(srv).await;
+    let (_, token) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
+    let (_, earliest) = notice_today(srv, &p.admin).await;
+    let start = at(earliest, 600);
+    let id = body(srv.post("/api/v1/changes", &p.op, change(start, 2)).await).await["id"]
+        .as_i64()
+        .unwrap();
+    let r = srv
+        .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The bank declares a freeze over the change's window; an instance with it starts.
+    let dir = tempfile::tempdir().unwrap();
+    crate::rbac::copy_dir(&crate::harness::shipped_policies(), dir.path());
+    let file = dir.path().join("change-policy.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    let tz = chrono_tz::Asia::Shanghai;
+    text.push_str(&format!(
+        "\n[[freeze_windows]]\nname = \"监管检查封网 / inspection freeze\"\nstart = {}\nend = {}\n",
+        (start - TimeDelta::hours(1))
+            .with_timezone(&tz)
+            .to_rfc3339(),
+        (start + TimeDelta::hours(1))
+            .with_timezone(&tz)
+            .to_rfc3339()
+    ));
+    std::fs::write(&file, text).unwrap();
+    let frozen = srv
+        .second_instance_with(crate::harness::Options {
+            policies: dir.path().to_path_buf(),
+            ..crate::harness::Options::default()
+        })
+        .await;
+    srv.advance(start - srv.now() + TimeDelta::minutes(5));
+    let op = srv.token("op.zhang", crate::harness::USER_PASSWORD).await;
+    let r = srv
+        .post(&format!("/api/v1/changes/{id}/start"), &op, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let ask = json!({"system": "cs-platform"});
+    let doc = refused(&frozen, &token, ask.clone(), "freeze_window").await;
+    assert!(
+        doc["detail"].as_str().unwrap().contains("监管检查封网"),
+        "{doc}"
+    );
+    // The instance without the freeze admits; after the freeze the frozen one does too.
+    assert_eq!(
+        gate(srv, &token, ask.clone()).await.status(),
+        StatusCode::OK
+    );
+    srv.advance(TimeDelta::hours(1));
+    assert_eq!(
+        gate(&frozen, &token, ask.clone()).await.status(),
+        StatusCode::OK
+    );
+    frozen.stop().await;
+});

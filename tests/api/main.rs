@@ -15,4 +15,5 @@ mod notify;
 mod rbac;
 mod text;
 mod vault;
+mod webhooks;
 mod workdays;

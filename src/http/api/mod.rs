@@ -12,6 +12,7 @@ pub mod service_accounts;
 pub mod systems;
 pub mod users;
 pub mod vault;
+pub mod webhooks;
 pub mod workdays;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -83,4 +84,6 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(gate::windows))
         .routes(routes!(gate::jwks))
         .routes(routes!(gate::report, gate::list_events))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::update, webhooks::delete))
 }
