@@ -194,6 +194,7 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
         .unwrap();
     let facts = RevealFacts {
         window: None,
+        within_window: false,
         standing_grant: true,
     };
     let n = 20_000u32;

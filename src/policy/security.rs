@@ -18,6 +18,10 @@ pub struct SecurityPolicy {
     /// How long the second factor stays blocked after too many wrong codes, in seconds.
     #[serde(default = "default_totp_block_secs")]
     pub totp_block_secs: i64,
+    /// Minutes after a change's planned end during which its assignee may still reveal its
+    /// credentials; afterwards the change is overdue and reveals nothing. Default 0.
+    #[serde(default)]
+    pub reveal_grace_minutes: i64,
 }
 
 fn default_totp_max_failures() -> i64 {
@@ -34,6 +38,7 @@ impl Default for SecurityPolicy {
             totp_required_roles: Vec::new(),
             totp_max_failures: default_totp_max_failures(),
             totp_block_secs: default_totp_block_secs(),
+            reveal_grace_minutes: 0,
         }
     }
 }

@@ -77,6 +77,8 @@ pub struct CredentialFacts<'a> {
 pub struct WindowFacts {
     pub assignee: i64,
     pub in_progress: bool,
+    /// Now is before the planned end (plus the grace of `policies/security.toml`).
+    pub within_window: bool,
     pub touches_system: bool,
 }
 
@@ -520,6 +522,10 @@ impl Authorizer {
                 (
                     "in_progress".to_string(),
                     RestrictedExpression::new_bool(w.in_progress),
+                ),
+                (
+                    "within_window".to_string(),
+                    RestrictedExpression::new_bool(w.within_window),
                 ),
                 (
                     "touches_system".to_string(),

@@ -295,6 +295,8 @@ fn refuse(code: &'static str, message: &str, policy_ids: Vec<String>) -> Error {
 /// The facts the reveal policy looks at, for one user and one credential, now.
 pub struct RevealFacts {
     pub window: Option<WindowRow>,
+    /// Now is before the window's planned end (plus the grace).
+    pub within_window: bool,
     pub standing_grant: bool,
 }
 
@@ -304,6 +306,7 @@ impl RevealFacts {
             change: self.window.as_ref().map(|w| WindowFacts {
                 assignee: w.assignee_id,
                 in_progress: w.status == "in_progress",
+                within_window: self.within_window,
                 touches_system: w.touches,
             }),
             standing_grant: self.standing_grant,
@@ -327,8 +330,11 @@ pub async fn reveal_facts(
             .next(),
     };
     let standing_grant = db::has_active_grant(&app.db, c.id, user_id, now).await?;
+    let grace = TimeDelta::minutes(app.policies.security.reveal_grace_minutes.max(0));
+    let within_window = window.as_ref().is_some_and(|w| now < w.planned_end + grace);
     Ok(RevealFacts {
         window,
+        within_window,
         standing_grant,
     })
 }
@@ -371,6 +377,14 @@ fn refusal(who: &Principal, f: &RevealFacts, d: Decision, asked_change: Option<i
             &format!(
                 "变更 {} 不在实施中（状态 {}） / Change {} is not in progress (status {})",
                 w.id, w.status, w.id, w.status
+            ),
+            ids,
+        ),
+        Some(w) if !f.within_window => refuse(
+            "change_overdue",
+            &format!(
+                "变更 {} 已超过计划结束时间，须先完成或改期后才能取用凭据 / Change {} is past its planned end: complete or reschedule it before revealing",
+                w.id, w.id
             ),
             ids,
         ),

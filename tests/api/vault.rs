@@ -1581,3 +1581,41 @@ crate::both_backends!(an_unconfirmed_replacement_expires, |srv| {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED, "the old phone still works");
 });
+
+// The reveal ends with the window: a change still in progress after its planned end is overdue
+// and reveals nothing (policies/security.toml `reveal_grace_minutes`, shipped 0).
+crate::both_backends!(an_overdue_change_reveals_nothing, |srv| {
+    let v = setup(srv).await;
+    let id = credential(srv, &v.admin, "核心库 DBA", "s3cret-overdue").await;
+    let secret = enrol(srv, &v.op).await;
+    let change = change_in_progress(srv, &v, &v.op).await;
+    let step = aligned_step(srv);
+    let r = reveal(
+        srv,
+        &v.op,
+        id,
+        json!({"reason": "修复", "change_id": change, "totp": totp::code_at(&secret, step)}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Past the planned end (two hours), still in progress: overdue.
+    srv.advance(TimeDelta::hours(2) + TimeDelta::minutes(1));
+    let op = srv.token("op.zhang", crate::harness::USER_PASSWORD).await;
+    let step = aligned_step(srv);
+    let doc = problem(
+        reveal(
+            srv,
+            &op,
+            id,
+            json!({"reason": "再看一次", "change_id": change, "totp": totp::code_at(&secret, step)}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "change_overdue",
+    )
+    .await;
+    assert!(
+        doc["detail"].as_str().unwrap().contains("计划结束"),
+        "{doc}"
+    );
+});
