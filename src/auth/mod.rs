@@ -286,13 +286,21 @@ pub async fn authenticate(
         return Err(unauthenticated_as(subject));
     };
     let user = &found.user;
+    // Roles for machines never count for a person's session, even one granted before the
+    // rule existed.
+    let roles = found
+        .roles
+        .iter()
+        .filter(|r| app.policies.roles.get(r).is_none_or(|role| !role.machine))
+        .cloned()
+        .collect();
     Ok(Principal {
         user_id: user.id,
         username: user.username.clone(),
         display_name: user.display_name.clone(),
         department: user.department.clone(),
         email: user.email.clone(),
-        roles: found.roles.clone(),
+        roles,
         session_id: claims.jti,
         token: None,
         permitted_by: Vec::new(),

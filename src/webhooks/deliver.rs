@@ -65,12 +65,30 @@ pub fn dingtalk_signed(url: &str, secret: &str, millis: i64) -> Result<String, S
     Ok(u.to_string())
 }
 
+/// One line of user text in a robot's markdown: on one line (a newline would leave the quote
+/// and could forge headings or links), markdown's active characters escaped, at most 300
+/// characters (the robots limit a message's size).
+fn inline(s: &str) -> String {
+    let mut out = String::new();
+    for c in s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+    {
+        if "\\`*_[]()<".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The markdown both robots show: a heading, the facts, the link.
 fn markdown(p: &Value) -> String {
-    let mut text = format!("### {}\n", p["title"].as_str().unwrap_or_default());
-    for line in p["lines"].as_array().into_iter().flatten() {
+    let mut text = format!("### {}\n", inline(p["title"].as_str().unwrap_or_default()));
+    for line in p["lines"].as_array().into_iter().flatten().take(20) {
         if let Some(l) = line.as_str() {
-            text.push_str(&format!("> {l}\n"));
+            text.push_str(&format!("> {}\n", inline(l)));
         }
     }
     if let Some(link) = p["link"].as_str() {
@@ -162,11 +180,20 @@ pub async fn deliver(app: &App, row: &OutboxRow) -> Result<(), String> {
         )
     })?;
     let status = resp.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the receiver answered {}", status.as_u16()))
+    if !status.is_success() {
+        return Err(format!("the receiver answered {}", status.as_u16()));
     }
+    // The robots answer 200 also when they refuse (a wrong key or signature, a rate limit):
+    // only `errcode` 0 is a delivery.
+    if matches!(target.format.as_str(), "wecom" | "dingtalk") {
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        match answer["errcode"].as_i64() {
+            Some(0) => {}
+            Some(code) => return Err(format!("the robot refused the message (errcode {code})")),
+            None => return Err("the robot's answer has no errcode".into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

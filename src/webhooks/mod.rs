@@ -24,6 +24,15 @@ use crate::vault::crypto::Binding;
 
 pub const FORMATS: &[&str] = &["json", "wecom", "dingtalk"];
 
+/// Notice events that are not sent to webhooks.
+const NOT_FOR_WEBHOOKS: &[&str] = &[
+    "receipt",
+    "emergency_also",
+    "digest",
+    "reminder",
+    "calendar_missing",
+];
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
@@ -59,7 +68,28 @@ pub struct WebhookView {
     pub events: Vec<String>,
 }
 
-fn view(w: Webhook) -> Result<WebhookView> {
+/// The URL as listings show it: a robot's URL carries its key in the query, so query values
+/// are masked (`key=***`).
+fn masked(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return String::new();
+    };
+    let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    if names.is_empty() {
+        return u.to_string();
+    }
+    u.set_query(None);
+    {
+        let mut q = u.query_pairs_mut();
+        for n in &names {
+            q.append_pair(n, "***");
+        }
+    }
+    u.to_string()
+}
+
+fn view(mut w: Webhook) -> Result<WebhookView> {
+    w.url = masked(&w.url);
     let events = serde_json::from_str(&w.events).map_err(|_| {
         Error::Internal(anyhow::Error::new(crate::db::CorruptValue::new(
             "webhooks.events",
@@ -99,12 +129,19 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 fn check_events(events: &[String]) -> Result<String> {
-    let known = crate::policy::NOTIFY_EVENTS;
+    // The events a webhook receives: those of changes and of the deeds that tell of
+    // themselves (the scheduled digests and reminders, and the requester's receipt, go by
+    // e-mail only).
+    let known: Vec<&str> = crate::policy::NOTIFY_EVENTS
+        .iter()
+        .copied()
+        .filter(|e| !NOT_FOR_WEBHOOKS.contains(e))
+        .collect();
     let ok = !events.is_empty()
         && events.len() <= 64
         && events
             .iter()
-            .all(|e| e == "*" || (known.contains(&e.as_str()) && e != "emergency_also"));
+            .all(|e| e == "*" || known.contains(&e.as_str()));
     if !ok {
         return Err(Error::invalid(
             "invalid_events",
@@ -245,7 +282,7 @@ pub async fn update(
     }
     let entry = Entry::by(who, "webhook.update", format!("webhook:{id}")).with_details(json!({
         "host": host_of(&w.url), "format": w.format, "events": events, "active": req.active,
-        "secret_changed": req.secret.is_some(),
+        "secret_changed": req.secret.is_some(), "url_changed": req.url.is_some(),
     }));
     tx.commit(&entry, now).await?;
     view(w)
