@@ -117,6 +117,7 @@ impl Settings {
             "config",
             "log",
             "test_postgres_url",
+            "test_mysql_url",
         ]));
         let settings: Settings = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         settings.validate()?;

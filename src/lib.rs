@@ -19,6 +19,7 @@ pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod dbaccess;
 pub mod deed;
 pub mod error;
 pub mod gate;

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod audit;
 pub mod calendar;
 pub mod changes;
+pub mod dbaccess;
 pub mod gate;
 pub mod keys;
 pub mod notify;

@@ -120,7 +120,11 @@ pub fn with_common_layers(router: Router) -> Router {
                     // The URI's path only: query strings may carry feed tokens.
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                 })
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
+                // One line per request is the access log, at debug (`CHANGEGUARD_LOG=info,tower_http=debug`):
+                // at info it cost more than the request itself under load, and every deed is
+                // in the audit trail and every request in the metrics. Server errors are logged
+                // at error by the layer's failure hook whatever the level.
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)))
                 .layer(PropagateRequestIdLayer::new(x_request_id))
                 .layer(security_header("x-content-type-options", "nosniff"))
                 .layer(security_header("x-frame-options", "DENY"))

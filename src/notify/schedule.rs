@@ -116,6 +116,10 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                     now - chrono::Duration::days(crate::auth::KNOWN_ADDRESS_DAYS),
                 )
                 .await?;
+                let (revoked, failing) = crate::dbaccess::revoke_due(app, now).await?;
+                if revoked > 0 || failing > 0 {
+                    tracing::info!(revoked, failing, "just-in-time database accounts revoked");
+                }
                 crate::changes::expire_overdue_at(app, now).await.map(|n| {
                     if n > 0 {
                         tracing::info!(expired = n, "changes expired");

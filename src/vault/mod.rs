@@ -397,6 +397,24 @@ fn refusal(who: &Principal, f: &RevealFacts, d: Decision, asked_change: Option<i
     }
 }
 
+/// A credential's account and secret for the server's own use (just-in-time database
+/// accounts are made with it): never handed to a person, so no reveal entry; the deed that
+/// uses it is audited.
+pub(crate) async fn server_secret(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    id: i64,
+) -> Result<(String, SecretString)> {
+    let c = db::get_credential(&app.db, id).await.map_err(not_found)?;
+    let (version, sealed) = db::sealed_secret(tx, id).await?;
+    let secret = app
+        .vault
+        .open(tx, binding(id, version), &sealed)
+        .await
+        .map_err(keyring::crypto_error)?;
+    Ok((c.account, secret))
+}
+
 pub async fn reveal(app: &App, who: &Principal, id: i64, req: RevealRequest) -> Result<Revealed> {
     let now = app.now();
     let c = db::get_credential(&app.db, id).await.map_err(not_found)?;

@@ -63,6 +63,22 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The MariaDB/MySQL server the just-in-time database tests make accounts on. In CI its
+/// absence is a failure, not a skip.
+pub fn mysql_url() -> Option<String> {
+    match std::env::var("CHANGEGUARD_TEST_MYSQL_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but CHANGEGUARD_TEST_MYSQL_URL is not: MariaDB tests must run in CI"
+            );
+            eprintln!("CHANGEGUARD_TEST_MYSQL_URL unset: skipped the MariaDB half of this test");
+            None
+        }
+    }
+}
+
 /// The PostgreSQL server to test against. In CI its absence is a failure, not a skip.
 pub fn postgres_url() -> Option<String> {
     match std::env::var("CHANGEGUARD_TEST_POSTGRES_URL") {

@@ -9,6 +9,7 @@ mod auth;
 mod changes;
 mod cli;
 mod console;
+mod dbaccess;
 mod errors;
 mod gate;
 mod notify;

@@ -46,16 +46,16 @@ fn logs() -> &'static Captured {
 
 // ---------------------------------------------------------------- helpers
 
-struct Vault {
-    admin: String,
-    op: String,
-    op_id: i64,
-    op2: String,
-    op2_id: i64,
-    mgr: String,
+pub(crate) struct Vault {
+    pub admin: String,
+    pub op: String,
+    pub op_id: i64,
+    pub op2: String,
+    pub op2_id: i64,
+    pub mgr: String,
 }
 
-async fn setup(srv: &TestServer) -> Vault {
+pub(crate) async fn setup(srv: &TestServer) -> Vault {
     let admin = srv.admin().await;
     let r = srv
         .post(
@@ -94,7 +94,7 @@ async fn credential(srv: &TestServer, admin: &str, name: &str, secret: &str) -> 
 }
 
 /// A TOTP secret of a user, enrolled and confirmed; returns the raw secret.
-async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
+pub(crate) async fn enrol(srv: &TestServer, token: &str) -> Vec<u8> {
     let e = body(srv.post("/api/v1/me/totp", token, json!({})).await).await;
     assert!(
         e["otpauth_uri"]
@@ -129,7 +129,7 @@ pub(crate) fn aligned_step(srv: &TestServer) -> i64 {
 }
 
 /// An emergency change on core-db, approved and started by its assignee; returns its id.
-async fn change_in_progress(srv: &TestServer, v: &Vault, token: &str) -> i64 {
+pub(crate) async fn change_in_progress(srv: &TestServer, v: &Vault, token: &str) -> i64 {
     let now = Utc::now();
     let c = body(
         srv.post(

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod changes;
+pub mod dbaccess;
 pub mod gate;
 pub mod notifications;
 pub mod roles;
@@ -86,4 +87,8 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(gate::report, gate::list_events))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::update, webhooks::delete))
+        .routes(routes!(dbaccess::create, dbaccess::list))
+        .routes(routes!(dbaccess::delete))
+        .routes(routes!(dbaccess::grant))
+        .routes(routes!(dbaccess::accounts))
 }

@@ -1,0 +1,251 @@
+//! The statements run on a target database, PostgreSQL or MariaDB/MySQL. Every identifier and
+//! literal is checked against a strict pattern AND quoted; nothing from a request is spliced in
+//! unquoted. Generated names and passwords are ASCII letters and digits only.
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Connection;
+
+/// Where and as whom the server connects to create and drop accounts.
+pub struct Admin<'a> {
+    pub engine: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub database: &'a str,
+    pub user: &'a str,
+    pub password: &'a SecretString,
+}
+
+/// A role (PostgreSQL), database or user name: letters, digits and `_`, not starting with a
+/// digit, at most 63 characters.
+pub fn valid_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The privileges a MariaDB account may be given on the target database.
+pub const MYSQL_PRIVILEGES: &[&str] = &[
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "INDEX",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "TRIGGER",
+    "REFERENCES",
+];
+
+fn pg_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''").replace('\\', "\\\\"))
+}
+
+fn my_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// A new account's name and password.
+pub fn new_credentials() -> (String, SecretString) {
+    let mut rng = rand::rng();
+    let suffix: String = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(12)
+        .map(|b| char::from(b).to_ascii_lowercase())
+        .collect();
+    let password: String = (&mut rng)
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    (format!("cg_{suffix}"), SecretString::from(password))
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    // Driver errors name the server and the statement, never a password (none is bound in
+    // an error path: the CREATE statements are not echoed).
+    let s = e.to_string();
+    s.chars().take(300).collect()
+}
+
+async fn pg(a: &Admin<'_>) -> Result<sqlx::PgConnection, String> {
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(a.host)
+        .port(a.port)
+        .database(a.database)
+        .username(a.user)
+        .password(a.password.expose_secret());
+    sqlx::PgConnection::connect_with(&opts).await.map_err(err)
+}
+
+async fn my(a: &Admin<'_>) -> Result<sqlx::MySqlConnection, String> {
+    let opts = sqlx::mysql::MySqlConnectOptions::new()
+        .host(a.host)
+        .port(a.port)
+        .database(a.database)
+        .username(a.user)
+        .password(a.password.expose_secret());
+    sqlx::MySqlConnection::connect_with(&opts)
+        .await
+        .map_err(err)
+}
+
+/// Creates `user` with `password` and exactly `grants` (PostgreSQL role memberships, or MariaDB
+/// privileges on the target database), valid until `until` where the engine supports it.
+pub async fn create(
+    a: &Admin<'_>,
+    user: &str,
+    password: &SecretString,
+    grants: &[String],
+    until: DateTime<Utc>,
+) -> Result<(), String> {
+    if !valid_ident(user) || !valid_ident(a.database) {
+        return Err("invalid account or database name".into());
+    }
+    let pw = password.expose_secret();
+    if !pw.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err("invalid generated password".into());
+    }
+    match a.engine {
+        "postgres" => {
+            let mut c = pg(a).await?;
+            let mut sql = format!(
+                "CREATE ROLE {} LOGIN PASSWORD {} VALID UNTIL {}",
+                pg_ident(user),
+                sql_literal(pw),
+                sql_literal(&until.to_rfc3339())
+            );
+            let roles: Vec<String> = grants
+                .iter()
+                .filter(|g| valid_ident(g))
+                .map(|g| pg_ident(g))
+                .collect();
+            if roles.len() != grants.len() {
+                return Err("invalid role name in the target's grants".into());
+            }
+            if !roles.is_empty() {
+                sql.push_str(&format!(" IN ROLE {}", roles.join(", ")));
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map_err(|_| "CREATE ROLE failed on the target".to_string())?;
+            let _ = c.close().await;
+        }
+        "mysql" => {
+            if grants
+                .iter()
+                .any(|g| !MYSQL_PRIVILEGES.contains(&g.as_str()))
+            {
+                return Err("invalid privilege in the target's grants".into());
+            }
+            let mut c = my(a).await?;
+            let account = format!("{}@'%'", sql_literal(user));
+            let create = format!("CREATE USER {account} IDENTIFIED BY {}", sql_literal(pw));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut c)
+                .await
+                .map_err(|_| "CREATE USER failed on the target".to_string())?;
+            if !grants.is_empty() {
+                let grant = format!(
+                    "GRANT {} ON {}.* TO {account}",
+                    grants.join(", "),
+                    my_ident(a.database)
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
+                    .execute(&mut c)
+                    .await
+                    .map_err(err)?;
+            }
+            let _ = c.close().await;
+        }
+        other => return Err(format!("unknown engine {other}")),
+    }
+    Ok(())
+}
+
+/// Ends the account's sessions and drops it (nothing to do if it is gone already).
+pub async fn drop_account(a: &Admin<'_>, user: &str) -> Result<(), String> {
+    if !valid_ident(user) {
+        return Err("invalid account name".into());
+    }
+    match a.engine {
+        "postgres" => {
+            let mut c = pg(a).await?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(user)
+            .execute(&mut c)
+            .await
+            .map_err(err)?;
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                    .bind(user)
+                    .fetch_optional(&mut c)
+                    .await
+                    .map_err(err)?;
+            if exists.is_some() {
+                let u = pg_ident(user);
+                let sql = format!(
+                    "REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}"
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .map_err(err)?;
+            }
+            let _ = c.close().await;
+        }
+        "mysql" => {
+            let mut c = my(a).await?;
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?")
+                    .bind(user)
+                    .fetch_all(&mut c)
+                    .await
+                    .map_err(err)?;
+            for id in ids {
+                // A session that ended meanwhile is fine.
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
+                    .execute(&mut c)
+                    .await;
+            }
+            let drop = format!("DROP USER IF EXISTS {}@'%'", sql_literal(user));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&mut c)
+                .await
+                .map_err(err)?;
+            let _ = c.close().await;
+        }
+        other => return Err(format!("unknown engine {other}")),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_quoted() {
+        assert!(valid_ident("app_writer"));
+        assert!(!valid_ident("app\"; DROP ROLE x; --"));
+        assert!(!valid_ident("1abc"));
+        assert_eq!(pg_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(sql_literal("it's"), "'it''s'");
+        let (u, p) = new_credentials();
+        assert!(valid_ident(&u) && u.starts_with("cg_"));
+        assert_eq!(p.expose_secret().len(), 32);
+    }
+}

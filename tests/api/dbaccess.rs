@@ -1,0 +1,319 @@
+//! Just-in-time database accounts on the real PostgreSQL and the real MariaDB of this machine:
+//! made for the assignee of a database change in progress with exactly its action's grants,
+//! gone (sessions ended) when the change completes or its window ends; every refusal audited.
+
+use chrono::TimeDelta;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use changeguard::vault::totp;
+
+use crate::harness::{TestServer, USER_PASSWORD, body, mysql_url, postgres_url, problem};
+use crate::vault::{Vault, aligned_step, change_in_progress, enrol, setup};
+
+/// A target database with a table `accounts`, and the admin account changeguard uses.
+struct Target {
+    engine: &'static str,
+    port: u16,
+    database: String,
+    admin_user: String,
+    admin_password: String,
+    grants: Value,
+}
+
+fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+async fn pg_target() -> Option<Target> {
+    let url = postgres_url()?;
+    let s = suffix();
+    let database = format!("cg_tgt_{s}");
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').unwrap().0;
+    let mut c = sqlx::PgConnection::connect(&format!("{base}/{database}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE accounts (id INT PRIMARY KEY, balance INT NOT NULL); \
+         INSERT INTO accounts VALUES (1, 100), (2, 200); \
+         CREATE ROLE writer_{s} NOLOGIN; GRANT SELECT, UPDATE ON accounts TO writer_{s}; \
+         CREATE ROLE reader_{s} NOLOGIN; GRANT SELECT ON accounts TO reader_{s};"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    Some(Target {
+        engine: "postgres",
+        port: 5432,
+        database,
+        admin_user: "postgres".into(),
+        // Trust authentication on this machine: the password is not checked.
+        admin_password: "unused-with-trust-auth".into(),
+        grants: json!({"update": [format!("writer_{s}")], "read": [format!("reader_{s}")]}),
+    })
+}
+
+async fn mysql_target() -> Option<Target> {
+    let url = mysql_url()?;
+    let s = suffix();
+    let database = format!("cg_tgt_{s}");
+    let admin_user = format!("cg_admin_{s}");
+    let admin_password = format!("Adm1n{s}");
+    let mut c = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    for stmt in [
+        format!("CREATE DATABASE {database}"),
+        format!("CREATE TABLE {database}.accounts (id INT PRIMARY KEY, balance INT NOT NULL)"),
+        format!("INSERT INTO {database}.accounts VALUES (1, 100), (2, 200)"),
+        format!("CREATE USER '{admin_user}'@'%' IDENTIFIED BY '{admin_password}'"),
+        format!("GRANT ALL ON *.* TO '{admin_user}'@'%' WITH GRANT OPTION"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    Some(Target {
+        engine: "mysql",
+        port: 3306,
+        database,
+        admin_user,
+        admin_password,
+        grants: json!({"update": ["UPDATE"], "read": ["SELECT"]}),
+    })
+}
+
+/// Connects as a temporary account.
+async fn connect(t: &Target, user: &str, password: &str) -> Result<Box<dyn Probe>, String> {
+    match t.engine {
+        "postgres" => {
+            let opts = sqlx::postgres::PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(t.port)
+                .database(&t.database)
+                .username(user)
+                .password(password);
+            sqlx::PgConnection::connect_with(&opts)
+                .await
+                .map(|c| Box::new(c) as Box<dyn Probe>)
+                .map_err(|e| e.to_string())
+        }
+        _ => {
+            let opts = sqlx::mysql::MySqlConnectOptions::new()
+                .host("127.0.0.1")
+                .port(t.port)
+                .database(&t.database)
+                .username(user)
+                .password(password);
+            sqlx::MySqlConnection::connect_with(&opts)
+                .await
+                .map(|c| Box::new(c) as Box<dyn Probe>)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Runs one statement on an open connection of either engine.
+#[async_trait::async_trait]
+trait Probe: Send {
+    async fn run(&mut self, sql: &str) -> Result<(), String>;
+}
+
+#[async_trait::async_trait]
+impl Probe for sqlx::PgConnection {
+    async fn run(&mut self, sql: &str) -> Result<(), String> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(self)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl Probe for sqlx::MySqlConnection {
+    async fn run(&mut self, sql: &str) -> Result<(), String> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(self)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn register(srv: &TestServer, v: &Vault, t: &Target) -> i64 {
+    let r = srv
+        .post(
+            "/api/v1/credentials",
+            &v.admin,
+            json!({"name": format!("{} admin", t.engine), "system": "core-db", "account": t.admin_user,
+                   "kind": "password", "secret": t.admin_password}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cred = body(r).await["id"].as_i64().unwrap();
+    let r = srv
+        .post(
+            "/api/v1/systems/core-db/databases",
+            &v.admin,
+            json!({"name": t.engine, "engine": t.engine, "host": "127.0.0.1", "port": t.port,
+                   "database": t.database, "admin_credential_id": cred, "grants": t.grants}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", body(r).await);
+    body(r).await["id"].as_i64().unwrap()
+}
+
+async fn ask(
+    srv: &TestServer,
+    token: &str,
+    change: i64,
+    database: &str,
+    code: String,
+) -> reqwest::Response {
+    srv.post(
+        &format!("/api/v1/changes/{change}/database-access"),
+        token,
+        json!({"database": database, "totp": code}),
+    )
+    .await
+}
+
+async fn exercise(srv: &TestServer, v: &Vault, secret: &[u8], t: &Target) {
+    // Fresh TOTP steps (each code works once).
+    srv.advance(TimeDelta::seconds(70));
+    register(srv, v, t).await;
+    let change = change_in_progress(srv, v, &v.op).await;
+    // Not the assignee: refused (and audited).
+    let step = aligned_step(srv);
+    problem(
+        ask(srv, &v.op2, change, t.engine, totp::code_at(secret, step)).await,
+        StatusCode::FORBIDDEN,
+        "not_assignee",
+    )
+    .await;
+    let r = ask(srv, &v.op, change, t.engine, totp::code_at(secret, step)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", t.engine);
+    let a = body(r).await;
+    let (user, password) = (
+        a["username"].as_str().unwrap(),
+        a["password"].as_str().unwrap(),
+    );
+    assert!(user.starts_with("cg_"));
+
+    // Exactly the grants of an `update` change: UPDATE and SELECT, no DELETE, no schema.
+    let mut c = connect(t, user, password).await.unwrap();
+    c.run("UPDATE accounts SET balance = balance + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    c.run("SELECT * FROM accounts").await.unwrap();
+    assert!(
+        c.run("DELETE FROM accounts WHERE id = 2").await.is_err(),
+        "{}: no DELETE",
+        t.engine
+    );
+    assert!(
+        c.run("ALTER TABLE accounts ADD COLUMN x INT")
+            .await
+            .is_err(),
+        "{}: no schema",
+        t.engine
+    );
+    if t.engine == "mysql" {
+        assert!(connect(t, user, "wrong-password").await.is_err());
+    }
+
+    // Completed: the account and its open session are gone.
+    let op = srv.token("op.zhang", USER_PASSWORD).await;
+    let r = srv
+        .post(
+            &format!("/api/v1/changes/{change}/complete"),
+            &op,
+            json!({"outcome": "succeeded", "notes": "完成 / done"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        connect(t, user, password).await.is_err(),
+        "{}: cannot connect after",
+        t.engine
+    );
+    assert!(
+        c.run("SELECT 1").await.is_err(),
+        "{}: the open session is ended",
+        t.engine
+    );
+    let step = aligned_step(srv);
+    problem(
+        ask(srv, &op, change, t.engine, totp::code_at(secret, step + 1)).await,
+        StatusCode::FORBIDDEN,
+        "change_not_in_progress",
+    )
+    .await;
+}
+
+crate::both_backends!(database_accounts_live_only_inside_the_change, |srv| {
+    let v = setup(srv).await;
+    let secret = enrol(srv, &v.op).await;
+    let pg = pg_target().await;
+    let my = mysql_target().await;
+    for t in pg.iter().chain(my.iter()) {
+        exercise(srv, &v, &secret, t).await;
+    }
+
+    // The window's end: the job drops an account of a change still in progress.
+    if let Some(t) = &my {
+        srv.advance(TimeDelta::seconds(70));
+        let change = change_in_progress(srv, &v, &srv.token("op.zhang", USER_PASSWORD).await).await;
+        let op = srv.token("op.zhang", USER_PASSWORD).await;
+        let step = aligned_step(srv);
+        let a = body(ask(srv, &op, change, t.engine, totp::code_at(&secret, step)).await).await;
+        let (user, password) = (
+            a["username"].as_str().unwrap(),
+            a["password"].as_str().unwrap(),
+        );
+        assert!(connect(t, user, password).await.is_ok());
+        assert_eq!(
+            changeguard::dbaccess::revoke_due(&srv.app, srv.now())
+                .await
+                .unwrap(),
+            (0, 0),
+            "nothing due inside the window"
+        );
+        srv.advance(TimeDelta::hours(2) + TimeDelta::minutes(1));
+        assert_eq!(
+            changeguard::dbaccess::revoke_due(&srv.app, srv.now())
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        assert!(
+            connect(t, user, password).await.is_err(),
+            "gone after the window"
+        );
+    }
+
+    let admin = srv.admin().await;
+    let live = body(
+        srv.get("/api/v1/database-accounts?status=live", &admin)
+            .await,
+    )
+    .await;
+    assert_eq!(live, json!([]), "no account outlives its change");
+    let trail = changeguard::db::audit::list(&srv.app.db, 500, None)
+        .await
+        .unwrap();
+    let refused = trail
+        .iter()
+        .filter(|e| e.action == "database_access.grant" && e.outcome == "refused")
+        .count();
+    assert!(refused >= 2, "refusals are audited");
+    for e in &trail {
+        assert!(!e.details.contains("password\":\""), "{}", e.details);
+    }
+});
