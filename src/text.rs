@@ -39,9 +39,28 @@ pub fn forbidden_char(v: &str, lines: Lines) -> Option<(usize, char)> {
 }
 
 /// The 422 of a control character in `field`.
+/// Fields whose value is a secret: a refusal names the field only, never where in the value
+/// the character was nor which (a password's length and shape stay unknown, also to the audit
+/// trail that records the refusal).
+const SECRET_FIELDS: &[&str] = &["password", "secret", "totp", "code", "current", "token"];
+
+fn is_secret(field: &str) -> bool {
+    let last = field.rsplit(['.', '[']).next().unwrap_or(field);
+    SECRET_FIELDS.contains(&last)
+}
+
 pub fn invalid_text(field: &str, at: usize, c: char) -> Error {
     let mut extra = Map::new();
     extra.insert("field".into(), json!(field));
+    if is_secret(field) {
+        return Error::Unprocessable {
+            code: "invalid_text",
+            message: format!(
+                "{field} 含有不允许的控制字符 / {field} contains a control character that is not allowed"
+            ),
+            extra,
+        };
+    }
     extra.insert("position".into(), json!(at));
     Error::Unprocessable {
         code: "invalid_text",

@@ -749,7 +749,7 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     .await?;
     if matches!(step, Step::Complete | Step::Cancel) {
         // Its just-in-time database accounts go now (the minute job retries what fails).
-        if let Err(e) = crate::dbaccess::revoke_due(app, now).await {
+        if let Err(e) = crate::dbaccess::revoke_change(app, id, now).await {
             tracing::warn!(change = id, error = %e, "revoking database accounts after the change ended failed; the job retries");
         }
     }

@@ -157,21 +157,24 @@ pub async fn insert_account(
         .await)?)
 }
 
-/// Live accounts whose change is no longer in progress or whose window has ended.
-pub async fn due(db: &Db, now: DateTime<Utc>) -> Result<Vec<Account>> {
+/// Live accounts whose change is no longer in progress or whose window has ended (of one
+/// change, or of all).
+pub async fn due(db: &Db, change: Option<i64>, now: DateTime<Utc>) -> Result<Vec<Account>> {
     let sql = "SELECT a.id, a.target_id, a.change_id, a.user_id, a.username, a.status, \
                a.created_at, a.expires_at, a.revoked_at, a.attempts, a.last_error \
                FROM database_accounts a JOIN change_requests c ON c.id = a.change_id \
                WHERE a.status = 'live' AND (a.expires_at <= $1 OR c.status <> 'in_progress') \
-               ORDER BY a.id";
+               AND ($2 IS NULL OR a.change_id = $2) ORDER BY a.id";
     Ok(on_pool!(db, |p| sqlx::query_as::<_, Account>(sql)
         .bind(now)
+        .bind(change)
         .fetch_all(p)
         .await)?)
 }
 
-pub async fn mark_revoked(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+/// Marks a live account revoked; false if another run did it first.
+pub async fn mark_revoked(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<bool> {
+    let n = on_tx!(tx, |c| sqlx::query(
         "UPDATE database_accounts SET status = 'revoked', revoked_at = $2, last_error = NULL \
          WHERE id = $1 AND status = 'live'"
     )
@@ -179,8 +182,8 @@ pub async fn mark_revoked(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<()
     .bind(now)
     .execute(c)
     .await
-    .map(|_| ()))?;
-    Ok(())
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
 }
 
 /// A failed revocation: counted and kept live, to be retried.

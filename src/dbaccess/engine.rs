@@ -3,10 +3,22 @@
 //! unquoted. Generated names and passwords are ASCII letters and digits only.
 
 use chrono::{DateTime, Utc};
+use std::time::Duration;
+
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Connection;
+use sqlx::{ConnectOptions, Connection};
+
+/// The longest a statement batch on a target may take (an unreachable target must not stall
+/// a request or the minute job).
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn bounded<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| Err("the target did not answer in time".into()))
+}
 
 /// Where and as whom the server connects to create and drop accounts.
 pub struct Admin<'a> {
@@ -22,6 +34,8 @@ pub struct Admin<'a> {
 /// digit, at most 63 characters.
 pub fn valid_ident(s: &str) -> bool {
     !s.is_empty()
+        && !s.starts_with("pg_")
+        && s != "postgres"
         && s.len() <= 63
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -84,7 +98,9 @@ async fn pg(a: &Admin<'_>) -> Result<sqlx::PgConnection, String> {
         .port(a.port)
         .database(a.database)
         .username(a.user)
-        .password(a.password.expose_secret());
+        .password(a.password.expose_secret())
+        // Statements carry a new account's password: never logged, slow or not.
+        .disable_statement_logging();
     sqlx::PgConnection::connect_with(&opts).await.map_err(err)
 }
 
@@ -94,7 +110,9 @@ async fn my(a: &Admin<'_>) -> Result<sqlx::MySqlConnection, String> {
         .port(a.port)
         .database(a.database)
         .username(a.user)
-        .password(a.password.expose_secret());
+        .password(a.password.expose_secret())
+        // Statements carry a new account's password: never logged, slow or not.
+        .disable_statement_logging();
     sqlx::MySqlConnection::connect_with(&opts)
         .await
         .map_err(err)
@@ -103,6 +121,16 @@ async fn my(a: &Admin<'_>) -> Result<sqlx::MySqlConnection, String> {
 /// Creates `user` with `password` and exactly `grants` (PostgreSQL role memberships, or MariaDB
 /// privileges on the target database), valid until `until` where the engine supports it.
 pub async fn create(
+    a: &Admin<'_>,
+    user: &str,
+    password: &SecretString,
+    grants: &[String],
+    until: DateTime<Utc>,
+) -> Result<(), String> {
+    bounded(create_unbounded(a, user, password, grants, until)).await
+}
+
+async fn create_unbounded(
     a: &Admin<'_>,
     user: &str,
     password: &SecretString,
@@ -174,14 +202,33 @@ pub async fn create(
     Ok(())
 }
 
-/// Ends the account's sessions and drops it (nothing to do if it is gone already).
+/// Locks the account (no new login), ends its sessions and drops it (nothing to do if it is
+/// gone already).
 pub async fn drop_account(a: &Admin<'_>, user: &str) -> Result<(), String> {
+    bounded(drop_unbounded(a, user)).await
+}
+
+async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
     if !valid_ident(user) {
         return Err("invalid account name".into());
     }
     match a.engine {
         "postgres" => {
             let mut c = pg(a).await?;
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                    .bind(user)
+                    .fetch_optional(&mut c)
+                    .await
+                    .map_err(err)?;
+            if exists.is_some() {
+                // No new login while the sessions are ended.
+                let lock = format!("ALTER ROLE {} NOLOGIN", pg_ident(user));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+                    .execute(&mut c)
+                    .await
+                    .map_err(err)?;
+            }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
             )
@@ -189,12 +236,6 @@ pub async fn drop_account(a: &Admin<'_>, user: &str) -> Result<(), String> {
             .execute(&mut c)
             .await
             .map_err(err)?;
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
-                    .bind(user)
-                    .fetch_optional(&mut c)
-                    .await
-                    .map_err(err)?;
             if exists.is_some() {
                 let u = pg_ident(user);
                 let sql = format!(
@@ -209,12 +250,23 @@ pub async fn drop_account(a: &Admin<'_>, user: &str) -> Result<(), String> {
         }
         "mysql" => {
             let mut c = my(a).await?;
-            let ids: Vec<i64> =
-                sqlx::query_scalar("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?")
-                    .bind(user)
-                    .fetch_all(&mut c)
-                    .await
-                    .map_err(err)?;
+            // No new login while the sessions are ended (MariaDB >= 10.4, MySQL >= 5.7.6).
+            let lock = format!(
+                "ALTER USER IF EXISTS {}@'%' ACCOUNT LOCK",
+                sql_literal(user)
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
+                .execute(&mut c)
+                .await
+                .map_err(err)?;
+            // CAST: MariaDB answers BIGINT, MySQL 8 BIGINT UNSIGNED.
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
+            )
+            .bind(user)
+            .fetch_all(&mut c)
+            .await
+            .map_err(err)?;
             for id in ids {
                 // A session that ended meanwhile is fine.
                 let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))

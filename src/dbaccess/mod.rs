@@ -113,6 +113,21 @@ pub async fn create_target(
         ));
     }
     check_grants(&req.engine, &req.grants)?;
+    // Binding a vault credential to a target hands its secret to that host: only someone who
+    // manages the vault's credentials may do it.
+    if !app
+        .policies
+        .authorizer
+        .permissions(who)
+        .iter()
+        .any(|p| p == "credential.manage")
+    {
+        return Err(Error::Forbidden {
+            code: "credential_manage_required",
+            message: "登记数据库目标须有管理凭据的权限 / Registering a database target needs credential.manage".into(),
+            policy_ids: Vec::new(),
+        });
+    }
     let now = app.now();
     let cred = crate::db::vault::get_credential(&app.db, req.admin_credential_id)
         .await
@@ -165,7 +180,8 @@ pub async fn create_target(
         format!("database_target:{}", t.id),
     )
     .with_details(json!({"system": system, "name": t.name, "engine": t.engine,
-                             "host": t.host, "database": t.database_name, "grants": req.grants}));
+                             "host": t.host, "database": t.database_name, "grants": req.grants,
+                             "admin_credential_id": t.admin_credential_id}));
     tx.commit(&entry, now).await?;
     view(t)
 }
@@ -312,7 +328,16 @@ pub async fn grant(
         None
     };
     let mut tx = Deed::open(app).await?;
+    // The change again, in the deed: a completion committed meanwhile wins.
+    let still_running = crate::db::changes::get_change_for_update(&mut tx, change_id)
+        .await?
+        .status
+        == "in_progress";
     let refusal = match refusal {
+        None if !still_running => Some(refuse(
+            "change_not_in_progress",
+            format!("变更 {change_id} 不在实施中 / Change {change_id} is not in progress"),
+        )),
         Some(e) => Some(e),
         None => {
             crate::vault::factor::check(app, &mut tx, who.user_id, req.totp.as_deref(), false, now)
@@ -386,8 +411,26 @@ pub async fn grant(
 /// Drops every live account whose change ended or whose window is over. Failures are kept
 /// and retried on the next run. Returns (revoked, still failing).
 pub async fn revoke_due(app: &App, now: DateTime<Utc>) -> Result<(usize, usize)> {
+    revoke(app, None, now).await
+}
+
+/// The same for one change's accounts (when it completes or is cancelled).
+pub async fn revoke_change(
+    app: &App,
+    change_id: i64,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize)> {
+    revoke(app, Some(change_id), now).await
+}
+
+/// An account younger than this may still be being created on its target (creation is bounded
+/// by [`engine::TIMEOUT`]): it is dropped, but stays `live` so that the next run drops it again
+/// and a creation that finished after the first drop cannot survive.
+const SETTLE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+async fn revoke(app: &App, change: Option<i64>, now: DateTime<Utc>) -> Result<(usize, usize)> {
     let (mut revoked, mut failing) = (0, 0);
-    for a in db::due(&app.db, now).await? {
+    for a in db::due(&app.db, change, now).await? {
         match revoke_one(app, &a, now).await {
             Ok(()) => revoked += 1,
             Err(e) => {
@@ -421,10 +464,17 @@ async fn revoke_one(app: &App, a: &Account, now: DateTime<Utc>) -> std::result::
         password: &password,
     };
     engine::drop_account(&admin, &a.username).await?;
+    if now - a.created_at < SETTLE {
+        return Ok(());
+    }
     let mut tx = Deed::open(app).await.map_err(|e| e.to_string())?;
-    db::mark_revoked(&mut tx, a.id, now)
+    if !db::mark_revoked(&mut tx, a.id, now)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+    {
+        // Another instance finished it first (its deed audited it): nothing to record.
+        return Ok(());
+    }
     let entry = Entry::ok(
         None,
         "database_access.revoke",
