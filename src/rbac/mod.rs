@@ -554,8 +554,11 @@ impl Authorizer {
         let response = inner
             .cedar
             .is_authorized(&request, &inner.policies, &entities);
+        // A policy that fails to evaluate would be skipped by Cedar (an erroring `forbid` lets
+        // the `permit`s through): here any evaluation error is a deny.
+        let failed = response.diagnostics().errors().next().is_some();
         if let Some(err) = response.diagnostics().errors().next() {
-            tracing::warn!(action, error = %err, "a policy failed to evaluate");
+            tracing::warn!(action, error = %err, "a policy failed to evaluate: denied");
         }
         let mut policy_ids: Vec<String> = response
             .diagnostics()
@@ -564,7 +567,7 @@ impl Authorizer {
             .collect();
         policy_ids.sort();
         Ok(Decision {
-            allowed: response.decision() == CedarDecision::Allow,
+            allowed: !failed && response.decision() == CedarDecision::Allow,
             policy_ids,
         })
     }
