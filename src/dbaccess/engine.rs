@@ -92,6 +92,24 @@ fn err(e: impl std::fmt::Display) -> String {
     s.chars().take(300).collect()
 }
 
+/// Runs one statement (already checked and quoted) on a PostgreSQL target.
+async fn exec_pg(c: &mut sqlx::PgConnection, sql: String) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(c)
+        .await
+        .map(|_| ())
+        .map_err(err)
+}
+
+/// Runs one statement (already checked and quoted) on a MariaDB/MySQL target.
+async fn exec_my(c: &mut sqlx::MySqlConnection, sql: String) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(c)
+        .await
+        .map(|_| ())
+        .map_err(err)
+}
+
 async fn pg(a: &Admin<'_>) -> Result<sqlx::PgConnection, String> {
     let opts = sqlx::postgres::PgConnectOptions::new()
         .host(a.host)
@@ -190,10 +208,7 @@ async fn create_unbounded(
                     grants.join(", "),
                     my_ident(a.database)
                 );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(grant))
-                    .execute(&mut c)
-                    .await
-                    .map_err(err)?;
+                exec_my(&mut c, grant).await?;
             }
             let _ = c.close().await;
         }
@@ -224,10 +239,7 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
             if exists.is_some() {
                 // No new login while the sessions are ended.
                 let lock = format!("ALTER ROLE {} NOLOGIN", pg_ident(user));
-                sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
-                    .execute(&mut c)
-                    .await
-                    .map_err(err)?;
+                exec_pg(&mut c, lock).await?;
             }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
@@ -241,10 +253,7 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
                 let sql = format!(
                     "REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}"
                 );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await
-                    .map_err(err)?;
+                exec_pg(&mut c, sql).await?;
             }
             let _ = c.close().await;
         }
@@ -255,10 +264,7 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
                 "ALTER USER IF EXISTS {}@'%' ACCOUNT LOCK",
                 sql_literal(user)
             );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(lock))
-                .execute(&mut c)
-                .await
-                .map_err(err)?;
+            exec_my(&mut c, lock).await?;
             // CAST: MariaDB answers BIGINT, MySQL 8 BIGINT UNSIGNED.
             let ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
@@ -274,10 +280,7 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
                     .await;
             }
             let drop = format!("DROP USER IF EXISTS {}@'%'", sql_literal(user));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&mut c)
-                .await
-                .map_err(err)?;
+            exec_my(&mut c, drop).await?;
             let _ = c.close().await;
         }
         other => return Err(format!("unknown engine {other}")),

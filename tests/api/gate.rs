@@ -262,6 +262,16 @@ crate::both_backends!(service_tokens_are_shown_once_and_die_when_revoked, |srv| 
     }
 });
 
+/// The manager approves change `id` and its assignee starts it.
+async fn approve_and_start(srv: &TestServer, p: &People, id: i64) {
+    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
+        let r = srv
+            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{step}");
+    }
+}
+
 /// Files an emergency change on cs-platform running from ten minutes ago for an hour (real
 /// time, so that the CLI, which reads the real clock, can verify its admission).
 async fn emergency(srv: &TestServer, p: &People) -> i64 {
@@ -510,12 +520,7 @@ crate::both_backends!(the_examples_refuse_then_allow_a_deploy, |srv| {
     assert!(!admission.exists());
 
     let id = emergency(srv, &p).await;
-    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
-        let r = srv
-            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK, "{step}");
-    }
+    approve_and_start(srv, &p, id).await;
     let out = deploy();
     assert!(
         out.status.success(),
@@ -649,12 +654,7 @@ crate::both_backends!(reported_changes_without_a_change_are_unauthorized, |srv| 
 
     // With an emergency change running: matched, and on its timeline.
     let id = emergency(srv, &p).await;
-    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
-        let r = srv
-            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK, "{step}");
-    }
+    approve_and_start(srv, &p, id).await;
     let ev = body(report(srv, &monitor, "cs-platform", Utc::now()).await).await;
     assert_eq!(ev["unauthorized"], false);
     assert_eq!(ev["change_id"], id);
@@ -695,12 +695,7 @@ crate::both_backends!(a_rotated_gate_key_stays_published, |srv| {
     let p = setup(srv).await;
     let (_, token) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
     let id = emergency(srv, &p).await;
-    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
-        let r = srv
-            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK, "{step}");
-    }
+    approve_and_start(srv, &p, id).await;
     let ask = json!({"system": "cs-platform"});
     let before = body(gate(srv, &token, ask.clone()).await).await["admission"]
         .as_str()
