@@ -36,6 +36,8 @@ pub struct CalendarChange {
     pub planned_end: DateTime<Utc>,
     /// Ids of open changes on a shared system with an overlapping window.
     pub conflicts: Vec<i64>,
+    /// Still in progress after its planned end.
+    pub overdue: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -120,6 +122,7 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
         .collect();
     let conflicts = conflicts_among(&rows);
     let calendar = app.calendar().await?;
+    let now = app.now();
     let mut days = Vec::new();
     let mut bounds = Vec::new();
     let mut d = from;
@@ -148,6 +151,7 @@ pub async fn view(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Calen
             continue;
         }
         let change = CalendarChange {
+            overdue: super::views::is_overdue(&r.status, r.planned_end, now),
             conflicts: conflicts
                 .get(&r.id)
                 .map(|s| s.iter().copied().collect())

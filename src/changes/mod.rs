@@ -451,7 +451,7 @@ async fn record(
 pub async fn get(app: &App, id: i64) -> Result<ChangeView> {
     let row = db::get_change(&app.db, id).await.map_err(not_found)?;
     let conflicts = db::conflicts(&app.db, row.id, row.planned_start, row.planned_end).await?;
-    Ok(ChangeView::from_row(row, conflicts))
+    Ok(ChangeView::from_row(row, conflicts, app.now()))
 }
 
 /// Changes matching `filter`, each with its conflicts (one query for all of them).
@@ -463,11 +463,12 @@ pub async fn list(app: &App, filter: &db::ChangeFilter<'_>) -> Result<Vec<Change
     for (of, c) in db::conflicts_of(&app.db, &ids).await? {
         conflicts.entry(of).or_default().push(c);
     }
+    let now = app.now();
     Ok(rows
         .into_iter()
         .map(|r| {
             let c = conflicts.remove(&r.id).unwrap_or_default();
-            ChangeView::from_row(r, c)
+            ChangeView::from_row(r, c, now)
         })
         .collect())
 }

@@ -50,6 +50,9 @@ pub struct ChangeView {
     pub reviewed_at: Option<DateTime<Utc>>,
     /// A completed emergency change still waiting for its post-implementation review.
     pub review_pending: bool,
+    /// Still in progress after its planned end: it reveals nothing and gets no database
+    /// account until it is completed or rescheduled.
+    pub overdue: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Open changes on a shared system whose windows overlap this one.
@@ -57,8 +60,9 @@ pub struct ChangeView {
 }
 
 impl ChangeView {
-    pub fn from_row(r: ChangeRow, conflicts: Vec<Conflict>) -> ChangeView {
+    pub fn from_row(r: ChangeRow, conflicts: Vec<Conflict>, now: DateTime<Utc>) -> ChangeView {
         let review_pending = r.emergency && r.status == "completed" && r.reviewed_at.is_none();
+        let overdue = is_overdue(&r.status, r.planned_end, now);
         ChangeView {
             id: r.id,
             title: r.title,
@@ -97,9 +101,15 @@ impl ChangeView {
             reviewed_by: r.reviewed_by,
             reviewed_at: r.reviewed_at,
             review_pending,
+            overdue,
             created_at: r.created_at,
             updated_at: r.updated_at,
             conflicts,
         }
     }
+}
+
+/// A change still in progress after its planned end.
+pub fn is_overdue(status: &str, planned_end: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    status == "in_progress" && now >= planned_end
 }

@@ -1598,9 +1598,33 @@ crate::both_backends!(an_overdue_change_reveals_nothing, |srv| {
     )
     .await;
     assert_eq!(r.status(), StatusCode::OK);
+    let path = format!("/api/v1/changes/{change}");
+    assert_eq!(body(srv.get(&path, &v.op).await).await["overdue"], false);
     // Past the planned end (two hours), still in progress: overdue.
     srv.advance(TimeDelta::hours(2) + TimeDelta::minutes(1));
     let op = srv.token("op.zhang", crate::harness::USER_PASSWORD).await;
+    assert_eq!(body(srv.get(&path, &op).await).await["overdue"], true);
+    let today = srv
+        .now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    let yesterday = today - TimeDelta::days(1);
+    let cal = body(
+        srv.get(
+            &format!("/api/v1/calendar?from={yesterday}&to={today}"),
+            &op,
+        )
+        .await,
+    )
+    .await;
+    let on_calendar = cal.as_array().unwrap().iter().any(|d| {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == change && c["overdue"] == true)
+    });
+    assert!(on_calendar, "{cal}");
     let step = aligned_step(srv);
     let doc = problem(
         reveal(
