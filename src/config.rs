@@ -48,6 +48,9 @@ pub struct Settings {
     /// Keep what a request read about its session while nothing changed it (see
     /// `auth::sessions`). `false`: every request reads the database.
     pub session_cache: bool,
+    /// Proxies (comma-separated CIDRs, e.g. `10.0.0.5/32,10.1.0.0/16`) whose `X-Forwarded-For`
+    /// names the client. From any other peer the header is ignored. Default: none.
+    pub trusted_proxies: Option<String>,
     /// Base URL that links in e-mails and feeds point at, e.g. `https://changeguard.bank.local`.
     pub public_url: Option<String>,
     /// Log format: `text` or `json`.
@@ -83,6 +86,7 @@ impl Default for Settings {
             token_ttl_secs: 900,
             hash_concurrency: None,
             session_cache: true,
+            trusted_proxies: None,
             public_url: None,
             log_format: "text".into(),
             smtp_url: None,
@@ -124,6 +128,26 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The trusted proxies' networks.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let Some(list) = &self.trusted_proxies else {
+            return Ok(Vec::new());
+        };
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "CHANGEGUARD_TRUSTED_PROXIES: {s:?} is not an address or CIDR"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
@@ -148,6 +172,7 @@ impl Settings {
                 "CHANGEGUARD_HASH_CONCURRENCY must be at least 1".into(),
             ));
         }
+        self.trusted_proxy_nets()?;
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {

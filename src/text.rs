@@ -45,8 +45,19 @@ pub fn forbidden_char(v: &str, lines: Lines) -> Option<(usize, char)> {
 const SECRET_FIELDS: &[&str] = &["password", "secret", "totp", "code", "current", "token"];
 
 fn is_secret(field: &str) -> bool {
-    let last = field.rsplit(['.', '[']).next().unwrap_or(field);
-    SECRET_FIELDS.contains(&last)
+    // The last name of the path, without list indexes: `a.new_password`, `secrets[2]`.
+    let last = field
+        .split('.')
+        .next_back()
+        .unwrap_or(field)
+        .split('[')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let last = last.strip_suffix('s').unwrap_or(&last);
+    SECRET_FIELDS
+        .iter()
+        .any(|name| last == *name || last.ends_with(&format!("_{name}")))
 }
 
 pub fn invalid_text(field: &str, at: usize, c: char) -> Error {
@@ -161,6 +172,23 @@ pub fn first_forbidden_in_json(v: &Value) -> Option<(String, usize, char)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_fields_are_known_by_their_last_name() {
+        for f in [
+            "password",
+            "a.new_password",
+            "secrets[2]",
+            "Password",
+            "client_secret",
+            "totp",
+        ] {
+            assert!(super::is_secret(f), "{f}");
+        }
+        for f in ["title", "systems[1]", "status", "passwordless_note"] {
+            assert!(!super::is_secret(f), "{f}");
+        }
+    }
+
     use super::*;
 
     #[test]

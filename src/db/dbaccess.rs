@@ -190,7 +190,8 @@ pub async fn mark_revoked(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<bo
 pub async fn mark_failed(db: &Db, id: i64, error: &str) -> Result<()> {
     let _turn = db.write_turn().await?;
     on_pool!(db, |p| sqlx::query(
-        "UPDATE database_accounts SET attempts = attempts + 1, last_error = $2 WHERE id = $1"
+        "UPDATE database_accounts SET attempts = attempts + 1, last_error = $2 \
+         WHERE id = $1 AND status = 'live'"
     )
     .bind(id)
     .bind(error)

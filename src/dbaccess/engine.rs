@@ -34,11 +34,15 @@ pub struct Admin<'a> {
 /// digit, at most 63 characters.
 pub fn valid_ident(s: &str) -> bool {
     !s.is_empty()
-        && !s.starts_with("pg_")
-        && s != "postgres"
         && s.len() <= 63
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A PostgreSQL role a temporary account may join: a valid name, and none of the built-in
+/// roles (`pg_*`, `postgres`), which reach the server's files and programs.
+pub fn grantable_pg_role(s: &str) -> bool {
+    valid_ident(s) && !s.starts_with("pg_") && s != "postgres"
 }
 
 /// The privileges a MariaDB account may be given on the target database.
@@ -92,6 +96,18 @@ fn err(e: impl std::fmt::Display) -> String {
     s.chars().take(300).collect()
 }
 
+/// The MariaDB/MySQL sessions of `user` (CAST: MariaDB answers BIGINT, MySQL 8 BIGINT
+/// UNSIGNED).
+async fn sessions_of(c: &mut sqlx::MySqlConnection, user: &str) -> Result<Vec<i64>, String> {
+    sqlx::query_scalar(
+        "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
+    )
+    .bind(user)
+    .fetch_all(c)
+    .await
+    .map_err(err)
+}
+
 /// Runs one statement (already checked and quoted) on a PostgreSQL target.
 async fn exec_pg(c: &mut sqlx::PgConnection, sql: String) -> Result<(), String> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -117,6 +133,9 @@ async fn pg(a: &Admin<'_>) -> Result<sqlx::PgConnection, String> {
         .database(a.database)
         .username(a.user)
         .password(a.password.expose_secret())
+        // The target itself gives up before our timeout does (a CREATE waiting on a lock
+        // must not finish after we stopped waiting).
+        .options([("statement_timeout", "10s"), ("lock_timeout", "10s")])
         // Statements carry a new account's password: never logged, slow or not.
         .disable_statement_logging();
     sqlx::PgConnection::connect_with(&opts).await.map_err(err)
@@ -131,9 +150,12 @@ async fn my(a: &Admin<'_>) -> Result<sqlx::MySqlConnection, String> {
         .password(a.password.expose_secret())
         // Statements carry a new account's password: never logged, slow or not.
         .disable_statement_logging();
-    sqlx::MySqlConnection::connect_with(&opts)
+    let mut c = sqlx::MySqlConnection::connect_with(&opts)
         .await
-        .map_err(err)
+        .map_err(err)?;
+    // The target itself gives up before our timeout does.
+    exec_my(&mut c, "SET SESSION lock_wait_timeout = 10".to_string()).await?;
+    Ok(c)
 }
 
 /// Creates `user` with `password` and exactly `grants` (PostgreSQL role memberships, or MariaDB
@@ -173,7 +195,7 @@ async fn create_unbounded(
             );
             let roles: Vec<String> = grants
                 .iter()
-                .filter(|g| valid_ident(g))
+                .filter(|g| grantable_pg_role(g))
                 .map(|g| pg_ident(g))
                 .collect();
             if roles.len() != grants.len() {
@@ -264,20 +286,16 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
                 "ALTER USER IF EXISTS {}@'%' ACCOUNT LOCK",
                 sql_literal(user)
             );
-            exec_my(&mut c, lock).await?;
-            // CAST: MariaDB answers BIGINT, MySQL 8 BIGINT UNSIGNED.
-            let ids: Vec<i64> = sqlx::query_scalar(
-                "SELECT CAST(ID AS SIGNED) FROM information_schema.PROCESSLIST WHERE USER = ?",
-            )
-            .bind(user)
-            .fetch_all(&mut c)
-            .await
-            .map_err(err)?;
-            for id in ids {
-                // A session that ended meanwhile is fine.
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {id}")))
-                    .execute(&mut c)
-                    .await;
+            // An older server refuses the syntax: the KILL and DROP below still run.
+            let _ = exec_my(&mut c, lock).await;
+            for id in sessions_of(&mut c, user).await? {
+                // A session that ended meanwhile is fine; one still there is caught below.
+                let _ = exec_my(&mut c, format!("KILL {id}")).await;
+            }
+            // DROP USER leaves open sessions working: none may remain (an admin without the
+            // PROCESS privilege would not even see them; then this fails and is retried).
+            if !sessions_of(&mut c, user).await?.is_empty() {
+                return Err("sessions of the account remain after KILL".into());
             }
             let drop = format!("DROP USER IF EXISTS {}@'%'", sql_literal(user));
             exec_my(&mut c, drop).await?;

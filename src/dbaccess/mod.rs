@@ -72,7 +72,7 @@ fn check_grants(engine: &str, grants: &BTreeMap<String, Vec<String>>) -> Result<
             ));
         }
         let ok = list.iter().all(|g| match engine {
-            "postgres" => engine::valid_ident(g),
+            "postgres" => engine::grantable_pg_role(g),
             _ => engine::MYSQL_PRIVILEGES.contains(&g.as_str()),
         });
         if !ok || list.len() > 32 {
@@ -389,6 +389,15 @@ pub async fn grant(
         user: &admin_user,
         password: &admin_password,
     };
+    // The revocation job settles an account only a minute after its record: a creation must
+    // start well within that (a request that waited long for locks gives up instead).
+    if app.now() - account.created_at > SETTLE - chrono::TimeDelta::seconds(30) {
+        let _ = db::mark_failed(&app.db, account.id, "creation started too late").await;
+        return Err(Error::Integrity {
+            code: "database_target_unavailable",
+            message: "无法在目标数据库上创建账号，请稍后再试 / The account could not be created on the target database; try again later".into(),
+        });
+    }
     if let Err(e) = engine::create(&admin, &username, &password, &list, expires_at).await {
         tracing::warn!(target = t.id, error = %e, "creating a just-in-time database account failed");
         // Nothing usable was handed out; the job drops whatever part exists.
@@ -440,7 +449,10 @@ async fn revoke(app: &App, change: Option<i64>, now: DateTime<Utc>) -> Result<(u
             }
         }
     }
-    metrics::gauge!("changeguard_database_accounts_overdue").set(failing as f64);
+    if change.is_none() {
+        // The whole picture only from a full run (a per-change run sees one change).
+        metrics::gauge!("changeguard_database_accounts_overdue").set(failing as f64);
+    }
     Ok((revoked, failing))
 }
 

@@ -2,6 +2,7 @@
 //! Handlers are thin: extract, call the domain, map the error.
 
 pub mod api;
+pub mod client;
 pub mod console;
 pub mod contract;
 pub mod guard;

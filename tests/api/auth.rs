@@ -568,3 +568,52 @@ crate::both_backends!(stale_login_records_are_pruned, |srv| {
             .unwrap()
     );
 });
+
+/// Logs `admin` in with an `X-Forwarded-For` header.
+async fn login_forwarded(srv: &TestServer, forwarded_for: &str) {
+    let r = reqwest::Client::new()
+        .post(srv.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&serde_json::json!({"username": "admin", "password": crate::harness::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+}
+
+// X-Forwarded-For names the client only when the peer is a trusted proxy
+// (CHANGEGUARD_TRUSTED_PROXIES); from anybody else it is ignored.
+crate::both_backends!(forwarded_for_counts_only_from_trusted_proxies, |srv| {
+    use changeguard::db::users::known_address;
+    let since = srv.now() - chrono::TimeDelta::days(1);
+    login_forwarded(srv, "203.0.113.7").await;
+    assert!(
+        !known_address(&srv.app.db, "admin", "203.0.113.7", since)
+            .await
+            .unwrap()
+    );
+    assert!(
+        known_address(&srv.app.db, "admin", "127.0.0.1", since)
+            .await
+            .unwrap()
+    );
+
+    let behind_proxy = srv
+        .second_instance_with(crate::harness::Options {
+            trusted_proxies: Some("127.0.0.1/32".into()),
+            ..crate::harness::Options::default()
+        })
+        .await;
+    login_forwarded(&behind_proxy, "198.51.100.1, 203.0.113.7").await;
+    assert!(
+        known_address(&srv.app.db, "admin", "203.0.113.7", since)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !known_address(&srv.app.db, "admin", "198.51.100.1", since)
+            .await
+            .unwrap()
+    );
+    behind_proxy.stop().await;
+});

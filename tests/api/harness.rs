@@ -113,6 +113,8 @@ pub struct Options {
     pub session_cache: bool,
     /// The clock to run on; none: a new one (a second instance shares the first's).
     pub clock: Option<Arc<TestClock>>,
+    /// `CHANGEGUARD_TRUSTED_PROXIES`.
+    pub trusted_proxies: Option<String>,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             hash_concurrency: Some(2),
             session_cache: true,
             clock: None,
+            trusted_proxies: None,
         }
     }
 }
@@ -172,6 +175,7 @@ impl TestServer {
             session_cache: opts.session_cache,
             smtp_url: opts.smtp_url.map(SecretString::from),
             outbox_dir: dir.path().join("outbox"),
+            trusted_proxies: opts.trusted_proxies,
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -30,15 +30,18 @@ pub struct LoginRequest {
 pub async fn login(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginOk>> {
+    let trusted = app.settings.trusted_proxy_nets().unwrap_or_default();
+    let client = crate::http::client::client_ip(&trusted, peer.ip(), &headers);
     Ok(Json(
         auth::login(
             &app,
             &req.username,
             &req.password,
             req.totp.as_deref(),
-            Some(peer.ip()),
+            Some(client),
         )
         .await?,
     ))

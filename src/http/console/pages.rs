@@ -149,9 +149,12 @@ pub struct LoginForm {
 pub async fn login(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     jar: CookieJar,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let trusted = app.settings.trusted_proxy_nets().unwrap_or_default();
+    let client = crate::http::client::client_ip(&trusted, peer.ip(), &headers);
     let lang = Lang::from_cookie(jar.get(LANG_COOKIE).map(|c| c.value()));
     let expected = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
     if expected.as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
@@ -159,7 +162,7 @@ pub async fn login(
     }
     let password = SecretString::from(f.password);
     let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
-    match crate::auth::login(&app, &f.username, &password, totp, Some(peer.ip())).await {
+    match crate::auth::login(&app, &f.username, &password, totp, Some(client)).await {
         Ok(ok) => {
             let jar = jar
                 .add(cookie(&app, SESSION_COOKIE, ok.access_token))
