@@ -803,3 +803,86 @@ crate::both_backends!(a_freeze_declared_later_shuts_the_gate, |srv| {
     );
     frozen.stop().await;
 });
+
+// The new routes: no token is 401, a control character in any field is 422 invalid_text
+// naming the field, a wrong type 422, and nothing is written.
+crate::both_backends!(new_routes_refuse_bad_input_and_strangers, |srv| {
+    let p = setup(srv).await;
+    let (id, token) = machine(srv, &p.admin, "gitlab-ci", "pipeline").await;
+    for path in [
+        "/api/v1/gate/check",
+        "/api/v1/gate/events",
+        "/api/v1/webhooks",
+        "/api/v1/service-accounts",
+    ] {
+        let r = reqwest::Client::new()
+            .post(srv.url(path))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let doc = problem(
+        gate(srv, &token, json!({"system": "cs-\u{0}platform"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+    )
+    .await;
+    assert_eq!(doc["field"], "system");
+    problem(
+        gate(srv, &token, json!({"system": 7})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    let doc = problem(
+        srv.post(
+            "/api/v1/service-accounts",
+            &p.admin,
+            json!({"name": "ci2", "display_name": "x\u{1b}[31m", "description": ""}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+    )
+    .await;
+    assert_eq!(doc["field"], "display_name");
+    let long = "n".repeat(65);
+    problem(
+        srv.post(
+            &format!("/api/v1/service-accounts/{id}/tokens"),
+            &p.admin,
+            json!({"name": long}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+    let doc = problem(
+        srv.post(
+            "/api/v1/webhooks",
+            &p.admin,
+            json!({"url": "http://x.example/\u{7}", "events": ["*"]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_text",
+    )
+    .await;
+    assert_eq!(doc["field"], "url");
+    // Nothing was written: still one token, no webhook, no second service account.
+    let tokens = body(
+        srv.get(&format!("/api/v1/service-accounts/{id}/tokens"), &p.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(tokens.as_array().unwrap().len(), 1);
+    assert_eq!(
+        body(srv.get("/api/v1/webhooks", &p.admin).await).await,
+        json!([])
+    );
+    let users = body(srv.get("/api/v1/users", &p.admin).await).await;
+    assert!(!users.to_string().contains("ci2"));
+});
