@@ -140,6 +140,8 @@ async fn filing(backend: Backend, dur: Duration) {
                         notified_at: notified,
                         notified_on: "2026-11-27",
                         earliest_start: Some("2026-12-03"),
+                        approval_plan: "[]",
+                        standard_change: None,
                     },
                 )
                 .await

@@ -376,6 +376,32 @@ pub async fn principal_for(app: &App, user: User, now: DateTime<Utc>) -> Result<
     })
 }
 
+/// The principal of an active person, read inside `tx` (the deed that relies on it); `None` for
+/// a disabled, unknown or machine account.
+pub async fn principal_in(
+    tx: &mut crate::db::Tx,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Principal>> {
+    let user = match users_db::get_tx(tx, user_id).await {
+        Ok(u) if u.active && u.kind == crate::db::users::AccountKind::Person => u,
+        Ok(_) | Err(crate::db::StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let roles = users_db::roles_of_tx(tx, user.id, now).await?;
+    Ok(Some(Principal {
+        user_id: user.id,
+        username: user.username,
+        display_name: user.display_name,
+        department: user.department,
+        email: user.email,
+        roles,
+        session_id: String::new(),
+        token: None,
+        permitted_by: Vec::new(),
+    }))
+}
+
 /// The principal of an active user; `None` for a disabled or unknown one.
 pub async fn active_principal(
     app: &App,

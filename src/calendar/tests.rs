@@ -783,3 +783,28 @@ proptest! {
         prop_assert_eq!(with.earliest_start == without.earliest_start, !notice_working);
     }
 }
+
+#[test]
+fn working_minutes_count_only_working_hours_of_working_days() {
+    use chrono::{NaiveTime, TimeZone};
+    let tz = chrono_tz::Asia::Shanghai;
+    let t = |s: &str| {
+        tz.from_local_datetime(&chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let hours = (
+        NaiveTime::from_hms_opt(8, 30, 0).unwrap(),
+        NaiveTime::from_hms_opt(17, 30, 0).unwrap(),
+    );
+    let cal = shipped();
+    // Friday 16:30 to Monday 09:30: an hour on Friday, an hour on Monday.
+    let m = cal.working_minutes((t("2026-11-27 16:30"), t("2026-11-30 09:30")), tz, hours);
+    assert_eq!(m, Ok(120));
+    // Across the National Day holiday (1 to 7 October off): half an hour on each side.
+    let m = cal.working_minutes((t("2026-09-30 17:00"), t("2026-10-08 09:00")), tz, hours);
+    assert_eq!(m, Ok(30 + 30));
+    // Backwards or empty: zero.
+    let m = cal.working_minutes((t("2026-11-30 09:30"), t("2026-11-27 16:30")), tz, hours);
+    assert_eq!(m, Ok(0));
+}

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::error::CalendarError;
@@ -231,6 +232,46 @@ impl WorkingCalendar {
             }
             _ => Err(CalendarError::YearMissing { year }),
         }
+    }
+
+    /// The working time between two instants: the part of `[from, to)` that falls inside
+    /// `[opens, closes)` (wall time in `tz`) of working days, in whole minutes. Counts at most
+    /// 400 days (longer waits are capped; every caller compares with far less).
+    pub fn working_minutes(
+        &self,
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        tz: Tz,
+        (opens, closes): (NaiveTime, NaiveTime),
+    ) -> Result<i64, CalendarError> {
+        if to <= from {
+            return Ok(0);
+        }
+        let mut total = 0;
+        let mut day = from.with_timezone(&tz).date_naive();
+        let last = to.with_timezone(&tz).date_naive();
+        for _ in 0..400 {
+            if day > last {
+                break;
+            }
+            if self.is_working(day)? {
+                let at = |t: NaiveTime| {
+                    tz.from_local_datetime(&day.and_time(t))
+                        .earliest()
+                        .map(|x| x.with_timezone(&Utc))
+                };
+                if let (Some(open), Some(close)) = (at(opens), at(closes)) {
+                    let (a, b) = (open.max(from), close.min(to));
+                    if b > a {
+                        total += (b - a).num_minutes();
+                    }
+                }
+            }
+            match day.succ_opt() {
+                Some(next) => day = next,
+                None => break,
+            }
+        }
+        Ok(total)
     }
 
     /// The kind (and festival name) of `date`.

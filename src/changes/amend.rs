@@ -74,6 +74,10 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         (start, end),
     )?
     .map(|d| d.to_string());
+    let risk = req
+        .risk
+        .map_or_else(|| row.risk.clone(), |r| r.as_str().to_string());
+    let plan_json = stages::plan_json(&stages::plan_for(app, &row.category, &risk, row.emergency));
     let update = ChangeUpdate {
         status: Some(to.as_str()),
         title: req.title.as_deref().map(str::trim),
@@ -88,9 +92,12 @@ pub async fn amend(app: &App, who: &Principal, id: i64, req: AmendChange) -> Res
         justification,
         earliest_start: earliest.as_deref(),
         clear_approval: true,
+        new_plan: Some(&plan_json),
         ..Default::default()
     };
     db::update_change(&mut tx, id, &update, now).await?;
+    // A new approval round: every stage again, from the first.
+    stages::ask_first_stage(app, &mut tx, id, now).await?;
     let rescheduled = start != row.planned_start || end != row.planned_end;
     let comment = if rescheduled {
         Some(format!("rescheduled to {start} – {end}"))

@@ -93,6 +93,90 @@ pub(super) async fn resolve_assignee(
 
 /// Files a change request; refuses a late notice (422 `insufficient_notice`).
 pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeView> {
+    file_as(app, who, req, None).await
+}
+
+/// Filing from a standard-change template (`policies/standard-changes.toml`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileStandardChange {
+    /// Default: the template's title.
+    pub title: Option<String>,
+    /// Some of the template's systems; default: all of them.
+    pub systems: Option<Vec<String>>,
+    pub impact: Option<String>,
+    /// RFC 3339 with offset.
+    pub planned_start: DateTime<chrono::FixedOffset>,
+    pub planned_end: DateTime<chrono::FixedOffset>,
+    /// Username of the operator who carries it out; default: the requester.
+    pub assignee: Option<String>,
+}
+
+/// Files a standard change: approved at once by its template, but still refused for a late
+/// notice or a freeze window (Art. 20 applies to every upgrade).
+pub async fn file_standard(
+    app: &App,
+    who: &Principal,
+    key: &str,
+    req: FileStandardChange,
+) -> Result<ChangeView> {
+    let Some(t) = app.policies.standard.templates.get(key) else {
+        return Err(Error::NotFound {
+            what: "standard change",
+        });
+    };
+    if !who.roles.iter().any(|r| t.roles.contains(r)) {
+        return Err(Error::Forbidden {
+            code: "template_not_allowed",
+            message: format!(
+                "该标准变更仅限 {} 角色使用 / This standard change may be filed by holders of {} only",
+                t.roles.join("、"),
+                t.roles.join(", ")
+            ),
+            policy_ids: Vec::new(),
+        });
+    }
+    let systems = req.systems.unwrap_or_else(|| t.systems.clone());
+    if let Some(s) = systems.iter().find(|s| !t.systems.contains(s)) {
+        return Err(invalid(
+            "invalid_systems",
+            format!(
+                "标准变更“{}”不涵盖系统 {s}；可选：{} / The standard change does not cover {s}; it covers: {}",
+                t.title_zh,
+                t.systems.join("、"),
+                t.systems.join(", ")
+            ),
+        ));
+    }
+    let risk = match t.risk.as_str() {
+        "high" => Risk::High,
+        "medium" => Risk::Medium,
+        _ => Risk::Low,
+    };
+    let change = FileChange {
+        title: req.title.unwrap_or_else(|| t.title_zh.clone()),
+        category: t.category.clone(),
+        action: t.action.clone(),
+        systems,
+        description: t.description.clone(),
+        impact: req.impact,
+        risk,
+        rollback_plan: t.rollback_plan.clone(),
+        planned_start: req.planned_start,
+        planned_end: req.planned_end,
+        assignee: req.assignee,
+        emergency: false,
+        justification: None,
+    };
+    file_as(app, who, change, Some(key)).await
+}
+
+async fn file_as(
+    app: &App,
+    who: &Principal,
+    req: FileChange,
+    standard: Option<&str>,
+) -> Result<ChangeView> {
     let policy = &app.policies.change;
     let tz = policy.timezone;
     text::required("title", &req.title, 200, Lines::One)?;
@@ -171,6 +255,8 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
     }
     let notified_on_s = notified_on.to_string();
     let earliest_s = earliest.map(|d| d.to_string());
+    let plan = stages::plan_for(app, &req.category, req.risk.as_str(), req.emergency);
+    let plan_json = stages::plan_json(if standard.is_some() { &[] } else { &plan });
     let id = db::insert_change(
         &mut tx,
         &NewChange {
@@ -191,6 +277,8 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
             notified_at: now,
             notified_on: &notified_on_s,
             earliest_start: earliest_s.as_deref(),
+            approval_plan: &plan_json,
+            standard_change: standard,
         },
     )
     .await?;
@@ -198,10 +286,53 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
         who, "change.create", format!("change:{id}")).with_details(json!({
         "category": req.category, "systems": systems, "emergency": req.emergency,
         "planned_start": start, "planned_end": end, "notified_on": notified_on, "earliest_start": earliest,
+        "standard_change": standard,
     }));
-    record(
-        app,
-        tx,
+    let pre_approved = standard
+        .and_then(|k| app.policies.standard.templates.get(k).map(|t| (k, t)))
+        .map(|(k, t)| {
+            format!(
+                "标准变更“{}”（{k}），{}预先批准 / Standard change \"{}\" ({k}), pre-approved: {}",
+                t.title_zh, t.approved_by, t.title_en, t.approved_by
+            )
+        })
+        .unwrap_or_default();
+    let line = if standard.is_some() {
+        // Filed, and approved by its template in the same deed: the management department is
+        // still notified (Art. 20), then everybody hears it is approved.
+        db::insert_event(
+            &mut tx,
+            id,
+            None,
+            Status::Submitted.as_str(),
+            Some(who.user_id),
+            None,
+            now,
+        )
+        .await?;
+        crate::notify::enqueue_change(app, &mut tx, id, "filed", None, now).await?;
+        db::update_change(
+            &mut tx,
+            id,
+            &ChangeUpdate {
+                status: Some(Status::Approved.as_str()),
+                approved: Some((None, now)),
+                ..Default::default()
+            },
+            now,
+        )
+        .await?;
+        Line {
+            id,
+            from: Some(Status::Submitted.as_str()),
+            to: Status::Approved.as_str(),
+            actor: None,
+            comment: Some(pre_approved.as_str()),
+            notice: Some("approved"),
+        }
+    } else {
+        // The first stage's approvers are asked.
+        stages::ask_first_stage(app, &mut tx, id, now).await?;
         Line {
             id,
             from: None,
@@ -209,11 +340,9 @@ pub async fn file(app: &App, who: &Principal, req: FileChange) -> Result<ChangeV
             actor: Some(who.user_id),
             comment: justification,
             notice: Some("filed"),
-        },
-        &entry,
-        now,
-    )
-    .await?;
+        }
+    };
+    record(app, tx, line, &entry, now).await?;
     get(app, id).await
 }
 

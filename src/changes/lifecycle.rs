@@ -58,6 +58,18 @@ pub(super) fn invalid_transition(from: &str, step: Step) -> Error {
 #[serde(deny_unknown_fields)]
 pub struct Comment {
     pub comment: Option<String>,
+    /// The username of the person you decide for, under their delegation to you; default:
+    /// your own authority, else the first delegation in force that may decide the stage.
+    pub on_behalf_of: Option<String>,
+}
+
+/// Rejecting the current stage (and so the change).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub reason: String,
+    /// As for approving.
+    pub on_behalf_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -82,7 +94,7 @@ pub struct Review {
 /// A life-cycle step by a person.
 pub enum Command {
     Approve(Comment),
-    Reject(Reason),
+    Reject(Rejection),
     Start,
     Complete(Completion),
     Cancel(Reason),
@@ -109,12 +121,16 @@ impl Command {
     }
 }
 
-/// Runs a life-cycle step: checks, state change, event and audit entry in one transaction.
 /// The steps `who` may take on the change now, by the same rules as [`transition`] and
-/// [`review`] (life cycle, Cedar on the change, the approve permission): what a console offers.
-pub fn steps_allowed(app: &App, who: &Principal, c: &ChangeView) -> Vec<&'static str> {
+/// [`review`] (life cycle, Cedar on the change; approving and rejecting by the stage rules, see
+/// [`may_decide_now`]): what a console offers.
+pub async fn steps_allowed(
+    app: &App,
+    who: &Principal,
+    c: &ChangeView,
+) -> Result<Vec<&'static str>> {
     let Some(status) = Status::parse(&c.status) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let facts = ChangeFacts {
         id: c.id,
@@ -122,48 +138,57 @@ pub fn steps_allowed(app: &App, who: &Principal, c: &ChangeView) -> Vec<&'static
         assignee: c.assignee.id,
         emergency: c.emergency,
     };
-    let allows = |permission: &str, resource: &Resource| {
+    let allows = |permission: &str| {
         app.policies
             .authorizer
-            .decide(who, permission, resource, &Facts::default())
+            .decide(who, permission, &Resource::Change(facts), &Facts::default())
             .allowed
     };
-    let approve_permission = if c.emergency {
-        "change.approve_emergency"
-    } else {
-        app.policies
-            .change
-            .categories
-            .get(&c.category)
-            .map_or("change.approve", |k| k.approve_permission.as_str())
-    };
+    let decides = status == Status::Submitted && stages::may_decide_now(app, who, c.id).await?;
     let mut steps = Vec::new();
     for (step, permission) in [
-        (Step::Approve, "change.approve"),
-        (Step::Reject, "change.approve"),
-        (Step::Start, "change.execute"),
-        (Step::Complete, "change.execute"),
-        (Step::Cancel, "change.create"),
-        (Step::Reschedule, "change.create"),
+        (Step::Approve, None),
+        (Step::Reject, None),
+        (Step::Start, Some("change.execute")),
+        (Step::Complete, Some("change.execute")),
+        (Step::Cancel, Some("change.create")),
+        (Step::Reschedule, Some("change.create")),
     ] {
-        let approval = matches!(step, Step::Approve | Step::Reject);
-        if rules::next(status, step).is_some()
-            && allows(permission, &Resource::Change(facts))
-            && (!approval || allows(approve_permission, &Resource::Api))
-        {
+        let may = match permission {
+            Some(p) => allows(p),
+            None => decides,
+        };
+        if rules::next(status, step).is_some() && may {
             steps.push(step.as_str());
         }
     }
-    if c.review_pending && allows("change.approve_emergency", &Resource::Change(facts)) {
+    if c.review_pending && allows("change.approve_emergency") {
         steps.push("review");
     }
-    steps
+    Ok(steps)
 }
 
+/// Runs a life-cycle step: checks, state change, event and audit entry in one transaction.
 pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Result<ChangeView> {
     let comment: Option<String> = match &cmd {
-        Command::Approve(c) => c.comment.clone().filter(|c| !c.trim().is_empty()),
-        Command::Reject(r) | Command::Cancel(r) => {
+        Command::Approve(c) => {
+            let comment = c.comment.clone().filter(|c| !c.trim().is_empty());
+            return stages::decide_command(app, who, id, true, comment, c.on_behalf_of.as_deref())
+                .await;
+        }
+        Command::Reject(r) => {
+            text::required("reason", &r.reason, 2000, Lines::Many)?;
+            return stages::decide_command(
+                app,
+                who,
+                id,
+                false,
+                Some(r.reason.clone()),
+                r.on_behalf_of.as_deref(),
+            )
+            .await;
+        }
+        Command::Cancel(r) => {
             text::required("reason", &r.reason, 2000, Lines::Many)?;
             Some(r.reason.clone())
         }
@@ -198,37 +223,6 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
     };
     let completion;
     match &cmd {
-        // Whoever may approve a change may also reject it.
-        Command::Approve(_) | Command::Reject(_) => {
-            let needed = if row.emergency {
-                "change.approve_emergency"
-            } else {
-                app.policies
-                    .change
-                    .categories
-                    .get(&row.category)
-                    .map_or("change.approve", |c| c.approve_permission.as_str())
-            };
-            let d = app
-                .policies
-                .authorizer
-                .decide(who, needed, &Resource::Api, &Facts::default());
-            if !d.allowed {
-                return Err(Error::Forbidden {
-                    code: if row.emergency {
-                        "emergency_approval_required"
-                    } else {
-                        "forbidden"
-                    },
-                    message: format!("审批需要 {needed} 权限 / Approving needs {needed}"),
-                    policy_ids: d.policy_ids,
-                });
-            }
-            policy_ids.extend(d.policy_ids);
-            if matches!(cmd, Command::Approve(_)) {
-                update.approved = Some((who.user_id, now));
-            }
-        }
         Command::Start => {
             if now < row.planned_start || now >= row.planned_end {
                 return Err(Error::conflict(
@@ -245,7 +239,8 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
             completion = c.outcome.as_str();
             update.completed = Some((now, completion, c.notes.as_str()));
         }
-        Command::Cancel(_) => {}
+        // Approving and rejecting were decided above, by stage.
+        Command::Cancel(_) | Command::Approve(_) | Command::Reject(_) => {}
     }
     db::update_change(&mut tx, id, &update, now).await?;
     policy_ids.sort();

@@ -5,6 +5,8 @@
 //! commit together. A refusal changes nothing (the HTTP gate records it in the audit trail).
 
 pub mod agenda;
+pub mod approval;
+pub mod delegations;
 pub mod report;
 pub mod rules;
 pub mod systems;
@@ -13,10 +15,14 @@ pub mod views;
 mod amend;
 mod filing;
 mod lifecycle;
+mod nudges;
+mod stages;
 
 pub use amend::*;
 pub use filing::*;
 pub use lifecycle::*;
+pub use nudges::nudge_waiting;
+pub use stages::may_decide_now;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -170,7 +176,13 @@ async fn record(
 pub async fn get(app: &App, id: i64) -> Result<ChangeView> {
     let row = db::get_change(&app.db, id).await.map_err(not_found)?;
     let conflicts = db::conflicts(&app.db, row.id, row.planned_start, row.planned_end).await?;
-    Ok(ChangeView::from_row(row, conflicts, app.now()))
+    let decisions: Vec<_> = crate::db::approvals::decisions_of(&app.db, &[id])
+        .await?
+        .into_iter()
+        .map(stages::decision_of)
+        .collect();
+    let approval = stages::approval_view(app, &row, &decisions)?;
+    Ok(ChangeView::from_row(row, conflicts, approval, app.now()))
 }
 
 /// Changes matching `filter`, each with its conflicts (one query for all of them).
@@ -182,12 +194,21 @@ pub async fn list(app: &App, filter: &db::ChangeFilter<'_>) -> Result<Vec<Change
     for (of, c) in db::conflicts_of(&app.db, &ids).await? {
         conflicts.entry(of).or_default().push(c);
     }
+    let mut decisions: std::collections::HashMap<i64, Vec<approval::StageDecision>> =
+        std::collections::HashMap::new();
+    for d in crate::db::approvals::decisions_of(&app.db, &ids).await? {
+        decisions
+            .entry(d.change_id)
+            .or_default()
+            .push(stages::decision_of(d));
+    }
     let now = app.now();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
             let c = conflicts.remove(&r.id).unwrap_or_default();
-            ChangeView::from_row(r, c, now)
+            let d = decisions.remove(&r.id).unwrap_or_default();
+            let approval = stages::approval_view(app, &r, &d)?;
+            Ok(ChangeView::from_row(r, c, approval, now))
         })
-        .collect())
+        .collect()
 }

@@ -3,9 +3,10 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::approval::ApprovalView;
 use crate::db::changes::{ChangeRow, Conflict};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserRef {
     pub id: i64,
     pub username: String,
@@ -39,8 +40,11 @@ pub struct ChangeView {
     /// The earliest permitted start (00:00 bank time) for that notice.
     #[schema(value_type = Option<String>, format = Date)]
     pub earliest_start: Option<NaiveDate>,
+    /// Who approved the last stage (null for a standard change, approved by its template).
     pub approved_by: Option<i64>,
     pub approved_at: Option<DateTime<Utc>>,
+    /// The approval stages of the current round (分级审批), with their decisions.
+    pub approval: ApprovalView,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub outcome: Option<String>,
@@ -60,7 +64,12 @@ pub struct ChangeView {
 }
 
 impl ChangeView {
-    pub fn from_row(r: ChangeRow, conflicts: Vec<Conflict>, now: DateTime<Utc>) -> ChangeView {
+    pub fn from_row(
+        r: ChangeRow,
+        conflicts: Vec<Conflict>,
+        approval: ApprovalView,
+        now: DateTime<Utc>,
+    ) -> ChangeView {
         let review_pending = r.emergency && r.status == "completed" && r.reviewed_at.is_none();
         let overdue = is_overdue(&r.status, r.planned_end, now);
         ChangeView {
@@ -93,6 +102,7 @@ impl ChangeView {
             earliest_start: r.earliest_start.and_then(|d| d.parse().ok()),
             approved_by: r.approved_by,
             approved_at: r.approved_at,
+            approval,
             started_at: r.started_at,
             completed_at: r.completed_at,
             outcome: r.outcome,

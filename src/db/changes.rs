@@ -118,6 +118,15 @@ pub struct ChangeRow {
     pub reviewed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Rescheduling or amending starts a new round; only its decisions count.
+    pub approval_round: i64,
+    /// JSON: the stages of this round (`policy::Stage`); `None` for a change filed before
+    /// graded approval (its stages come from the policy in force).
+    pub approval_plan: Option<String>,
+    /// When the current stage began waiting.
+    pub stage_since: Option<DateTime<Utc>>,
+    /// The standard-change template that approved it at filing.
+    pub standard_change: Option<String>,
 }
 
 macro_rules! change_select {
@@ -128,7 +137,8 @@ macro_rules! change_select {
          au.username AS assignee_username, au.display_name AS assignee_name, c.emergency, \
          c.justification, c.status, c.notified_at, c.notified_on, c.earliest_start, c.approved_by, \
          c.approved_at, c.started_at, c.completed_at, c.outcome, c.completion_notes, \
-         c.review_notes, c.reviewed_by, c.reviewed_at, c.created_at, c.updated_at \
+         c.review_notes, c.reviewed_by, c.reviewed_at, c.created_at, c.updated_at, \
+         c.approval_round, c.approval_plan, c.stage_since, c.standard_change \
          FROM change_requests c JOIN users ru ON ru.id = c.requester_id \
          JOIN users au ON au.id = c.assignee_id"
     };
@@ -152,6 +162,9 @@ pub struct NewChange<'a> {
     pub notified_at: DateTime<Utc>,
     pub notified_on: &'a str,
     pub earliest_start: Option<&'a str>,
+    /// JSON: the stages of the first approval round.
+    pub approval_plan: &'a str,
+    pub standard_change: Option<&'a str>,
 }
 
 pub async fn insert_change(tx: &mut Tx, n: &NewChange<'_>) -> Result<i64> {
@@ -160,9 +173,10 @@ pub async fn insert_change(tx: &mut Tx, n: &NewChange<'_>) -> Result<i64> {
         sqlx::query_scalar::<_, i64>(
         "INSERT INTO change_requests (title, category, action, systems, description, impact, risk, \
          rollback_plan, planned_start, planned_end, requester_id, assignee_id, emergency, \
-         justification, status, notified_at, notified_on, earliest_start, created_at, updated_at) \
+         justification, status, notified_at, notified_on, earliest_start, created_at, updated_at, \
+         approval_plan, stage_since, standard_change) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'submitted', $15, \
-         $16, $17, $15, $15) RETURNING id"
+         $16, $17, $15, $15, $18, $15, $19) RETURNING id"
     )
     .bind(n.title)
     .bind(n.category)
@@ -181,6 +195,8 @@ pub async fn insert_change(tx: &mut Tx, n: &NewChange<'_>) -> Result<i64> {
     .bind(n.notified_at)
     .bind(n.notified_on)
     .bind(n.earliest_start)
+    .bind(n.approval_plan)
+    .bind(n.standard_change)
     .fetch_one(c)
     .await
     })?;
@@ -448,9 +464,14 @@ pub struct ChangeUpdate<'a> {
     pub assignee_id: Option<i64>,
     pub justification: Option<&'a str>,
     pub earliest_start: Option<&'a str>,
-    pub approved: Option<(i64, DateTime<Utc>)>,
-    /// Clears the approval (a rescheduled change goes back to `submitted`).
+    /// (who approved the last stage, when); nobody for a standard change.
+    pub approved: Option<(Option<i64>, DateTime<Utc>)>,
+    /// Clears the approval (a rescheduled change goes back to `submitted`): a new approval
+    /// round begins with `new_plan` (JSON stages) and its first stage waits from now.
     pub clear_approval: bool,
+    pub new_plan: Option<&'a str>,
+    /// The current stage waits from now (the previous one completed).
+    pub stage_advanced: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub completed: Option<(DateTime<Utc>, &'a str, &'a str)>,
     pub reviewed: Option<(i64, DateTime<Utc>, &'a str)>,
@@ -462,7 +483,7 @@ pub async fn update_change(
     u: &ChangeUpdate<'_>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let (approved_by, approved_at) = u.approved.map_or((None, None), |(b, a)| (Some(b), Some(a)));
+    let (approved_by, approved_at) = u.approved.map_or((None, None), |(b, a)| (b, Some(a)));
     let (completed_at, outcome, notes) = u
         .completed
         .map_or((None, None, None), |(a, o, n)| (Some(a), Some(o), Some(n)));
@@ -482,7 +503,10 @@ pub async fn update_change(
          started_at = COALESCE($17, started_at), completed_at = COALESCE($18, completed_at), \
          outcome = COALESCE($19, outcome), completion_notes = COALESCE($20, completion_notes), \
          reviewed_by = COALESCE($21, reviewed_by), reviewed_at = COALESCE($22, reviewed_at), \
-         review_notes = COALESCE($23, review_notes), updated_at = $24 WHERE id = $1"
+         review_notes = COALESCE($23, review_notes), updated_at = $24, \
+         approval_round = approval_round + CASE WHEN $14 THEN 1 ELSE 0 END, \
+         approval_plan = COALESCE($25, approval_plan), \
+         stage_since = CASE WHEN $14 OR $26 THEN $24 ELSE stage_since END WHERE id = $1"
     )
     .bind(id)
     .bind(u.status)
@@ -508,6 +532,8 @@ pub async fn update_change(
     .bind(reviewed_at)
     .bind(review_notes)
     .bind(now)
+    .bind(u.new_plan)
+    .bind(u.stage_advanced)
     .execute(c)
     .await
     .map(|_| ())

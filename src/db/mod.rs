@@ -4,6 +4,7 @@
 //! once and compiled for both backends through [`on_tx!`] / [`on_pool!`]. Where the SQL must
 //! differ, both versions stand side by side with [`Db::backend`]. SQL lives in this module only.
 
+pub mod approvals;
 pub mod assets;
 pub mod audit;
 pub mod calendar;

@@ -49,6 +49,12 @@ fn event_title(event: &str, lang: &str) -> &'static str {
         ),
         "reviewed" => ("已完成事后复核", "reviewed after the fact"),
         "reminder" => ("将于下一个工作日开始", "starts on the next working day"),
+        "approval_requested" => ("待您审批", "waits for your approval"),
+        "approval_reminder" => (
+            "审批提醒：已等待较长时间",
+            "approval reminder: waiting long",
+        ),
+        "approval_escalated" => ("审批超时升级", "approval escalated: waiting too long"),
         _ => ("通知", "notice"),
     };
     if lang == "en" { en } else { zh }
@@ -147,6 +153,10 @@ pub struct Parties<'a> {
     pub assignee: Option<i64>,
     pub custodian: Option<i64>,
     pub category: Option<&'a str>,
+    /// Who may decide the waiting approval stage (with their delegates).
+    pub approvers: &'a [i64],
+    /// The role the waiting stage escalates to.
+    pub escalate_to: Option<&'a str>,
 }
 
 impl<'a> Parties<'a> {
@@ -156,6 +166,8 @@ impl<'a> Parties<'a> {
             assignee: Some(c.assignee_id),
             custodian: None,
             category: Some(&c.category),
+            approvers: &[],
+            escalate_to: None,
         }
     }
 }
@@ -191,6 +203,20 @@ async fn resolve(
                     }
                     for m in &cat.notify_mailboxes {
                         push(m.clone(), &mut out);
+                    }
+                }
+                None
+            }
+            Recipient::Approvers => {
+                for id in parties.approvers {
+                    push(db::user_email(tx, *id).await?, &mut out);
+                }
+                None
+            }
+            Recipient::Escalation => {
+                if let Some(role) = parties.escalate_to {
+                    for a in db::role_emails(tx, role, now).await? {
+                        push(a, &mut out);
                     }
                 }
                 None
@@ -277,6 +303,40 @@ pub async fn enqueue_change(
     comment: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<usize> {
+    let notice = ChangeNotice {
+        event,
+        comment,
+        approvers: &[],
+        escalate_to: None,
+    };
+    enqueue_change_to(app, tx, id, &notice, now).await
+}
+
+/// A change's notice with the people of its waiting approval stage.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeNotice<'a> {
+    pub event: &'a str,
+    pub comment: Option<&'a str>,
+    /// Who may decide the waiting stage (`approvers`).
+    pub approvers: &'a [i64],
+    /// The role it escalates to (`escalation`).
+    pub escalate_to: Option<&'a str>,
+}
+
+/// [`enqueue_change`] for an event that also tells a stage's approvers or escalation role.
+pub async fn enqueue_change_to(
+    app: &App,
+    tx: &mut Deed<'_>,
+    id: i64,
+    notice: &ChangeNotice<'_>,
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    let ChangeNotice {
+        event,
+        comment,
+        approvers,
+        escalate_to,
+    } = *notice;
     let row = change_db::get_change_for_update(tx, id).await?;
     let events: &[&str] = if event == "filed" {
         &["filed", "receipt"]
@@ -294,7 +354,12 @@ pub async fn enqueue_change(
         if row.emergency && *ev != "receipt" {
             rules.extend(policy.recipients("emergency_also").iter().cloned());
         }
-        let recipients = resolve(app, tx, &rules, Parties::of_change(&row), now).await?;
+        let parties = Parties {
+            approvers,
+            escalate_to,
+            ..Parties::of_change(&row)
+        };
+        let recipients = resolve(app, tx, &rules, parties, now).await?;
         if recipients.is_empty() {
             continue;
         }

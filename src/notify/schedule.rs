@@ -1,6 +1,7 @@
 //! Scheduled jobs (`[schedules]` in policies/notifications.toml, cron in the bank's time zone):
 //! the morning digest, the reminder before a change starts, expiry of approved changes never
-//! started, the warning while next year's calendar is missing, and "rotate after use" reminders.
+//! started, the warning while next year's calendar is missing, "rotate after use" reminders, and
+//! the reminders and escalations of approval stages waiting too long.
 //!
 //! Each slot runs once across all instances: whoever inserts `(job, slot)` into `job_runs`
 //! first runs it. At each tick only the LATEST slot due is considered, so a slot missed while
@@ -27,16 +28,18 @@ pub enum Job {
     CalendarWarning,
     RotationReminder,
     AuditVerify,
+    ApprovalNudge,
 }
 
 impl Job {
-    pub const ALL: [Job; 6] = [
+    pub const ALL: [Job; 7] = [
         Job::Digest,
         Job::Reminder,
         Job::Expiry,
         Job::CalendarWarning,
         Job::RotationReminder,
         Job::AuditVerify,
+        Job::ApprovalNudge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Job {
             Job::CalendarWarning => "calendar_warning",
             Job::RotationReminder => "rotation_reminder",
             Job::AuditVerify => "audit_verify",
+            Job::ApprovalNudge => "approval_nudge",
         }
     }
 
@@ -59,6 +63,7 @@ impl Job {
             Job::CalendarWarning => &s.calendar_warning,
             Job::RotationReminder => &s.rotation_reminder,
             Job::AuditVerify => &s.audit_verify,
+            Job::ApprovalNudge => &s.approval_nudge,
         }
     }
 
@@ -71,7 +76,7 @@ impl Job {
                 slot.date_naive() == now.date_naive()
             }
             Job::CalendarWarning => now - slot < chrono::Duration::days(7),
-            Job::Expiry => true,
+            Job::Expiry | Job::ApprovalNudge => true,
         }
     }
 }
@@ -133,6 +138,11 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 .await
                 .map(|_| ()),
             Job::AuditVerify => audit_verify(app, now).await.map(|_| ()),
+            Job::ApprovalNudge => crate::changes::nudge_waiting(app, now).await.map(|n| {
+                if n > 0 {
+                    tracing::info!(sent = n, "approval stages reminded or escalated");
+                }
+            }),
         };
         if let Err(e) = r {
             // The slot stays claimed: the next slot tries again (expiry runs every minute).

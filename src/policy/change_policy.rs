@@ -8,6 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::approval::{ApprovalFile, ApprovalPolicy, StageRule, check_risk_stages, check_stages};
 use super::{PolicyFileError, parse_toml, read};
 use crate::calendar::NoticeRule;
 
@@ -22,6 +23,7 @@ struct File {
     categories: BTreeMap<String, Category>,
     #[serde(default)]
     freeze_windows: Vec<FreezeWindow>,
+    approval: ApprovalFile,
 }
 
 fn default_max_window() -> u32 {
@@ -48,6 +50,11 @@ pub struct Category {
     /// Extra mailboxes notified (e.g. the department's shared address).
     #[serde(default)]
     pub notify_mailboxes: Vec<String>,
+    /// This category's approval stages instead of `[approval] stages`.
+    pub stages: Option<Vec<StageRule>>,
+    /// This category's stages per risk, before every other list.
+    #[serde(default)]
+    pub risk_stages: BTreeMap<String, Vec<StageRule>>,
 }
 
 fn default_approve() -> String {
@@ -97,6 +104,7 @@ pub struct ChangePolicy {
     pub notice: NoticeRule,
     pub categories: BTreeMap<String, Category>,
     pub freeze_windows: Vec<FreezeWindow>,
+    pub approval: ApprovalPolicy,
 }
 
 impl ChangePolicy {
@@ -135,6 +143,9 @@ impl ChangePolicy {
                 "max_window_days must be 1 to 366",
             ));
         }
+        let approval = ApprovalPolicy::from_file(f.approval.clone(), &is_role)
+            .map_err(|e| PolicyFileError::at(path, line_of("[approval"), e))?;
+        let hours = (approval.remind_after_hours, approval.escalate_after_hours);
         if f.categories.is_empty() {
             return Err(PolicyFileError::at(path, None, "no categories defined"));
         }
@@ -160,6 +171,30 @@ impl ChangePolicy {
                     "category `{name}`: notify_roles names unknown role `{r}`"
                 )));
             }
+            if let Some(stages) = &c.stages {
+                check_stages(
+                    stages,
+                    &format!("categories.{name}.stages"),
+                    &is_role,
+                    hours,
+                )
+                .map_err(|e| {
+                    PolicyFileError::at(path, line_of(&format!("[[categories.{name}.stages")), e)
+                })?;
+            }
+            check_risk_stages(
+                &c.risk_stages,
+                &format!("categories.{name}.risk_stages"),
+                &is_role,
+                hours,
+            )
+            .map_err(|e| {
+                PolicyFileError::at(
+                    path,
+                    line_of(&format!("[[categories.{name}.risk_stages")),
+                    e,
+                )
+            })?;
             if let Some(m) = c.notify_mailboxes.iter().find(|m| !m.contains('@')) {
                 return Err(bad(format!(
                     "category `{name}`: `{m}` is not an e-mail address"
@@ -189,7 +224,18 @@ impl ChangePolicy {
             notice: f.notice,
             categories: f.categories,
             freeze_windows: f.freeze_windows,
+            approval,
         })
+    }
+
+    /// The approval stages a normal change of `category` with `risk` goes through.
+    pub fn stages_for(&self, category: &Category, risk: &str) -> Vec<super::Stage> {
+        self.approval.plan(
+            category.stages.as_deref(),
+            &category.risk_stages,
+            risk,
+            &category.approve_permission,
+        )
     }
 
     /// The notice rule of a category.
@@ -207,16 +253,23 @@ impl ChangePolicy {
 mod tests {
     use super::*;
 
+    /// Parses `src` with a minimal `[approval]` appended when it has none.
     fn parse(src: &str) -> Result<ChangePolicy, PolicyFileError> {
+        let src = if src.contains("[approval") {
+            src.to_string()
+        } else {
+            format!("{src}{STAGES}")
+        };
         ChangePolicy::parse(
             Path::new("change-policy.toml"),
-            src,
+            &src,
             |a| a.starts_with("change."),
             |r| r == "manager",
         )
     }
 
     const OK: &str = "timezone = \"Asia/Shanghai\"\n[categories.debugging]\ntitle_zh = \"调试\"\ntitle_en = \"Debugging\"\n";
+    const STAGES: &str = "[approval]\n[[approval.stages]]\nname = \"mgmt\"\ntitle_zh = \"管理\"\ntitle_en = \"Management\"\nrole = \"manager\"\n";
 
     #[test]
     fn defaults() {
@@ -235,6 +288,48 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         let e = parse(&format!("{OK}[notice]\nworking_days = 0\n")).unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
+    }
+
+    #[test]
+    fn approval_stages_resolve_by_category_and_risk() {
+        let p = parse(&format!(
+            "{OK}[[categories.debugging.risk_stages.high]]\nname = \"board\"\ntitle_zh = \"会签\"\ntitle_en = \"Board\"\nroles = [\"manager\"]\nneeded = 2\nescalate_to = \"manager\"\n{STAGES}"
+        ))
+        .unwrap();
+        let c = &p.categories["debugging"];
+        let low = p.stages_for(c, "low");
+        assert_eq!(low.len(), 1);
+        assert_eq!(low[0].name, "mgmt");
+        assert_eq!(
+            (low[0].remind_after_hours, low[0].escalate_after_hours),
+            (4, 8)
+        );
+        let high = p.stages_for(c, "high");
+        assert_eq!((high[0].name.as_str(), high[0].needed), ("board", 2));
+        assert_eq!(high[0].permission, "change.approve");
+        assert_eq!(high[0].escalate_to.as_deref(), Some("manager"));
+    }
+
+    #[test]
+    fn bad_stages_name_the_line_and_reason() {
+        for (stage, reason) in [
+            ("role = \"ghost\"\n", "unknown role `ghost`"),
+            ("role = \"manager\"\nneeded = 0\n", "needed must be 1 to 10"),
+            ("\n", "name the approving"),
+            (
+                "role = \"manager\"\nremind_after_hours = 9\n",
+                "escalate_after_hours after it",
+            ),
+        ] {
+            let src = format!(
+                "{OK}[approval]\n[[approval.stages]]\nname = \"x\"\ntitle_zh = \"甲\"\ntitle_en = \"X\"\n{stage}"
+            );
+            let e = parse(&src).unwrap_err();
+            assert_eq!(e.line, Some(5), "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+        }
+        let e = parse(&format!("{OK}{STAGES}[[approval.risk_stages.severe]]\nname = \"x\"\ntitle_zh = \"甲\"\ntitle_en = \"X\"\nrole = \"manager\"\n")).unwrap_err();
+        assert!(e.reason.contains("unknown risk"), "{e}");
     }
 
     #[test]

@@ -6,25 +6,30 @@
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
 //! policies/security.toml           second factor: roles that need TOTP at login
-//! policies/change-policy.toml         time zone, notice rule, change categories, freeze windows
+//! policies/change-policy.toml         time zone, notice rule, categories, approval stages, freezes
+//! policies/standard-changes.toml      pre-approved change templates (标准变更)
 //! policies/notifications.toml         who gets which email notice, retries, schedules
 //! policies/calendars/cn/YYYY.toml     China's official working-day calendar, one year a file
 //! ```
 
+mod approval;
 mod change_policy;
 mod notifications;
 mod roles;
 mod security;
+mod standard_changes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use approval::{ApprovalPolicy, Stage, StageRule};
 pub use change_policy::{Category, ChangePolicy, FreezeWindow};
 pub use notifications::{
     EVENTS as NOTIFY_EVENTS, NotifyPolicy, Recipient, Schedules, parties_of, valid_address,
 };
 pub use roles::{Role, RoleCatalog};
 pub use security::SecurityPolicy;
+pub use standard_changes::{StandardChanges, Template};
 
 use crate::calendar::YearCalendar;
 use crate::rbac::Authorizer;
@@ -89,6 +94,7 @@ pub struct Policies {
     pub change: ChangePolicy,
     pub notifications: NotifyPolicy,
     pub security: SecurityPolicy,
+    pub standard: StandardChanges,
     /// The calendar years shipped as files (the database may add or replace years).
     pub calendar_years: Vec<YearCalendar>,
 }
@@ -109,6 +115,9 @@ impl Policies {
             |a| authorizer.is_action(a),
             |r| roles.get(r).is_some(),
         )?;
+        let standard = StandardChanges::load(&dir.join("standard-changes.toml"), &change, |r| {
+            roles.get(r).is_some()
+        })?;
         let notifications =
             NotifyPolicy::load(&dir.join("notifications.toml"), |r| roles.get(r).is_some())?;
         let security =
@@ -124,6 +133,7 @@ impl Policies {
             change,
             notifications,
             security,
+            standard,
             calendar_years,
         })
     }

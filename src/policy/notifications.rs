@@ -32,6 +32,10 @@ pub const EVENTS: &[&str] = &[
     "grant_decided",
     "audit_broken",
     "unauthorized_change",
+    "approval_requested",
+    "approval_reminder",
+    "approval_escalated",
+    "delegation_granted",
 ];
 
 /// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
@@ -45,6 +49,17 @@ pub fn parties_of(event: &str) -> &'static [&'static str] {
         "credential_revealed" | "rotation_reminder" => &["assignee"],
         // A standing grant: the admin who gave it and its grantee.
         "grant_requested" | "grant_decided" => &["requester", "assignee"],
+        // A delegation: requester = who delegates, assignee = the delegate.
+        "delegation_granted" => &["requester", "assignee"],
+        // A stage of a change's approval: its approvers (and their delegates), and the role
+        // the stage escalates to.
+        "approval_requested" | "approval_reminder" | "approval_escalated" => &[
+            "requester",
+            "assignee",
+            "management",
+            "approvers",
+            "escalation",
+        ],
         _ => &["requester", "assignee", "management"],
     }
 }
@@ -87,6 +102,13 @@ pub struct Schedules {
     /// Verifies the whole audit chain; a broken one is e-mailed (`audit_broken`).
     #[serde(default = "default_audit_verify")]
     pub audit_verify: String,
+    /// Reminds, then escalates, approval stages waiting too long.
+    #[serde(default = "default_approval_nudge")]
+    pub approval_nudge: String,
+}
+
+fn default_approval_nudge() -> String {
+    "0 */5 * * * *".into()
 }
 
 fn default_rotation_reminder() -> String {
@@ -106,6 +128,10 @@ pub enum Recipient {
     Management,
     /// The custodian of a confidential asset.
     Custodian,
+    /// Whoever may decide the waiting approval stage, and their delegates.
+    Approvers,
+    /// The holders of the role a waiting stage escalates to.
+    Escalation,
     Role(String),
     Mailbox(String),
 }
@@ -164,6 +190,8 @@ impl NotifyPolicy {
                     "assignee" => Recipient::Assignee,
                     "management" => Recipient::Management,
                     "custodian" => Recipient::Custodian,
+                    "approvers" => Recipient::Approvers,
+                    "escalation" => Recipient::Escalation,
                     other => {
                         if let Some(role) = other.strip_prefix("role:") {
                             if !is_role(role) {
@@ -179,7 +207,7 @@ impl NotifyPolicy {
                             return Err(at(
                                 &format!("{name} ="),
                                 format!(
-                                    "event `{name}`: `{other}` is not requester, assignee, management, custodian, role:NAME or an e-mail address"
+                                    "event `{name}`: `{other}` is not requester, assignee, management, custodian, approvers, escalation, role:NAME or an e-mail address"
                                 ),
                             ));
                         }
@@ -190,6 +218,8 @@ impl NotifyPolicy {
                     Recipient::Assignee => Some("assignee"),
                     Recipient::Management => Some("management"),
                     Recipient::Custodian => Some("custodian"),
+                    Recipient::Approvers => Some("approvers"),
+                    Recipient::Escalation => Some("escalation"),
                     Recipient::Role(_) | Recipient::Mailbox(_) => None,
                 };
                 if let Some(party) = party
@@ -228,6 +258,7 @@ impl NotifyPolicy {
             ("calendar_warning", &s.calendar_warning),
             ("rotation_reminder", &s.rotation_reminder),
             ("audit_verify", &s.audit_verify),
+            ("approval_nudge", &s.approval_nudge),
         ] {
             if let Err(e) = cron::Schedule::from_str(expr) {
                 return Err(at(

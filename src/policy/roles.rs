@@ -28,11 +28,21 @@ pub struct Role {
 #[serde(deny_unknown_fields)]
 struct RolesFile {
     roles: BTreeMap<String, Role>,
+    #[serde(default)]
+    incompatible: Vec<Incompatible>,
+}
+
+/// Two roles nobody exercises together (不相容职责).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Incompatible {
+    roles: [String; 2],
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RoleCatalog {
     roles: BTreeMap<String, Role>,
+    incompatible: Vec<[String; 2]>,
 }
 
 impl RoleCatalog {
@@ -90,7 +100,37 @@ impl RoleCatalog {
                 }
             }
         }
-        Ok(RoleCatalog { roles: file.roles })
+        for pair in &file.incompatible {
+            let line = src
+                .lines()
+                .position(|l| l.contains(&format!("\"{}\"", pair.roles[1])) && l.contains("roles"))
+                .map(|i| i + 1);
+            if let Some(r) = pair.roles.iter().find(|r| !file.roles.contains_key(*r)) {
+                return Err(PolicyFileError::at(
+                    path,
+                    line,
+                    format!("incompatible names `{r}`, which is not a role"),
+                ));
+            }
+            if pair.roles[0] == pair.roles[1] {
+                return Err(PolicyFileError::at(
+                    path,
+                    line,
+                    "an incompatible pair needs two different roles",
+                ));
+            }
+        }
+        Ok(RoleCatalog {
+            roles: file.roles,
+            incompatible: file.incompatible.into_iter().map(|p| p.roles).collect(),
+        })
+    }
+
+    /// Whether `a` and `b` are an incompatible pair (either order).
+    pub fn incompatible(&self, a: &str, b: &str) -> bool {
+        self.incompatible
+            .iter()
+            .any(|[x, y]| (x == a && y == b) || (x == b && y == a))
     }
 
     pub fn get(&self, name: &str) -> Option<&Role> {

@@ -61,8 +61,32 @@ pub struct People {
     pub admin: String,
     pub op: String,
     pub op2: String,
+    /// 科技部负责人: the first approval stage.
+    pub lead: String,
     pub mgr: String,
     pub viewer: String,
+}
+
+/// The shipped stages approve change `id`: the technology head, then the manager (an
+/// emergency: the manager alone).
+pub async fn approve(srv: &TestServer, lead: &str, mgr: &str, id: i64) -> Value {
+    let c = body(srv.get(&format!("/api/v1/changes/{id}"), mgr).await).await;
+    let people = if c["emergency"] == true {
+        vec![mgr]
+    } else {
+        vec![lead, mgr]
+    };
+    let mut last = Value::Null;
+    for who in people {
+        let r = srv
+            .post(&format!("/api/v1/changes/{id}/approve"), who, json!({}))
+            .await;
+        let status = r.status();
+        last = body(r).await;
+        assert_eq!(status, StatusCode::OK, "{last}");
+    }
+    assert_eq!(last["status"], "approved", "{last}");
+    last
 }
 
 pub async fn setup(srv: &TestServer) -> People {
@@ -79,12 +103,14 @@ pub async fn setup(srv: &TestServer) -> People {
     }
     let (_, op) = srv.user_with(&admin, "op.zhang", &["tech_operator"]).await;
     let (_, op2) = srv.user_with(&admin, "op.li", &["tech_operator"]).await;
+    let (_, lead) = srv.user_with(&admin, "lead.wang", &["tech_lead"]).await;
     let (_, mgr) = srv.user_with(&admin, "mgr.chen", &["manager"]).await;
     let (_, viewer) = srv.user_with(&admin, "view.wu", &["viewer"]).await;
     People {
         admin,
         op,
         op2,
+        lead,
         mgr,
         viewer,
     }
@@ -286,11 +312,18 @@ crate::both_backends!(approval_separation_of_duties_and_transitions, |srv| {
         .unwrap();
     let path = |step: &str| format!("/api/v1/changes/{id}/{step}");
 
-    // An operator may not approve; a manager who filed it may not approve it either.
+    // The requester may not approve (nor anybody else who is not an approver of the stage);
+    // a manager who filed it may not approve it either.
     problem(
         srv.post(&path("approve"), &p.op, json!({})).await,
         StatusCode::FORBIDDEN,
-        "forbidden",
+        "self_approval",
+    )
+    .await;
+    problem(
+        srv.post(&path("approve"), &p.viewer, json!({})).await,
+        StatusCode::FORBIDDEN,
+        "not_an_approver_of_this_stage",
     )
     .await;
     let (_, both) = srv
@@ -331,6 +364,10 @@ crate::both_backends!(approval_separation_of_duties_and_transitions, |srv| {
     )
     .await;
 
+    // Stage 1, the technology head; then stage 2, the management department.
+    let c = body(srv.post(&path("approve"), &p.lead, json!({})).await).await;
+    assert_eq!(c["status"], "submitted");
+    assert_eq!(c["approval"]["current_stage"], 1);
     let r = srv
         .post(
             &path("approve"),
@@ -412,7 +449,7 @@ crate::both_backends!(approval_separation_of_duties_and_transitions, |srv| {
     let c = body(
         srv.post(
             &format!("/api/v1/changes/{id2}/reject"),
-            &p.mgr,
+            &p.lead,
             json!({"reason": "回退方案不充分 / weak rollback plan"}),
         )
         .await,
@@ -432,6 +469,7 @@ crate::both_backends!(approval_separation_of_duties_and_transitions, |srv| {
         steps,
         vec![
             (json!("submitted"), json!("op.zhang")),
+            (json!("submitted"), json!("lead.wang")),
             (json!("approved"), json!("mgr.chen")),
             (json!("cancelled"), json!("op.zhang"))
         ]
@@ -661,12 +699,7 @@ crate::both_backends!(rescheduling_checks_the_original_notice, |srv| {
     .await["id"]
         .as_i64()
         .unwrap();
-    let approved = body(
-        srv.post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-            .await,
-    )
-    .await;
-    assert_eq!(approved["status"], "approved");
+    approve(srv, &p.lead, &p.mgr, id).await;
     let change_path = format!("/api/v1/changes/{id}");
     let patch = |b: Value| srv.call(Method::PATCH, &change_path, Some(&p.op), Some(b));
     // Earlier than the original notice allows: refused with the original notice date.
@@ -858,12 +891,7 @@ crate::both_backends!(conflicts_calendar_feed_and_report, |srv| {
     assert!(text.contains("DTSTART;TZID=Asia/Shanghai:"), "{text}");
     assert!(text.contains("BEGIN:VTIMEZONE"), "{text}");
     // Approve A: CONFIRMED, same UID.
-    srv.post(
-        &format!("/api/v1/changes/{a}/approve"),
-        &p.mgr.clone(),
-        json!({}),
-    )
-    .await;
+    approve(srv, &p.lead, &p.mgr, a).await;
     let text = srv
         .client
         .get(srv.url(&format!("/api/v1/calendar.ics?token={token}")))
@@ -964,6 +992,10 @@ async fn freeze_windows_refuse_normal_changes() {
             s.to_rfc3339(),
             e.to_rfc3339()
         ));
+        // Software upgrades go through one stage, the deputy's (a category's own stages).
+        text.push_str(
+            "\n[[categories.software_upgrade.stages]]\nname = \"deputy\"\ntitle_zh = \"副经理审批\"\ntitle_en = \"Deputy\"\nrole = \"deputy\"\n",
+        );
         std::fs::write(&file, text).unwrap();
         // A deputy who may approve normal changes but not emergencies.
         let roles = dir.path().join("roles.toml");

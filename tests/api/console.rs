@@ -308,7 +308,23 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
     b.shot("change-submitted").await;
     b.logout().await;
 
-    // The manager approves.
+    // The manager is not offered stage 1: the technology head approves it first; then the
+    // manager approves stage 2.
+    b.login(srv, "mgr.chen").await;
+    b.goto(srv, &format!("/console/changes/{id}")).await;
+    let stages = b.text_of("ol.stages").await;
+    assert!(
+        stages.contains("科技部负责人审批") && stages.contains("待审批"),
+        "{stages}"
+    );
+    assert!(b.client.find(Locator::Css("button.approve")).await.is_err());
+    b.logout().await;
+    b.login(srv, "lead.wang").await;
+    b.goto(srv, &format!("/console/changes/{id}")).await;
+    b.click("button.approve").await;
+    b.wait_for("li.stage.approved").await;
+    b.shot("change-stage-1-approved").await;
+    b.logout().await;
     b.login(srv, "mgr.chen").await;
     b.goto(srv, &format!("/console/changes/{id}")).await;
     b.click("button.approve").await;
@@ -383,7 +399,7 @@ crate::both_backends!(a_notice_filed_refused_refiled_approved_and_seen, |srv| {
         .find_all(Locator::Css("ol.timeline li.event"))
         .await
         .unwrap();
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), 3);
     let timeline = b.text_of("ol.timeline").await;
     assert!(
         timeline.contains("已提交") && timeline.contains("已批准") && timeline.contains("年"),

@@ -7,7 +7,7 @@ use chrono::{TimeDelta, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::changes::{People, at, change, notice_today, rfc, setup};
+use crate::changes::{People, approve, at, change, notice_today, rfc, setup};
 use crate::harness::{TestServer, body, problem};
 
 /// A service account holding `role`, and a token for it: (account id, token).
@@ -262,14 +262,13 @@ crate::both_backends!(service_tokens_are_shown_once_and_die_when_revoked, |srv| 
     }
 });
 
-/// The manager approves change `id` and its assignee starts it.
+/// The approvers approve change `id` and its assignee starts it.
 async fn approve_and_start(srv: &TestServer, p: &People, id: i64) {
-    for (step, who) in [("approve", &p.mgr), ("start", &p.op)] {
-        let r = srv
-            .post(&format!("/api/v1/changes/{id}/{step}"), who, json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK, "{step}");
-    }
+    approve(srv, &p.lead, &p.mgr, id).await;
+    let r = srv
+        .post(&format!("/api/v1/changes/{id}/start"), &p.op, json!({}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "start");
 }
 
 /// Files an emergency change on cs-platform running from ten minutes ago for an hour (real
@@ -302,10 +301,7 @@ crate::both_backends!(the_gate_opens_only_inside_a_running_changes_window, |srv|
     let id = emergency(srv, &p).await;
     let doc = refused(srv, &token, ask.clone(), "change_not_approved").await;
     assert!(doc["detail"].as_str().unwrap().contains(&format!("#{id}")));
-    let r = srv
-        .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    approve(srv, &p.lead, &p.mgr, id).await;
     refused(srv, &token, ask.clone(), "change_not_started").await;
     let r = srv
         .post(&format!("/api/v1/changes/{id}/start"), &p.op, json!({}))
@@ -442,10 +438,7 @@ crate::both_backends!(a_normal_change_admits_inside_its_window, |srv| {
     let id = body(srv.post("/api/v1/changes", &p.op, change(start, 2)).await).await["id"]
         .as_i64()
         .unwrap();
-    let r = srv
-        .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    approve(srv, &p.lead, &p.mgr, id).await;
     let ask = json!({"system": "cs-platform"});
     let doc = refused(srv, &token, ask.clone(), "change_not_started").await;
     assert!(doc["detail"].as_str().unwrap().contains("开始实施"));
@@ -752,10 +745,7 @@ crate::both_backends!(a_freeze_declared_later_shuts_the_gate, |srv| {
     let id = body(srv.post("/api/v1/changes", &p.op, change(start, 2)).await).await["id"]
         .as_i64()
         .unwrap();
-    let r = srv
-        .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    approve(srv, &p.lead, &p.mgr, id).await;
 
     // The bank declares a freeze over the change's window; an instance with it starts.
     let dir = tempfile::tempdir().unwrap();

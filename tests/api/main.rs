@@ -4,6 +4,7 @@
 mod harness;
 mod openapi;
 
+mod approvals;
 mod audit_trail;
 mod auth;
 mod changes;

@@ -194,9 +194,20 @@ async fn filing_reaches_management(backend: Backend) {
     let p = setup(&srv).await;
     let (id, earliest) = file_one(&srv, &p.op, &p.admin).await;
 
-    // The notice to management (mgr.chen holds manager) and the requester's receipt.
-    let got = smtp.wait_for(2).await;
-    assert_eq!(got.len(), 2, "two messages: notice and receipt");
+    // The notice to management (mgr.chen holds manager), the requester's receipt, and the
+    // first approval stage's request to the technology head.
+    let got = smtp.wait_for(3).await;
+    assert_eq!(
+        got.len(),
+        3,
+        "three messages: notice, receipt, approval request"
+    );
+    let (to, raw) = got
+        .iter()
+        .find(|(to, _)| to.iter().any(|t| t.contains("lead.wang@bank.example")))
+        .expect("a message to the first stage's approver");
+    assert_eq!(to.len(), 1, "{to:?}");
+    assert!(parse(raw).subject().unwrap().contains("待您审批"));
     let (to, raw) = got
         .iter()
         .find(|(to, _)| to.iter().any(|t| t.contains("mgr.chen@bank.example")))
@@ -235,10 +246,10 @@ async fn filing_reaches_management(backend: Backend) {
 
     // Managers see the messages; the stored Message-ID is the one sent.
     let list = wait_api(&srv, &p.mgr, &format!("?change_id={id}"), |l| {
-        l.len() == 2 && l.iter().all(|m| m["status"] == "sent")
+        l.len() == 3 && l.iter().all(|m| m["status"] == "sent")
     })
     .await;
-    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.len(), 3, "{list:?}");
     assert!(
         list.iter()
             .all(|m| m["status"] == "sent" && m["attempts"] == 1),
@@ -273,14 +284,14 @@ async fn filing_reaches_management(backend: Backend) {
     let r = srv
         .post(
             &format!("/api/v1/changes/{id}/reject"),
-            &p.mgr,
+            &p.lead,
             json!({"reason": "窗口冲突"}),
         )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let got = smtp.wait_for(3).await;
-    assert_eq!(got.len(), 3);
-    let m = parse(&got[2].1);
+    let got = smtp.wait_for(4).await;
+    assert_eq!(got.len(), 4);
+    let m = parse(&got[3].1);
     assert!(m.subject().unwrap().contains("已驳回"), "{:?}", m.subject());
     assert!(m.body_text(0).unwrap().contains("窗口冲突"));
     let ics = m.attachments().next().unwrap();
@@ -317,10 +328,10 @@ async fn outage_then_delivery(backend: Backend) {
         &srv,
         &p.mgr,
         &format!("?change_id={id}&status=failed"),
-        |l| l.len() == 2,
+        |l| l.len() == 3,
     )
     .await;
-    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list.len(), 3, "{list:?}");
     assert!(
         list[0]["last_error"].as_str().unwrap().len() > 3,
         "{list:?}"
@@ -333,7 +344,7 @@ async fn outage_then_delivery(backend: Backend) {
     .await;
     assert!(list.iter().all(|m| m["status"] == "sent"), "{list:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(smtp.messages().len(), 2);
+    assert_eq!(smtp.messages().len(), 3);
     srv.stop().await;
 }
 
@@ -361,10 +372,10 @@ async fn dead_letter_and_retry(backend: Backend) {
     let p = setup(&srv).await;
     let (id, _) = file_one(&srv, &p.op, &p.admin).await;
     let list = wait_api(&srv, &p.mgr, &format!("?change_id={id}&status=dead"), |l| {
-        l.len() == 2
+        l.len() == 3
     })
     .await;
-    assert_eq!(list.len(), 2, "dead after one attempt: {list:?}");
+    assert_eq!(list.len(), 3, "dead after one attempt: {list:?}");
     let nid = list[0]["id"].as_i64().unwrap();
     // Only notification.retry may retry; only a dead message; unknown → 404.
     problem(
@@ -407,7 +418,7 @@ async fn dead_letter_and_retry(backend: Backend) {
     .await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], nid);
-    // Sent is not dead: 409; the other one stays dead until retried.
+    // Sent is not dead: 409; the other two stay dead until retried.
     problem(
         srv.post(
             &format!("/api/v1/notifications/{nid}/retry"),
@@ -427,7 +438,7 @@ async fn dead_letter_and_retry(backend: Backend) {
         .await,
     )
     .await;
-    assert_eq!(dead.as_array().unwrap().len(), 1);
+    assert_eq!(dead.as_array().unwrap().len(), 2);
     // The retry is in the audit trail.
     let audit = body(srv.get("/api/v1/audit?limit=20", &p.admin).await).await;
     assert!(
@@ -498,7 +509,8 @@ async fn two_instances_send_each_message_once() {
             .await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let expected = 150 + 4 * 2;
+    // Each filing: the notice, the receipt, the first stage's request.
+    let expected = 150 + 4 * 3;
     let got = smtp.wait_for(expected).await;
     // Once every row is marked sent no sender holds one (a claimed row is `sending`), so
     // nothing more can arrive: wait for that instead of sleeping.
@@ -725,10 +737,7 @@ async fn schedules_pick_the_right_changes(srv: &TestServer) {
         ids.push(body(r).await["id"].as_i64().unwrap());
     }
     for id in &ids[..2] {
-        let r = srv
-            .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-            .await;
-        assert_eq!(r.status(), StatusCode::OK);
+        crate::changes::approve(srv, &p.lead, &p.mgr, *id).await;
     }
     let r = srv
         .post(

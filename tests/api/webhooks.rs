@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::changes::{at, change, notice_today, setup};
+use crate::changes::{approve, at, change, notice_today, setup};
 use crate::harness::{TestServer, body, problem};
 
 /// What the receiver got: (path and query, headers, body).
@@ -131,15 +131,12 @@ crate::both_backends!(webhooks_are_signed_and_delivered_once, |srv| {
     .await["id"]
         .as_i64()
         .unwrap();
-    let r = other
-        .post(&format!("/api/v1/changes/{id}/approve"), &p.mgr, json!({}))
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
-    // filed: json + dingtalk; approved: json + wecom + dingtalk.
+    approve(&other, &p.lead, &p.mgr, id).await;
+    // filed: json + dingtalk; each stage asked: dingtalk; approved: json + wecom + dingtalk.
     let mut waited = 0;
     loop {
         let rows = deliveries(srv, &p.admin).await;
-        if rows.len() == 5 && rows.iter().all(|r| r["status"] == "sent") {
+        if rows.len() == 7 && rows.iter().all(|r| r["status"] == "sent") {
             break;
         }
         waited += 1;
@@ -150,7 +147,7 @@ crate::both_backends!(webhooks_are_signed_and_delivered_once, |srv| {
     let got = got.lock().unwrap().clone();
     assert_eq!(
         got.len(),
-        5,
+        7,
         "each event once: {:#?}",
         got.iter().map(|g| &g.0).collect::<Vec<_>>()
     );
@@ -202,7 +199,8 @@ crate::both_backends!(webhooks_are_signed_and_delivered_once, |srv| {
         .iter()
         .filter(|g| g.0.starts_with("/robot/send"))
         .collect();
-    assert_eq!(ding.len(), 2);
+    // filed, the two stages asked, approved.
+    assert_eq!(ding.len(), 4);
     for (path, _, b) in &ding {
         let q: std::collections::HashMap<String, String> = url_query(path);
         assert_eq!(q["access_token"], "ding-token");

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::App;
 use crate::changes::rules::Status;
 use crate::changes::{
-    self, AmendChange, ChangeView, Command, Comment, Completion, FileChange, Reason, Review,
+    self, AmendChange, ChangeView, Command, Comment, Completion, FileChange, FileStandardChange,
+    Reason, Rejection, Review,
 };
 use crate::db::changes::{self as db, ChangeFilter, Event};
 use crate::error::Error;
@@ -29,6 +30,56 @@ pub async fn file(
     Ok((
         StatusCode::CREATED,
         Json(changes::file(&app, &who, req).await?),
+    ))
+}
+
+/// A standard change the caller may file.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StandardChange {
+    pub key: String,
+    #[serde(flatten)]
+    pub template: crate::policy::Template,
+}
+
+/// The standard changes (pre-approved templates of `policies/standard-changes.toml`) the caller
+/// may file.
+#[utoipa::path(get, path = "/api/v1/standard-changes", tag = "changes", operation_id = "change.standard_list",
+    security(("bearer" = ["change.create"])), responses((status = 200, body = [StandardChange])))]
+pub async fn standard_changes(
+    State(app): State<App>,
+    Auth(who): Auth,
+) -> ApiResult<Json<Vec<StandardChange>>> {
+    Ok(Json(
+        app.policies
+            .standard
+            .templates
+            .iter()
+            .filter(|(_, t)| who.roles.iter().any(|r| t.roles.contains(r)))
+            .map(|(key, t)| StandardChange {
+                key: key.clone(),
+                template: t.clone(),
+            })
+            .collect(),
+    ))
+}
+
+/// Files a change from a standard-change template: approved at filing by the template (recorded
+/// as such), still refused for a late notice or a freeze window.
+#[utoipa::path(post, path = "/api/v1/standard-changes/{key}/changes", tag = "changes", operation_id = "change.create_standard",
+    params(("key" = String, Path)), request_body = FileStandardChange, security(("bearer" = ["change.create"])),
+    responses((status = 201, body = ChangeView),
+              (status = 403, body = Problem, description = "template_not_allowed"),
+              (status = 404, body = Problem, description = "no such standard change"),
+              (status = 422, body = Problem, description = "insufficient_notice, freeze_window, invalid_systems, unknown_system, invalid_window, invalid_assignee, …")))]
+pub async fn file_standard(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path(key): Path<String>,
+    Json(req): Json<FileStandardChange>,
+) -> ApiResult<(StatusCode, Json<ChangeView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(changes::file_standard(&app, &who, &key, req).await?),
     ))
 }
 
@@ -115,9 +166,13 @@ pub async fn amend(
     Ok(Json(changes::amend(&app, &who, id, req).await?))
 }
 
+/// Approves the change's current approval stage (分级审批). Who may is decided by the stage (its
+/// roles and department, the category's approve permission, one person once across the stages)
+/// or by a delegation in force to the caller; the last stage approved approves the change.
 #[utoipa::path(post, path = "/api/v1/changes/{id}/approve", tag = "changes", operation_id = "change.approve",
-    params(("id" = i64, Path)), request_body = Comment, security(("bearer" = ["change.approve"])),
-    responses((status = 200, body = ChangeView), (status = 403, body = Problem, description = "self_approval, emergency_approval_required"),
+    params(("id" = i64, Path)), request_body = Comment, security(("bearer" = ["change.read"])),
+    responses((status = 200, body = ChangeView),
+              (status = 403, body = Problem, description = "not_an_approver_of_this_stage, self_approval, emergency_approval_required, no_delegation, incompatible_duties"),
               (status = 409, body = Problem, description = "invalid_transition")))]
 pub async fn approve(
     State(app): State<App>,
@@ -130,15 +185,17 @@ pub async fn approve(
     ))
 }
 
+/// Rejects the change at its current approval stage (who may: as for approving).
 #[utoipa::path(post, path = "/api/v1/changes/{id}/reject", tag = "changes", operation_id = "change.reject",
-    params(("id" = i64, Path)), request_body = Reason, security(("bearer" = ["change.approve"])),
-    responses((status = 200, body = ChangeView), (status = 403, body = Problem, description = "self_approval"),
+    params(("id" = i64, Path)), request_body = Rejection, security(("bearer" = ["change.read"])),
+    responses((status = 200, body = ChangeView),
+              (status = 403, body = Problem, description = "not_an_approver_of_this_stage, self_approval, emergency_approval_required, no_delegation, incompatible_duties"),
               (status = 409, body = Problem, description = "invalid_transition")))]
 pub async fn reject(
     State(app): State<App>,
     Auth(who): Auth,
     Path(id): Path<i64>,
-    Json(req): Json<Reason>,
+    Json(req): Json<Rejection>,
 ) -> ApiResult<Json<ChangeView>> {
     Ok(Json(
         changes::transition(&app, &who, id, Command::Reject(req)).await?,

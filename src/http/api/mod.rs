@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod changes;
 pub mod dbaccess;
+pub mod delegations;
 pub mod gate;
 pub mod notifications;
 pub mod roles;
@@ -51,6 +52,10 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(changes::complete))
         .routes(routes!(changes::cancel))
         .routes(routes!(changes::review))
+        .routes(routes!(changes::standard_changes))
+        .routes(routes!(changes::file_standard))
+        .routes(routes!(delegations::create, delegations::list))
+        .routes(routes!(delegations::revoke))
         .routes(routes!(agenda::view))
         .routes(routes!(agenda::create_feed, agenda::revoke_feed))
         .routes(routes!(agenda::feed))

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::i18n::LANG_COOKIE;
 use super::{CSRF_COOKIE, Lang, SESSION_COOKIE, Session, Templates, cookie, html};
 use crate::App;
-use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Review};
+use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Rejection, Review};
 use crate::error::Error;
 use crate::http::guard::{Refused, audit_refusal};
 use crate::http::problem::ApiError;
@@ -559,6 +559,48 @@ fn action(lang: Lang, step: &str) -> Value {
     json!({"step": step, "label": label, "field": field, "field_label": field_label, "required": required})
 }
 
+/// The approval stages as the change page shows them: words, never codes.
+fn stage_rows(
+    app: &App,
+    lang: Lang,
+    c: &changes::ChangeView,
+    fmt: &dyn Fn(chrono::DateTime<Utc>) -> String,
+) -> Vec<Value> {
+    let role_title = |r: &String| {
+        app.policies
+            .roles
+            .get(r)
+            .map_or(r.clone(), |x| lang.tr(&x.title_zh, &x.title_en).to_string())
+    };
+    let decision = |d: &changes::approval::DecisionView| {
+        json!({"by": d.by.display_name, "at": fmt(d.at), "comment": d.comment,
+               "on_behalf_of": d.on_behalf_of.as_ref().map(|u| u.display_name.clone())})
+    };
+    c.approval
+        .stages
+        .iter()
+        .map(|st| {
+            let (state, state_label) = match st.state {
+                changes::approval::StageState::Approved => ("approved", lang.tr("已通过", "approved")),
+                changes::approval::StageState::Current => ("current", lang.tr("待审批", "awaiting approval")),
+                changes::approval::StageState::Waiting => ("waiting", lang.tr("未开始", "not yet")),
+                changes::approval::StageState::Rejected => ("rejected", lang.tr("已驳回", "rejected")),
+            };
+            json!({
+                "title": lang.pick(&st.title),
+                "roles": st.roles.iter().map(role_title).collect::<Vec<_>>().join(lang.tr("或", " or ")),
+                "department": st.department,
+                "needed": st.needed,
+                "missing": (st.needed as usize).saturating_sub(st.approvals.len()),
+                "approvals": st.approvals.iter().map(decision).collect::<Vec<_>>(),
+                "rejection": st.rejection.as_ref().map(decision),
+                "state": state,
+                "state_label": state_label,
+            })
+        })
+        .collect()
+}
+
 async fn change_page(
     app: &App,
     s: &Session,
@@ -603,10 +645,11 @@ async fn change_page(
             })
             .collect()
     });
-    let actions: Vec<Value> = changes::steps_allowed(app, &s.who, &c)
-        .into_iter()
-        .map(|step| action(lang, step))
-        .collect();
+    let actions: Vec<Value> = match changes::steps_allowed(app, &s.who, &c).await {
+        Ok(steps) => steps.into_iter().map(|step| action(lang, step)).collect(),
+        Err(e) => return error_page(app, Some(s), lang, e),
+    };
+    let stages = stage_rows(app, lang, &c, &fmt);
     let category = app
         .policies
         .change
@@ -631,6 +674,7 @@ async fn change_page(
             "notified_on": lang.day(c.notified_on),
             "earliest_start": c.earliest_start.map(|d| lang.day(d)),
             "actions": actions,
+            "stages": stages,
             "events": events,
             "notices": notices,
             "flash": flash,
@@ -689,8 +733,12 @@ pub async fn change_step(
             let cmd = match step.as_str() {
                 "approve" => Command::Approve(Comment {
                     comment: Some(text).filter(|t| !t.is_empty()),
+                    on_behalf_of: None,
                 }),
-                "reject" => Command::Reject(Reason { reason: text }),
+                "reject" => Command::Reject(Rejection {
+                    reason: text,
+                    on_behalf_of: None,
+                }),
                 "start" => Command::Start,
                 "cancel" => Command::Cancel(Reason { reason: text }),
                 "complete" => {
