@@ -4,6 +4,7 @@
 mod harness;
 mod openapi;
 
+mod audit_checkpoints;
 mod audit_trail;
 mod auth;
 mod changes;
