@@ -41,6 +41,13 @@ pub struct Settings {
     pub bootstrap_admin_password: Option<SecretString>,
     /// Where generated key files live. Default: beside the SQLite file, or the working directory.
     pub key_dir: Option<PathBuf>,
+    /// The append-only file of signed audit checkpoints. Default:
+    /// `changeguard.audit-checkpoints.jsonl` in the key directory.
+    pub audit_checkpoints: Option<PathBuf>,
+    /// The Ed25519 seed (32 bytes, hex or base64) that signs audit checkpoints. Unset: kept in
+    /// the key file `changeguard.checkpoint.key`.
+    #[serde(skip_serializing)]
+    pub audit_checkpoint_key: Option<SecretString>,
     /// Lifetime of an access token, in seconds.
     pub token_ttl_secs: u64,
     /// How many password hashes may run at once (each uses one core for ~20 ms).
@@ -83,6 +90,8 @@ impl Default for Settings {
             master_key_next: None,
             bootstrap_admin_password: None,
             key_dir: None,
+            audit_checkpoints: None,
+            audit_checkpoint_key: None,
             token_ttl_secs: 900,
             hash_concurrency: None,
             session_cache: true,
@@ -233,6 +242,13 @@ impl Settings {
             };
         }
         PathBuf::from(".")
+    }
+
+    /// The audit checkpoint file: `audit_checkpoints`, else beside the key files.
+    pub fn audit_checkpoints(&self) -> PathBuf {
+        self.audit_checkpoints
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join(crate::audit::checkpoint::FILE))
     }
 
     /// Base URL for links; defaults to the listen address.

@@ -77,6 +77,8 @@ pub struct AppInner {
     pub vault: vault::Keyring,
     /// The admission gate's signing key and published public keys.
     pub admission: gate::admission::AdmissionKeys,
+    /// Where audit checkpoints go, and the key that signs them.
+    pub checkpoints: audit::checkpoint::Checkpoints,
 }
 
 impl Deref for App {
@@ -124,6 +126,10 @@ impl App {
                  back them up with the database, and give several instances the same keys"
             );
         }
+        let checkpoints = audit::checkpoint::Checkpoints {
+            path: settings.audit_checkpoints(),
+            signer: checkpoint_signer(&settings, true)?,
+        };
         let db = Db::connect(&settings.database_url)
             .await
             .context("cannot connect to the database (CHANGEGUARD_DATABASE_URL)")?;
@@ -186,6 +192,7 @@ impl App {
             notifier,
             vault,
             admission,
+            checkpoints,
             settings,
         }));
         if let Some(password) =
@@ -202,10 +209,60 @@ impl App {
     }
 }
 
-/// Verifies the audit trail with nothing but the database and the audit key: no migration, no
-/// first admin, no vault key, no key file created (`changeguard audit verify`, for an auditor
-/// holding a copy of the database and the key).
-pub async fn verify_audit_trail(settings: &Settings) -> anyhow::Result<audit::Verification> {
+/// The audit checkpoint signing key: configured, else the key file (created if `create`).
+fn checkpoint_signer(
+    settings: &Settings,
+    create: bool,
+) -> anyhow::Result<audit::checkpoint::CheckpointSigner> {
+    let src = KeySource {
+        var: "CHANGEGUARD_AUDIT_CHECKPOINT_KEY",
+        configured: settings.audit_checkpoint_key.as_ref(),
+        file: settings.key_dir().join(audit::checkpoint::KEY_FILE),
+    };
+    let key = if create {
+        let (key, created) = load_or_create(&src)?;
+        if created {
+            tracing::warn!(
+                dir = %settings.key_dir().display(),
+                "generated the audit checkpoint signing key file {} (owner-only); give several \
+                 instances the same file, and keep a copy off this machine",
+                audit::checkpoint::KEY_FILE
+            );
+        }
+        key
+    } else {
+        keys::load_existing(&src)?
+    };
+    audit::checkpoint::CheckpointSigner::from_key(&key)
+        .ok_or_else(|| anyhow::anyhow!("CHANGEGUARD_AUDIT_CHECKPOINT_KEY must be 32 bytes"))
+}
+
+impl App {
+    /// Verifies the audit trail and compares it with this instance's checkpoint file.
+    pub async fn verify_audit(&self) -> db::Result<audit::Verification> {
+        audit::checkpoint::verify(
+            &self.db,
+            &self.sealer,
+            &self.checkpoints.path,
+            &self.checkpoints.signer.verifier(),
+        )
+        .await
+    }
+}
+
+/// Which checkpoints `changeguard audit verify` compares the trail with, and how it checks
+/// their signatures.
+pub struct CheckpointCheck {
+    /// The file; `None`: the configured one (`CHANGEGUARD_AUDIT_CHECKPOINTS`), if it exists.
+    pub file: Option<std::path::PathBuf>,
+    /// The signing key's public half (hex); `None`: derived from the signing key
+    /// (`CHANGEGUARD_AUDIT_CHECKPOINT_KEY` or its key file).
+    pub public_key: Option<String>,
+}
+
+/// The database (read-only) and the audit key, with nothing else: no migration, no first
+/// admin, no vault key, no key file created.
+async fn open_for_audit(settings: &Settings) -> anyhow::Result<(Db, Sealer)> {
     if let Some(path) = config::sqlite_path(&settings.database_url)
         && !std::path::Path::new(&path).exists()
     {
@@ -230,9 +287,63 @@ pub async fn verify_audit_trail(settings: &Settings) -> anyhow::Result<audit::Ve
             key_dir.display()
         );
     }
-    let verification = db::audit::verify(&db, &Sealer::new(key)).await?;
+    Ok((db, Sealer::new(key)))
+}
+
+/// Verifies the audit trail with nothing but the database and the audit key (`changeguard
+/// audit verify`, for an auditor holding a copy of the database and the key), and compares it
+/// with the checkpoints of `check`. Returns the checkpoint file compared, if any.
+pub async fn verify_audit_trail(
+    settings: &Settings,
+    check: &CheckpointCheck,
+) -> anyhow::Result<(audit::Verification, Option<std::path::PathBuf>)> {
+    let file = match &check.file {
+        Some(f) if !f.exists() => anyhow::bail!("no checkpoint file at {}", f.display()),
+        Some(f) => Some(f.clone()),
+        None => Some(settings.audit_checkpoints()).filter(|f| f.exists()),
+    };
+    let verifier = match (&file, &check.public_key) {
+        (None, _) => None,
+        (Some(_), Some(hex)) => Some(
+            audit::checkpoint::CheckpointVerifier::from_hex(hex).ok_or_else(|| {
+                anyhow::anyhow!("the checkpoint public key must be 64 hex digits (32 bytes)")
+            })?,
+        ),
+        (Some(_), None) => Some(checkpoint_signer(settings, false)?.verifier()),
+    };
+    let (db, sealer) = open_for_audit(settings).await?;
+    let verification = match (&file, &verifier) {
+        (Some(f), Some(v)) => audit::checkpoint::verify(&db, &sealer, f, v).await?,
+        _ => db::audit::verify(&db, &sealer).await?,
+    };
     db.close().await;
-    Ok(verification)
+    Ok((verification, file))
+}
+
+/// `changeguard audit checkpoint`: verifies the trail against the checkpoint file and, intact,
+/// appends a checkpoint of its head (read-only on the database).
+pub async fn write_audit_checkpoint(
+    settings: &Settings,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<
+    Result<(audit::checkpoint::Checkpoint, std::path::PathBuf, String), audit::Verification>,
+> {
+    let checkpoints = audit::checkpoint::Checkpoints {
+        path: file.unwrap_or_else(|| settings.audit_checkpoints()),
+        signer: checkpoint_signer(settings, false)?,
+    };
+    let (db, sealer) = open_for_audit(settings).await?;
+    let r = checkpoints.write(&db, &sealer, chrono::Utc::now()).await;
+    db.close().await;
+    match r {
+        Ok((c, _)) => Ok(Ok((
+            c,
+            checkpoints.path,
+            checkpoints.signer.verifier().public_hex(),
+        ))),
+        Err(audit::checkpoint::CheckpointError::Broken(v)) => Ok(Err(*v)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A running HTTP server.

@@ -113,8 +113,24 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the whole chain; exit status 1 names the first bad entry.
-    Verify,
+    /// Verify the whole chain and compare it with every signed checkpoint; exit status 1 names
+    /// the first bad entry and lists every finding.
+    Verify {
+        /// The checkpoint file (default: CHANGEGUARD_AUDIT_CHECKPOINTS, compared when it exists).
+        #[arg(long)]
+        checkpoints: Option<std::path::PathBuf>,
+        /// Check the checkpoints' signatures with this public key (64 hex digits, as
+        /// `audit checkpoint` prints it) instead of the signing key.
+        #[arg(long)]
+        checkpoint_public_key: Option<String>,
+    },
+    /// Verify the chain against the checkpoint file and, intact, append a signed checkpoint of
+    /// its head (seq and MAC); exit status 1 if it does not verify (nothing written).
+    Checkpoint {
+        /// The checkpoint file (default: CHANGEGUARD_AUDIT_CHECKPOINTS).
+        #[arg(long)]
+        checkpoints: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +202,42 @@ fn gate_verify(
             eprintln!("refused: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The result of `audit verify`: one line, then every finding.
+fn print_verification(v: &changeguard::audit::Verification, file: Option<&std::path::Path>) {
+    if let Some(f) = file {
+        println!(
+            "compared with {} checkpoint(s) of {}",
+            v.checkpoints,
+            f.display()
+        );
+    }
+    if v.ok {
+        println!("audit chain OK: {} entries", v.entries);
+        return;
+    }
+    match v.first_bad_entry {
+        Some(seq) => println!(
+            "audit chain BROKEN at entry {seq}: {} ({} entries verified)",
+            v.reason.as_deref().unwrap_or_default(),
+            v.entries
+        ),
+        None => println!(
+            "audit trail BROKEN: {}",
+            v.reason.as_deref().unwrap_or_default()
+        ),
+    }
+    for f in &v.findings {
+        let mut at = Vec::new();
+        if let Some(seq) = f.seq {
+            at.push(format!("entry {seq}"));
+        }
+        if let Some(line) = f.line {
+            at.push(format!("line {line}"));
+        }
+        println!("  {} [{}]: {}", f.code, at.join(", "), f.reason);
     }
 }
 
@@ -318,22 +370,44 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command:
+                AuditCommand::Verify {
+                    checkpoints,
+                    checkpoint_public_key,
+                },
         } => {
-            let v = changeguard::verify_audit_trail(&settings).await?;
-            if v.ok {
-                println!("audit chain OK: {} entries", v.entries);
-                Ok(ExitCode::SUCCESS)
+            let check = changeguard::CheckpointCheck {
+                file: checkpoints,
+                public_key: checkpoint_public_key,
+            };
+            let (v, file) = changeguard::verify_audit_trail(&settings, &check).await?;
+            print_verification(&v, file.as_deref());
+            Ok(if v.ok {
+                ExitCode::SUCCESS
             } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint { checkpoints },
+        } => match changeguard::write_audit_checkpoint(&settings, checkpoints).await? {
+            Ok((c, file, public)) => {
                 println!(
-                    "audit chain BROKEN at entry {}: {} ({} entries verified before it)",
-                    v.first_bad_entry.unwrap_or_default(),
-                    v.reason.unwrap_or_default(),
-                    v.first_bad_entry.unwrap_or(1) - 1
+                    "checkpoint written to {}: entry {}, MAC {}, at {}",
+                    file.display(),
+                    c.seq,
+                    c.mac,
+                    c.at
                 );
+                println!("public key {public} (kid {})", c.kid);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(v) => {
+                print_verification(&v, None);
+                println!("no checkpoint written: the trail does not verify");
                 Ok(ExitCode::from(1))
             }
-        }
+        },
         Command::Keys { command } => {
             let app = App::start(settings).await?;
             if let KeysCommand::Rotate = command {

@@ -4,7 +4,15 @@
 //! over the previous entry's hash and the entry's own canonical content. Editing, deleting or
 //! reordering any row in the database breaks the chain; somebody with database access but
 //! without the key cannot forge a consistent one. `audit_head` keeps the last sequence number
-//! and hash, so a removed tail is detected too.
+//! and hash, so a removed tail is detected too, and entries after the head (a head moved
+//! back) are reported.
+//!
+//! Somebody who deletes the tail AND moves the head back leaves a consistent chain; so does
+//! somebody holding the key who rewrites it. Neither can undo what was witnessed outside the
+//! database: [`checkpoint`] writes signed (seq, MAC) checkpoints to an append-only file, and
+//! the daily digest e-mails the latest one.
+
+pub mod checkpoint;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
@@ -173,15 +181,63 @@ fn canonical_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Result of walking the chain.
+/// One thing wrong with the trail, with a stable `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Finding {
+    /// `chain_broken` (an entry edited, removed or moved), `head_mismatch` (the head names a
+    /// missing entry or another hash), `rows_beyond_head` (entries after the head: the head was
+    /// moved back), `checkpoint_shorter` (the trail ends before a checkpoint),
+    /// `checkpoint_differs` (the entry at a checkpoint has another MAC), `checkpoint_signature`
+    /// (a checkpoint whose signature does not verify), `checkpoint_malformed` (a line that is
+    /// no checkpoint), `checkpoints_unreadable` (the checkpoint file cannot be read).
+    pub code: String,
+    /// The entry concerned, if any.
+    pub seq: Option<i64>,
+    /// The line of the checkpoint file concerned, if any (from 1).
+    pub line: Option<i64>,
+    /// 中文 / English.
+    pub reason: String,
+}
+
+impl Finding {
+    pub fn new(code: &str, seq: Option<i64>, line: Option<i64>, reason: String) -> Finding {
+        Finding {
+            code: code.to_string(),
+            seq,
+            line,
+            reason,
+        }
+    }
+}
+
+/// Result of walking the chain (and comparing it with the checkpoints).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
+    /// No finding.
     pub ok: bool,
+    /// Entries verified, from the first up to the head (or the first bad entry).
     pub entries: i64,
-    /// Sequence number of the first entry that does not verify.
+    /// MAC of the last verified entry: what a checkpoint of this verification witnesses.
+    pub mac: String,
+    /// Sequence number of the first entry that does not verify (of the first finding that
+    /// names one).
     pub first_bad_entry: Option<i64>,
-    /// Why it does not verify.
+    /// Why it does not verify (the first finding's reason).
     pub reason: Option<String>,
+    /// Checkpoints compared with the trail (signed lines of the checkpoint file).
+    pub checkpoints: i64,
+    /// Everything wrong, in the order found.
+    pub findings: Vec<Finding>,
+}
+
+impl Verification {
+    /// Adds findings and recomputes `ok`, `first_bad_entry` and `reason`.
+    pub fn add(&mut self, findings: impl IntoIterator<Item = Finding>) {
+        self.findings.extend(findings);
+        self.ok = self.findings.is_empty();
+        self.first_bad_entry = self.findings.iter().find_map(|f| f.seq);
+        self.reason = self.findings.first().map(|f| f.reason.clone());
+    }
 }
 
 /// Checks entries in order; call [`Verifier::push`] for each record, then [`Verifier::finish`].
@@ -212,14 +268,16 @@ impl<'a> Verifier<'a> {
         }
         let problem = if r.seq != self.expected_seq {
             Some(format!(
-                "sequence jumps from {} to {}",
+                "序号从 {} 跳到 {} / sequence jumps from {} to {}",
+                self.expected_seq - 1,
+                r.seq,
                 self.expected_seq - 1,
                 r.seq
             ))
         } else if r.prev_hash != self.prev_hash {
-            Some("does not link to the previous entry".to_string())
+            Some("未链接到前一条记录 / does not link to the previous entry".to_string())
         } else if self.sealer.seal(r) != r.hash {
-            Some("content does not match its MAC".to_string())
+            Some("内容与其 MAC 不符 / content does not match its MAC".to_string())
         } else {
             None
         };
@@ -235,32 +293,63 @@ impl<'a> Verifier<'a> {
     /// `head` is the (seq, hash) recorded in `audit_head`.
     pub fn finish(self, head: (i64, String)) -> Verification {
         let entries = self.expected_seq - 1;
-        if let Some((seq, reason)) = self.bad {
-            return Verification {
-                ok: false,
-                entries,
-                first_bad_entry: Some(seq),
-                reason: Some(reason),
-            };
-        }
-        if head.0 != entries || head.1 != self.prev_hash {
-            return Verification {
-                ok: false,
-                entries,
-                first_bad_entry: Some(entries + 1),
-                reason: Some(format!(
-                    "the chain ends at entry {entries} but its head records entry {}",
-                    head.0
-                )),
-            };
-        }
-        Verification {
+        let mut v = Verification {
             ok: true,
             entries,
+            mac: self.prev_hash.clone(),
             first_bad_entry: None,
             reason: None,
+            checkpoints: 0,
+            findings: Vec::new(),
+        };
+        if let Some((seq, reason)) = self.bad {
+            v.add([Finding::new("chain_broken", Some(seq), None, reason)]);
+            return v;
         }
+        if head.0 > entries {
+            v.add([Finding::new(
+                "head_mismatch",
+                Some(entries + 1),
+                None,
+                format!(
+                    "链头记录第 {} 条，但轨迹止于第 {entries} 条：链头指向不存在的记录 / \
+                     the head records entry {} but the chain ends at entry {entries}: the head \
+                     points to a missing entry",
+                    head.0, head.0
+                ),
+            )]);
+        } else if head.0 != entries || head.1 != self.prev_hash {
+            v.add([Finding::new(
+                "head_mismatch",
+                Some(entries + 1),
+                None,
+                format!(
+                    "轨迹止于第 {entries} 条，但链头记录第 {} 条（散列值不符） / the chain ends at \
+                     entry {entries} but its head records entry {} with another hash",
+                    head.0, head.0
+                ),
+            )]);
+        }
+        v
     }
+}
+
+/// The finding for entries after the head (`last` is the highest sequence number stored): the
+/// head was moved back, hiding them (and every later append collides with them).
+pub fn rows_beyond_head(head: i64, last: i64) -> Option<Finding> {
+    (last > head).then(|| {
+        Finding::new(
+            "rows_beyond_head",
+            Some(head + 1),
+            None,
+            format!(
+                "第 {} 至 {last} 条记录位于链头（第 {head} 条）之后：链头被回拨 / entries {} to \
+                 {last} lie beyond the head (entry {head}): the head was moved back",
+                head + 1,
+                head + 1
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -343,5 +432,38 @@ mod tests {
             verify(&forged, (5, forged[4].hash.clone())).first_bad_entry,
             Some(5)
         );
+    }
+
+    #[test]
+    fn a_head_moved_back_or_pointing_past_the_end_is_reported() {
+        let rows = chain(5);
+        // Head moved back to entry 3 with entry 3's hash, rows 4 and 5 left: the walk up to
+        // the head is consistent; the rows beyond it are the finding.
+        let v = verify(&rows[..3], (3, rows[2].hash.clone()));
+        assert!(v.ok);
+        let f = rows_beyond_head(3, 5).unwrap();
+        assert_eq!((f.code.as_str(), f.seq), ("rows_beyond_head", Some(4)));
+        assert!(
+            f.reason.contains("entries 4 to 5 lie beyond the head"),
+            "{}",
+            f.reason
+        );
+        assert!(rows_beyond_head(5, 5).is_none());
+        // The head names entry 5 but the trail ends at 4.
+        let v = verify(&rows[..4], (5, rows[4].hash.clone()));
+        assert_eq!(v.findings[0].code, "head_mismatch");
+        assert!(v.reason.unwrap().contains("points to a missing entry"));
+        // Findings accumulate; the first bad entry is the first one that names an entry.
+        let mut v = verify(&rows, (5, rows[4].hash.clone()));
+        v.add([Finding::new(
+            "checkpoint_signature",
+            None,
+            Some(1),
+            "x".into(),
+        )]);
+        v.add(rows_beyond_head(5, 7));
+        assert!(!v.ok);
+        assert_eq!(v.first_bad_entry, Some(6));
+        assert_eq!(v.reason.as_deref(), Some("x"));
     }
 }

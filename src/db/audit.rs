@@ -1,9 +1,13 @@
 //! Appending to and reading the audit chain.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::{Backend, Db, Result, Tx};
-use crate::audit::{Entry, Record, Sealer, Verification, Verifier, truncate_micros};
+use crate::audit::{
+    Entry, Record, Sealer, Verification, Verifier, rows_beyond_head, truncate_micros,
+};
 use crate::{on_pool, on_tx};
 
 macro_rules! cols {
@@ -96,7 +100,9 @@ pub async fn list(db: &Db, limit: i64, before: Option<i64>) -> Result<Vec<Record
 }
 
 /// Walks the chain in pages, up to the head as it was when the walk began (entries appended
-/// meanwhile are left for the next walk, so a busy service gives no false alarm).
+/// meanwhile are left for the next walk, so a busy service gives no false alarm). Then, in one
+/// statement (one snapshot, so a concurrent append cannot look like one), compares the head
+/// with the highest sequence number stored: entries beyond the head mean it was moved back.
 pub async fn verify(db: &Db, sealer: &Sealer) -> Result<Verification> {
     const PAGE: i64 = 2000;
     let head = on_pool!(db, |p| sqlx::query_as::<_, (i64, String)>(
@@ -126,5 +132,39 @@ pub async fn verify(db: &Db, sealer: &Sealer) -> Result<Verification> {
             _ => break,
         }
     }
-    Ok(verifier.finish(head))
+    let mut v = verifier.finish(head);
+    let (head_now, last) = head_and_last(db).await?;
+    v.add(rows_beyond_head(head_now, last));
+    Ok(v)
+}
+
+/// The head's sequence number and the highest one stored, read in one statement.
+pub async fn head_and_last(db: &Db) -> Result<(i64, i64)> {
+    Ok(on_pool!(db, |p| {
+        sqlx::query_as::<_, (i64, i64)>(
+        "SELECT h.seq, COALESCE((SELECT MAX(seq) FROM audit_log), 0) FROM audit_head h WHERE h.id = 1"
+    )
+    .fetch_one(p)
+    .await
+    })?)
+}
+
+/// The stored MAC of each of `seqs` that exists.
+pub async fn hashes_at(db: &Db, seqs: &[i64]) -> Result<BTreeMap<i64, String>> {
+    let mut out = BTreeMap::new();
+    for &seq in seqs {
+        if out.contains_key(&seq) {
+            continue;
+        }
+        let hash = on_pool!(db, |p| sqlx::query_scalar::<_, String>(
+            "SELECT hash FROM audit_log WHERE seq = $1"
+        )
+        .bind(seq)
+        .fetch_optional(p)
+        .await)?;
+        if let Some(h) = hash {
+            out.insert(seq, h);
+        }
+    }
+    Ok(out)
 }

@@ -248,10 +248,19 @@ async fn digest(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<Optio
             })
         })
         .collect();
+    // The latest audit checkpoint, so the head of the trail is witnessed off the machine too.
+    let checkpoint =
+        crate::audit::checkpoint::latest(&app.checkpoints.path, &app.checkpoints.signer.verifier())
+            .map(|c| {
+                let at = DateTime::parse_from_rfc3339(&c.at)
+                    .map(|t| super::local(t.with_timezone(&Utc), tz))
+                    .unwrap_or_else(|_| c.at.clone());
+                json!({"seq": c.seq, "mac": c.short_mac(), "at": at})
+            });
     let ctx = json!({
         "days": app.policies.notifications.schedules.digest_working_days,
         "from": today.to_string(), "to": last.to_string(), "timezone": tz.name(),
-        "changes": changes,
+        "changes": changes, "checkpoint": checkpoint,
     });
     super::enqueue_other(app, "digest", "digest", &ctx, None, now).await
 }
@@ -324,21 +333,45 @@ async fn rotation_reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> R
     crate::vault::remind_rotation(app, now).await
 }
 
-/// Walks the whole audit chain. Intact: logged, and the gauge `changeguard_audit_chain_intact`
-/// is 1. Broken: the gauge is 0, an error is logged, the finding is appended to the trail and
-/// e-mailed (`audit_broken`). Ok(true): intact.
+/// Walks the whole audit chain and compares it with the checkpoint file. Intact: a signed
+/// checkpoint of the head is appended to the file, logged, and the gauge
+/// `changeguard_audit_chain_intact` is 1. Broken: the gauge is 0, an error is logged, the
+/// finding is appended to the trail and e-mailed (`audit_broken`); no checkpoint. Ok(true):
+/// intact.
 async fn audit_verify(app: &App, now: DateTime<Utc>) -> Result<bool> {
-    let v = crate::db::audit::verify(&app.db, &app.sealer).await?;
-    metrics::gauge!("changeguard_audit_chain_intact").set(if v.ok { 1.0 } else { 0.0 });
-    if v.ok {
-        tracing::info!(entries = v.entries, "audit chain verified: intact");
-        return Ok(true);
-    }
+    use crate::audit::checkpoint::CheckpointError;
+    let v = match app.checkpoints.write(&app.db, &app.sealer, now).await {
+        Ok((c, v)) => {
+            metrics::gauge!("changeguard_audit_chain_intact").set(1.0);
+            tracing::info!(
+                entries = v.entries,
+                checkpoints = v.checkpoints,
+                checkpoint_seq = c.seq,
+                checkpoint_mac = %c.mac,
+                file = %app.checkpoints.path.display(),
+                "audit chain verified: intact; checkpoint written"
+            );
+            return Ok(true);
+        }
+        Err(CheckpointError::Broken(v)) => *v,
+        Err(CheckpointError::Io { path, source }) => {
+            // The chain verified, but its witness could not be written: the job failed.
+            metrics::gauge!("changeguard_audit_chain_intact").set(1.0);
+            return Err(Error::Internal(anyhow::anyhow!(
+                "audit checkpoint file {}: {source}",
+                path.display()
+            )));
+        }
+        Err(CheckpointError::Store(e)) => return Err(e.into()),
+    };
+    metrics::gauge!("changeguard_audit_chain_intact").set(0.0);
     let mut entry =
         crate::audit::Entry::ok(None, "audit.verify_scheduled", "audit_log".to_string())
-            .with_details(
-                json!({"ok": v.ok, "entries": v.entries, "first_bad_entry": v.first_bad_entry}),
-            );
+            .with_details(json!({
+                "ok": v.ok, "entries": v.entries, "first_bad_entry": v.first_bad_entry,
+                "checkpoints": v.checkpoints,
+                "findings": v.findings.iter().map(|f| &f.code).collect::<Vec<_>>(),
+            }));
     let first_bad = v
         .first_bad_entry
         .map_or_else(|| "—".to_string(), |n| n.to_string());
@@ -355,14 +388,31 @@ async fn audit_verify(app: &App, now: DateTime<Utc>) -> Result<bool> {
     .fact(app, "原因", "Reason", v.reason.as_deref().unwrap_or("—"))
     .link(app, "/console/audit");
     let tx = crate::deed::Deed::open(app).await?;
-    super::commit_with_bulletin(
+    if let Err(e) = super::commit_with_bulletin(
         app,
         tx,
         ("audit_broken", super::Parties::default(), &bulletin),
         &entry,
         now,
     )
-    .await?;
+    .await
+    {
+        // A trail whose head was moved back refuses every append (the next seq is taken): the
+        // finding cannot enter it, but the people who must hear of it still do.
+        tracing::error!(error = %e, "the audit finding could not be appended to the trail; e-mailing it alone");
+        let mut tx = crate::deed::Deed::open(app).await?;
+        super::enqueue_bulletin(
+            app,
+            &mut tx,
+            "audit_broken",
+            super::Parties::default(),
+            &bulletin,
+            now,
+        )
+        .await?;
+        tx.commit_bookkeeping(crate::deed::Bookkeeping::ScheduledNotice)
+            .await?;
+    }
     Ok(false)
 }
 

@@ -5,6 +5,7 @@ mod harness;
 mod openapi;
 
 mod approvals;
+mod audit_checkpoints;
 mod audit_trail;
 mod auth;
 mod changes;

@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(roles::user_permissions))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::checkpoint))
         .routes(routes!(workdays::earliest_start))
         .routes(routes!(workdays::days))
         .routes(routes!(workdays::status))

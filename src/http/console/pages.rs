@@ -967,7 +967,7 @@ pub async fn audit(State(app): State<App>, s: Session, Query(q): Query<AuditQuer
     let tz = app.policies.change.timezone;
     let (entries, verification) = match tokio::try_join!(
         crate::db::audit::list(&app.db, 100, q.before),
-        crate::db::audit::verify(&app.db, &app.sealer)
+        app.verify_audit()
     ) {
         Ok(r) => r,
         Err(e) => return error_page(&app, Some(&s), s.lang, e.into()),
