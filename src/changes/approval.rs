@@ -94,11 +94,14 @@ pub fn may_decide<'a>(
         if actor == parties.requester || actor == parties.assignee {
             return Err(Refusal::DelegateIsParty);
         }
-        if let Some(own) = own.iter().find(|o| incompatible(o, role)) {
-            return Err(Refusal::IncompatibleDuty {
-                role: role.clone(),
-                own: own.clone(),
-            });
+        // Every role of the delegator's that this stage names is exercised.
+        for exercised in authority.roles.iter().filter(|r| stage.roles.contains(r)) {
+            if let Some(own) = own.iter().find(|o| incompatible(o, exercised)) {
+                return Err(Refusal::IncompatibleDuty {
+                    role: exercised.clone(),
+                    own: own.clone(),
+                });
+            }
         }
     }
     let counted = |p: i64| decisions.iter().any(|d| d.people().any(|x| x == p));

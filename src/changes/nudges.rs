@@ -30,9 +30,22 @@ pub async fn nudge_waiting(app: &App, now: DateTime<Utc>) -> Result<usize> {
     let hours = (policy.approval.work_starts, policy.approval.work_ends);
     let mut sent = 0;
     for id in adb::waiting(&app.db).await? {
-        // Read without locking first: most waiting stages are not due.
-        let row = db::get_change(&app.db, id).await?;
-        let plan = stages::plan_of(app, &row)?;
+        // Read without locking first: most waiting stages are not due. One change that cannot
+        // be read stops nobody else's reminders.
+        let row = match db::get_change(&app.db, id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(change = id, error = %e, "cannot read a change waiting for approval");
+                continue;
+            }
+        };
+        let plan = match stages::plan_of(app, &row) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(change = id, error = %e, "cannot read the approval stages of a change");
+                continue;
+            }
+        };
         let decisions: Vec<StageDecision> = adb::decisions_of(&app.db, &[id])
             .await?
             .into_iter()

@@ -263,13 +263,14 @@ pub async fn delegates_of(tx: &mut Tx, delegators: &[i64], now: DateTime<Utc>) -
     for id in delegators {
         let ids = on_tx!(tx, |c| {
             sqlx::query_scalar::<_, i64>(
-            "SELECT delegate_id FROM delegations WHERE delegator_id = $1 AND revoked_at IS NULL \
-             AND starts_at <= $2 AND ends_at > $2"
-        )
-        .bind(*id)
-        .bind(now)
-        .fetch_all(c)
-        .await
+                "SELECT d.delegate_id FROM delegations d JOIN users u ON u.id = d.delegate_id \
+             WHERE d.delegator_id = $1 AND d.revoked_at IS NULL AND d.starts_at <= $2 \
+             AND d.ends_at > $2 AND u.active AND u.kind = 'person'",
+            )
+            .bind(*id)
+            .bind(now)
+            .fetch_all(c)
+            .await
         })?;
         out.extend(ids);
     }
