@@ -243,17 +243,16 @@ pub fn read(path: &Path) -> std::io::Result<String> {
     }
 }
 
-/// The finding for a checkpoint file that cannot be read.
+/// The finding for a checkpoint file that cannot be read. The path and the error go to the log
+/// only: the finding is served to API clients.
 pub fn unreadable(path: &Path, e: &std::io::Error) -> Finding {
+    tracing::error!(path = %path.display(), error = %e, "cannot read the audit checkpoint file");
     Finding::new(
         "checkpoints_unreadable",
         None,
         None,
-        format!(
-            "无法读取检查点文件 {} / cannot read the checkpoint file {}: {e}",
-            path.display(),
-            path.display()
-        ),
+        "无法读取检查点文件（原因见服务日志） / cannot read the checkpoint file (see the service log)"
+            .to_string(),
     )
 }
 
