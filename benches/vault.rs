@@ -78,28 +78,27 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
     .await;
     let cred = post(&c, u("/api/v1/credentials"), Some(&admin),
         json!({"name": "core-db dba", "system": "core-db", "account": "dba", "kind": "password", "secret": "bench-secret"})).await["id"].as_i64().unwrap();
+    // People are made as `changeguard user create --role R` makes them (the server's console):
+    // their own password, the role in force at once.
     let mk_user = |name: String, role: &'static str| {
-        let c = c.clone();
-        let admin = admin.clone();
-        let users = u("/api/v1/users");
+        let app = app.clone();
         async move {
-            let id = post(
-                &c,
-                users.clone(),
-                Some(&admin),
-                json!({"username": name, "display_name": name, "department": "科技部",
-                "email": format!("{name}@bank.example"), "password": PASSWORD}),
+            let user = changeguard::accounts::create_user(
+                &app,
+                None,
+                changeguard::accounts::CreateUser {
+                    username: name.clone(),
+                    display_name: name.clone(),
+                    department: "科技部".into(),
+                    email: format!("{name}@bank.example"),
+                    password: SecretString::from(PASSWORD),
+                },
             )
-            .await["id"]
-                .as_i64()
+            .await
+            .unwrap();
+            changeguard::accounts::grant_role_unattended(&app, user.id, role)
+                .await
                 .unwrap();
-            post(
-                &c,
-                format!("{users}/{id}/roles"),
-                Some(&admin),
-                json!({"role": role}),
-            )
-            .await;
         }
     };
     mk_user("mgr.bench".into(), "manager").await;
@@ -188,6 +187,7 @@ async fn run(backend: &str, database_url: String, dir: &std::path::Path) -> Stri
         session_id: String::new(),
         token: None,
         permitted_by: Vec::new(),
+        scope: changeguard::db::users::SessionScope::Full,
     };
     let credential = changeguard::db::vault::get_credential(&app.db, cred)
         .await

@@ -205,6 +205,15 @@ impl App {
                 "首次启动：已创建管理员 admin，初始密码 / first start: created user admin with password: {password}"
             );
         }
+        for (user, a, b) in accounts::incompatible_holdings(&app)
+            .await
+            .map_err(|e| anyhow::anyhow!("checking incompatible duties: {e}"))?
+        {
+            tracing::warn!(
+                user, role = %a, other = %b,
+                "不相容职责：该用户同时持有两个不相容的角色，请撤销其一 / incompatible duties: this user holds two incompatible roles; revoke one"
+            );
+        }
         Ok(app)
     }
 }

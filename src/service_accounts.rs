@@ -83,6 +83,7 @@ pub async fn create(app: &App, who: &Principal, req: CreateServiceAccount) -> Re
             email: "",
             // Not a password hash: nothing verifies against it (and login never reads it).
             password_hash: "!service-account",
+            password_temporary_until: None,
         },
         now,
     )

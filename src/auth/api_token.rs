@@ -63,6 +63,7 @@ pub(super) async fn authenticate(app: &App, secret: &str, now: DateTime<Utc>) ->
         session_id: format!("token:{}", found.token_id),
         token: Some(found.token_name),
         permitted_by: Vec::new(),
+        scope: crate::db::users::SessionScope::Full,
     })
 }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::App;
 use crate::audit::Entry;
-use crate::db::users as users_db;
+use crate::db::users::{self as users_db, SessionScope};
 use crate::deed::Bookkeeping;
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
@@ -41,6 +41,9 @@ pub struct LoginOk {
     pub token_type: &'static str,
     /// Seconds until the token expires.
     pub expires_in: i64,
+    /// The password is temporary (an admin set it): this token may only change it
+    /// (`POST /api/v1/me/password`), read `GET /api/v1/me` and log out.
+    pub must_change_password: bool,
 }
 
 fn invalid_credentials(subject: Option<String>) -> Error {
@@ -163,6 +166,17 @@ pub async fn login(
         Some((user, _)) if ok && user.active => user,
         _ => return Err(invalid_credentials(subject)),
     };
+    // Said only to whoever knows the password: it names no account to anybody else.
+    if user
+        .password_temporary_until
+        .is_some_and(|until| until <= now)
+    {
+        return Err(Error::Unauthenticated {
+            code: "temporary_password_expired",
+            message: "临时密码已过期，请联系管理员重新设置 / The temporary password has expired; ask an administrator to set a new one".into(),
+            subject,
+        });
+    }
     second_factor(app, &user, totp, now).await?;
     for (key, _) in &keys {
         users_db::clear_throttle(&app.db, key).await?;
@@ -175,7 +189,19 @@ pub async fn login(
     let expires_at = now + ttl;
     let session_id = uuid::Uuid::new_v4().to_string();
     let mut tx = crate::deed::Deed::open(app).await?;
-    users_db::insert_session(&mut tx, &session_id, user.id, now, expires_at).await?;
+    let scope = if user.password_temporary_until.is_some() {
+        SessionScope::PasswordChange
+    } else {
+        SessionScope::Full
+    };
+    let session = users_db::NewSession {
+        id: &session_id,
+        user_id: user.id,
+        expires_at,
+        scope,
+        address: address.as_deref(),
+    };
+    users_db::insert_session(&mut tx, &session, now).await?;
     let entry = Entry::ok(
         Some((user.id, &user.username)),
         "auth.login",
@@ -188,7 +214,31 @@ pub async fn login(
         access_token,
         token_type: "Bearer",
         expires_in: ttl.num_seconds(),
+        must_change_password: scope == SessionScope::PasswordChange,
     })
+}
+
+/// Checks the password of a signed-in person (changing it), counted by the same delay as a
+/// login: a stolen session cannot guess its way to the account's password.
+pub(crate) async fn verify_password(
+    app: &App,
+    username: &str,
+    password: &SecretString,
+    client: Option<IpAddr>,
+) -> Result<bool> {
+    let keys = throttle_keys(username, client, false);
+    claim_attempt(app, &keys).await?;
+    let found = users_db::credentials(&app.db, username).await?;
+    let ok = app
+        .hasher
+        .verify(password, found.as_ref().map(|(_, h)| h.as_str()))
+        .await?;
+    if ok {
+        for (key, _) in &keys {
+            users_db::clear_throttle(&app.db, key).await?;
+        }
+    }
+    Ok(ok)
 }
 
 /// The login second factor, for holders of the roles `policies/security.toml` names. A refused
@@ -304,6 +354,7 @@ pub async fn authenticate(
         session_id: claims.jti,
         token: None,
         permitted_by: Vec::new(),
+        scope: found.scope,
     })
 }
 

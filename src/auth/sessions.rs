@@ -122,9 +122,11 @@ mod tests {
                 kind: crate::db::users::AccountKind::Person,
                 created_at: now,
                 updated_at: now,
+                password_temporary_until: None,
             },
             roles: vec!["tech_operator".into()],
             valid_until,
+            scope: crate::db::users::SessionScope::Full,
         })
     }
 

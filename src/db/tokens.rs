@@ -102,7 +102,7 @@ pub async fn token_user(
         last_used_at: Option<DateTime<Utc>>,
     }
     let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
-               u.kind, u.created_at, u.updated_at, g.role, t.id AS token_id, \
+               u.kind, u.created_at, u.updated_at, u.password_temporary_until, g.role, t.id AS token_id, \
                t.name AS token_name, t.last_used_at FROM api_tokens t \
                JOIN users u ON u.id = t.user_id \
                LEFT JOIN role_grants g ON g.user_id = u.id \

@@ -19,6 +19,9 @@ pub struct User {
     pub kind: AccountKind,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when an admin chose the password (creation or reset): until then it signs in only to
+    /// be changed (`must_change_password`), and not at all afterwards.
+    pub password_temporary_until: Option<DateTime<Utc>>,
 }
 
 /// Who an account is.
@@ -51,7 +54,8 @@ impl TryFrom<String> for AccountKind {
 
 macro_rules! user_cols {
     () => {
-        "id, username, display_name, department, email, active, kind, created_at, updated_at"
+        "id, username, display_name, department, email, active, kind, created_at, updated_at, \
+         password_temporary_until"
     };
 }
 
@@ -62,12 +66,15 @@ pub struct NewUser<'a> {
     pub department: &'a str,
     pub email: &'a str,
     pub password_hash: &'a str,
+    /// An admin chose the password: it is temporary until then.
+    pub password_temporary_until: Option<DateTime<Utc>>,
 }
 
 pub async fn insert(tx: &mut Tx, u: &NewUser<'_>, now: DateTime<Utc>) -> Result<User> {
     let sql = concat!(
         "INSERT INTO users (username, display_name, department, email, password_hash, active, \
-         kind, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $7, $6, $6) RETURNING ",
+         kind, created_at, updated_at, password_temporary_until) \
+         VALUES ($1, $2, $3, $4, $5, TRUE, $7, $6, $6, $8) RETURNING ",
         user_cols!()
     );
     let user = on_tx!(tx, |c| sqlx::query_as::<_, User>(sql)
@@ -78,6 +85,7 @@ pub async fn insert(tx: &mut Tx, u: &NewUser<'_>, now: DateTime<Utc>) -> Result<
         .bind(u.password_hash)
         .bind(now)
         .bind(u.kind.as_str())
+        .bind(u.password_temporary_until)
         .fetch_one(c)
         .await)?;
     Ok(user)
@@ -154,7 +162,8 @@ pub struct UserChanges<'a> {
     pub department: Option<&'a str>,
     pub email: Option<&'a str>,
     pub active: Option<bool>,
-    pub password_hash: Option<&'a str>,
+    /// A new password, and until when it is temporary (`None`: the holder chose it).
+    pub password: Option<(&'a str, Option<DateTime<Utc>>)>,
 }
 
 pub async fn update(
@@ -167,6 +176,7 @@ pub async fn update(
         "UPDATE users SET display_name = COALESCE($2, display_name), \
          department = COALESCE($3, department), email = COALESCE($4, email), \
          active = COALESCE($5, active), password_hash = COALESCE($6, password_hash), \
+         password_temporary_until = CASE WHEN $8 THEN $9 ELSE password_temporary_until END, \
          updated_at = $7 WHERE id = $1 RETURNING ",
         user_cols!()
     );
@@ -176,8 +186,10 @@ pub async fn update(
         .bind(ch.department)
         .bind(ch.email)
         .bind(ch.active)
-        .bind(ch.password_hash)
+        .bind(ch.password.map(|(h, _)| h))
         .bind(now)
+        .bind(ch.password.is_some())
+        .bind(ch.password.and_then(|(_, until)| until))
         .fetch_one(c)
         .await)?)
 }
@@ -192,22 +204,135 @@ pub struct SessionUser {
     /// When this answer runs out by itself: the session's end or the first expiry of a grant
     /// in force, whichever comes first.
     pub valid_until: DateTime<Utc>,
+    pub scope: SessionScope,
 }
 
-pub async fn insert_session(
+/// What a session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionScope {
+    /// Everything the user's roles permit.
+    Full,
+    /// Signed in with a temporary password: only changing it.
+    PasswordChange,
+}
+
+impl SessionScope {
+    fn as_db(self) -> Option<&'static str> {
+        match self {
+            SessionScope::Full => None,
+            SessionScope::PasswordChange => Some("password_change"),
+        }
+    }
+}
+
+impl TryFrom<Option<String>> for SessionScope {
+    type Error = super::CorruptValue;
+    fn try_from(s: Option<String>) -> std::result::Result<Self, Self::Error> {
+        match s.as_deref() {
+            None => Ok(SessionScope::Full),
+            Some("password_change") => Ok(SessionScope::PasswordChange),
+            Some(other) => Err(super::CorruptValue::new(
+                "sessions.scope",
+                other.to_string(),
+            )),
+        }
+    }
+}
+
+/// A session as its owner (or an admin) sees it in the list.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The client address it signed in from, when known.
+    pub address: Option<String>,
+    #[sqlx(try_from = "Option<String>")]
+    pub scope: SessionScope,
+}
+
+/// The live sessions of a user, newest first.
+pub async fn sessions_of(db: &Db, user_id: i64, now: DateTime<Utc>) -> Result<Vec<SessionRow>> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, SessionRow>(
+        "SELECT id, created_at, expires_at, address, scope FROM sessions \
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+         ORDER BY created_at DESC, id"
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Ends one live session of `user_id`; false when there is none by that id.
+pub async fn revoke_session_of(
     tx: &mut Tx,
-    id: &str,
     user_id: i64,
+    id: &str,
     now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
-        "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)"
+) -> Result<bool> {
+    let n = on_tx!(tx, |c| sqlx::query(
+        "UPDATE sessions SET revoked_at = $3 WHERE id = $1 AND user_id = $2 \
+         AND revoked_at IS NULL AND expires_at > $3"
     )
     .bind(id)
     .bind(user_id)
     .bind(now)
-    .bind(expires_at)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Ends every session of `user_id` but `keep`, and gives `keep` the full scope.
+pub async fn end_other_sessions(
+    tx: &mut Tx,
+    user_id: i64,
+    keep: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 \
+         AND revoked_at IS NULL"
+    )
+    .bind(user_id)
+    .bind(keep)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE sessions SET scope = NULL WHERE id = $1 AND user_id = $2"
+    )
+    .bind(keep)
+    .bind(user_id)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// A session about to be opened.
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub user_id: i64,
+    pub expires_at: DateTime<Utc>,
+    pub scope: SessionScope,
+    pub address: Option<&'a str>,
+}
+
+pub async fn insert_session(tx: &mut Tx, s: &NewSession<'_>, now: DateTime<Utc>) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, expires_at, scope, address) \
+         VALUES ($1, $2, $3, $4, $5, $6)"
+    )
+    .bind(s.id)
+    .bind(s.user_id)
+    .bind(now)
+    .bind(s.expires_at)
+    .bind(s.scope.as_db())
+    .bind(s.address)
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
@@ -226,11 +351,14 @@ pub async fn session_user(
         #[sqlx(flatten)]
         user: User,
         role: Option<String>,
+        #[sqlx(try_from = "Option<String>")]
+        scope: SessionScope,
         session_expires_at: DateTime<Utc>,
         grant_expires_at: Option<DateTime<Utc>>,
     }
     let sql = "SELECT u.id, u.username, u.display_name, u.department, u.email, u.active, \
-               u.kind, u.created_at, u.updated_at, g.role, s.expires_at AS session_expires_at, \
+               u.kind, u.created_at, u.updated_at, u.password_temporary_until, g.role, \
+               s.scope, s.expires_at AS session_expires_at, \
                g.expires_at AS grant_expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
                LEFT JOIN role_grants g ON g.user_id = u.id \
                AND (g.expires_at IS NULL OR g.expires_at > $2) \
@@ -251,6 +379,7 @@ pub async fn session_user(
     let (Some(first), Some(valid_until)) = (rows.next(), valid_until) else {
         return Ok(None);
     };
+    let scope = first.scope;
     let roles = std::iter::once(first.role)
         .chain(rows.map(|r| r.role))
         .flatten()
@@ -259,6 +388,7 @@ pub async fn session_user(
         user: first.user,
         roles,
         valid_until,
+        scope,
     }))
 }
 

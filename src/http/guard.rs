@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::problem::{ApiError, Audited, Refusal, problem};
 use crate::App;
 use crate::audit::{Entry, Outcome};
+use crate::db::users::SessionScope;
 use crate::error::Error;
 use crate::rbac::{Facts, Principal, Resource};
 
@@ -188,10 +189,12 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
                     policy_ids: Vec::new(),
                 },
             )),
+            Ok(who) if !within_scope(&who, &info.operation) => Err(out_of_scope(who)),
             Ok(who) => Ok(Some(who)),
         },
         Access::Permission(p) => match crate::auth::authenticate(app, token, now).await {
             Err(e) => Err((None, e)),
+            Ok(who) if !within_scope(&who, &info.operation) => Err(out_of_scope(who)),
             Ok(mut who) => {
                 let d = app
                     .policies
@@ -243,6 +246,29 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         }
     }
     response
+}
+
+/// Whether the caller's session may use `operation`: a session opened with a temporary password
+/// reads who it is, changes the password and logs out, nothing else.
+fn within_scope(who: &Principal, operation: &str) -> bool {
+    match who.scope {
+        SessionScope::Full => true,
+        SessionScope::PasswordChange => {
+            matches!(operation, "me.get" | "me.password" | "auth.logout")
+        }
+    }
+}
+
+/// The refusal of a request outside the caller's session scope.
+fn out_of_scope(who: Principal) -> (Option<Principal>, Error) {
+    (
+        Some(who),
+        Error::Forbidden {
+            code: "password_change_required",
+            message: "请先修改临时密码 / Change your temporary password first".into(),
+            policy_ids: Vec::new(),
+        },
+    )
 }
 
 /// A refused write, as the audit trail records it.

@@ -36,6 +36,8 @@ pub const EVENTS: &[&str] = &[
     "approval_reminder",
     "approval_escalated",
     "delegation_granted",
+    "role_requested",
+    "role_decided",
 ];
 
 /// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
@@ -49,6 +51,8 @@ pub fn parties_of(event: &str) -> &'static [&'static str] {
         "credential_revealed" | "rotation_reminder" => &["assignee"],
         // A standing grant: the admin who gave it and its grantee.
         "grant_requested" | "grant_decided" => &["requester", "assignee"],
+        // A privileged role: requester = who asked for it, assignee = the grantee.
+        "role_requested" | "role_decided" => &["requester", "assignee"],
         // A delegation: requester = who delegates, assignee = the delegate.
         "delegation_granted" => &["requester", "assignee"],
         // A stage of a change's approval: its approvers (and their delegates), and the role

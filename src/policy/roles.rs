@@ -22,7 +22,15 @@ pub struct Role {
     /// a token can never carry a person's privileges (approving, granting, revealing).
     #[serde(default)]
     pub machine: bool,
+    /// A grant of this role takes effect only when a second person approves it (dual control).
+    /// `admin`, `manager` and `compliance` are privileged whatever this says.
+    #[serde(default)]
+    pub privileged: bool,
 }
+
+/// Roles whose grant always needs a second person, whatever `roles.toml` says: they administer
+/// the service, approve changes, or watch both.
+pub const ALWAYS_PRIVILEGED: &[&str] = &["admin", "manager", "compliance"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +91,13 @@ impl RoleCatalog {
                     format!("role `{name}` needs title_zh and title_en"),
                 ));
             }
+            if role.machine && (role.privileged || ALWAYS_PRIVILEGED.contains(&name.as_str())) {
+                return Err(PolicyFileError::at(
+                    path,
+                    line_of_role(name),
+                    format!("role `{name}` is for machines: it may not be privileged"),
+                ));
+            }
             if role.machine && (name == "admin" || !role.grantable.is_empty()) {
                 return Err(PolicyFileError::at(
                     path,
@@ -133,6 +148,31 @@ impl RoleCatalog {
             .any(|[x, y]| (x == a && y == b) || (x == b && y == a))
     }
 
+    /// The roles incompatible with `role`.
+    pub fn incompatible_with<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.incompatible.iter().filter_map(move |[x, y]| {
+            if x == role {
+                Some(y.as_str())
+            } else if y == role {
+                Some(x.as_str())
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The first role of `held` that is incompatible with `role`, if any.
+    pub fn conflict<'a>(&self, held: &'a [String], role: &str) -> Option<&'a str> {
+        held.iter()
+            .map(String::as_str)
+            .find(|h| self.incompatible(h, role))
+    }
+
+    /// Whether a grant of `role` needs a second person.
+    pub fn is_privileged(&self, role: &str) -> bool {
+        ALWAYS_PRIVILEGED.contains(&role) || self.roles.get(role).is_some_and(|r| r.privileged)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Role> {
         self.roles.get(name)
     }
@@ -176,6 +216,28 @@ mod tests {
         let e = RoleCatalog::parse(Path::new("roles.toml"), src).unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.reason.contains("ghost"), "{e}");
+    }
+
+    #[test]
+    fn privilege_and_incompatibility_come_from_the_catalogue() {
+        let src = "[roles.admin]\ntitle_zh = \"管理员\"\ntitle_en = \"Admin\"\n\
+                   [roles.lead]\ntitle_zh = \"负责人\"\ntitle_en = \"Lead\"\nprivileged = true\n\
+                   [roles.op]\ntitle_zh = \"操作员\"\ntitle_en = \"Op\"\n\
+                   [[incompatible]]\nroles = [\"admin\", \"op\"]\n";
+        let c = RoleCatalog::parse(Path::new("roles.toml"), src).unwrap();
+        assert!(c.is_privileged("admin") && c.is_privileged("lead") && !c.is_privileged("op"));
+        assert_eq!(c.incompatible_with("op").collect::<Vec<_>>(), ["admin"]);
+        let held = vec!["lead".to_string(), "admin".to_string()];
+        assert_eq!(c.conflict(&held, "op"), Some("admin"));
+        assert_eq!(c.conflict(&held, "lead"), None);
+    }
+
+    #[test]
+    fn a_machine_role_cannot_be_privileged() {
+        let src = "[roles.admin]\ntitle_zh = \"管理员\"\ntitle_en = \"Admin\"\n\
+                   [roles.bot]\ntitle_zh = \"机器\"\ntitle_en = \"Bot\"\nmachine = true\nprivileged = true\n";
+        let e = RoleCatalog::parse(Path::new("roles.toml"), src).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]

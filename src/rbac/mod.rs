@@ -36,6 +36,9 @@ pub struct Principal {
     /// entry of the request's deed records as having decided, unless the deed decides itself.
     #[serde(skip)]
     pub permitted_by: Vec<String>,
+    /// What the session may do: a temporary password's session only changes it.
+    #[serde(skip)]
+    pub scope: crate::db::users::SessionScope,
 }
 
 impl Principal {
@@ -104,6 +107,10 @@ pub struct Facts {
     pub change: Option<WindowFacts>,
     /// Reveal: the caller holds an approved, unexpired standing grant for the credential.
     pub standing_grant: bool,
+    /// A grant: the roles the grantee holds now.
+    pub grantee_roles: Option<Vec<String>>,
+    /// Approving a privileged grant: who asked for it.
+    pub requested_by: Option<i64>,
 }
 
 /// The outcome of one decision and the policies that made it.
@@ -245,15 +252,24 @@ impl Authorizer {
             })
             .collect();
 
+        let role_uid =
+            |r: &str| EntityUid::from_type_name_and_id(role_type.clone(), EntityId::new(r));
         let mut fixed_entities: Vec<Entity> = roles
             .names()
             .map(|r| {
-                Entity::new_no_attrs(
-                    EntityUid::from_type_name_and_id(role_type.clone(), EntityId::new(r)),
+                let incompatible = RestrictedExpression::new_set(
+                    roles
+                        .incompatible_with(r)
+                        .map(|x| RestrictedExpression::new_entity_uid(role_uid(x))),
+                );
+                Entity::new(
+                    role_uid(r),
+                    HashMap::from([("incompatible".to_string(), incompatible)]),
                     HashSet::new(),
                 )
+                .map_err(|e| PolicyFileError::at(&schema_path, None, e.to_string()))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         fixed_entities.push(Entity::new_no_attrs(api_uid.clone(), HashSet::new()));
 
         let mut authz = Authorizer {
@@ -286,6 +302,7 @@ impl Authorizer {
                 session_id: String::new(),
                 token: None,
                 permitted_by: Vec::new(),
+                scope: crate::db::users::SessionScope::Full,
             };
             let perms = authz.permissions(&probe);
             role_permissions.insert(role.to_string(), perms);
@@ -374,7 +391,11 @@ impl Authorizer {
         resource: &Resource<'_>,
         facts: &Facts,
     ) -> Decision {
-        let no_facts = facts.grantee.is_none() && !facts.revoke && !facts.removes_last_admin;
+        let no_facts = facts.grantee.is_none()
+            && !facts.revoke
+            && !facts.removes_last_admin
+            && facts.grantee_roles.is_none()
+            && facts.requested_by.is_none();
         if matches!(resource, Resource::Api)
             && no_facts
             && let Some(d) = self.api_decisions(principal).get(action)
@@ -507,6 +528,21 @@ impl Authorizer {
         if facts.revoke {
             ctx.push(("revoke".into(), RestrictedExpression::new_bool(true)));
         }
+        if let Some(held) = &facts.grantee_roles {
+            ctx.push((
+                "grantee_roles".into(),
+                RestrictedExpression::new_set(
+                    held.iter()
+                        .map(|r| RestrictedExpression::new_entity_uid(role_uid(r))),
+                ),
+            ));
+        }
+        if let Some(by) = facts.requested_by {
+            ctx.push((
+                "requested_by".into(),
+                RestrictedExpression::new_entity_uid(user_uid(by)),
+            ));
+        }
         if facts.removes_last_admin {
             ctx.push((
                 "removes_last_admin".into(),
@@ -629,6 +665,7 @@ mod tests {
             session_id: String::new(),
             token: None,
             permitted_by: Vec::new(),
+            scope: crate::db::users::SessionScope::Full,
         }
     }
 
@@ -723,6 +760,36 @@ mod tests {
             .decide(&admin, "role.grant", &Resource::Role("manager"), &to_self);
         assert!(!d.allowed);
         assert_eq!(d.policy_ids, vec!["sod.no_self_grant".to_string()]);
+    }
+
+    #[test]
+    fn incompatible_roles_and_the_second_person_are_forbidden() {
+        let p = shipped();
+        let admin = user(1, &["admin"]);
+        let grant = |role: &str, held: &[&str], requested_by: Option<i64>| {
+            let facts = Facts {
+                grantee: Some(2),
+                grantee_roles: Some(held.iter().map(|r| r.to_string()).collect()),
+                requested_by,
+                ..Facts::default()
+            };
+            p.authorizer
+                .decide(&admin, "role.grant", &Resource::Role(role), &facts)
+        };
+        assert!(grant("manager", &["viewer"], Some(3)).allowed);
+        for (role, held) in [
+            ("manager", "admin"),
+            ("admin", "manager"),
+            ("admin", "tech_operator"),
+            ("tech_operator", "manager"),
+        ] {
+            let d = grant(role, &[held], None);
+            assert!(!d.allowed, "{role} with {held}");
+            assert_eq!(d.policy_ids, vec!["sod.incompatible_roles".to_string()]);
+        }
+        let d = grant("manager", &[], Some(1));
+        assert!(!d.allowed);
+        assert_eq!(d.policy_ids, vec!["sod.second_person".to_string()]);
     }
 
     #[test]

@@ -402,7 +402,11 @@ crate::both_backends!(
         to.sort_unstable();
         assert_eq!(
             to,
-            vec!["admin@localhost.localdomain", "he.compliance@bank.example"]
+            vec![
+                "admin.li@bank.example",
+                "admin@localhost.localdomain",
+                "he.compliance@bank.example"
+            ]
         );
         assert!(
             told[0]["subject"]

@@ -326,8 +326,22 @@ crate::both_backends!(approval_separation_of_duties_and_transitions, |srv| {
         "not_an_approver_of_this_stage",
     )
     .await;
+    // Nobody is granted both (incompatible duties); somebody who holds both from before the rule
+    // still never approves their own change.
+    let (op_id, _) = srv.user_with(&p.admin, "op.only", &["tech_operator"]).await;
+    problem(
+        srv.post(
+            &format!("/api/v1/users/{op_id}/roles"),
+            &p.admin,
+            json!({"role": "manager"}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "incompatible_roles",
+    )
+    .await;
     let (_, both) = srv
-        .user_with(&p.admin, "op.mgr", &["tech_operator", "manager"])
+        .user_holding_by_hand(&p.admin, "op.mgr", &["tech_operator", "manager"])
         .await;
     let own = body(
         srv.post("/api/v1/changes", &both, change(at(earliest, 600), 1))
@@ -594,7 +608,7 @@ crate::both_backends!(emergency_path, |srv| {
     // Somebody holding both roles neither approves a change assigned to them nor reviews an
     // emergency they carried out.
     let (_, both) = srv
-        .user_with(&p.admin, "op.mgr", &["tech_operator", "manager"])
+        .user_holding_by_hand(&p.admin, "op.mgr", &["tech_operator", "manager"])
         .await;
     let mut req = change(now - TimeDelta::minutes(5), 2);
     req["emergency"] = json!(true);

@@ -17,6 +17,11 @@ use tempfile::TempDir;
 pub const ADMIN_PASSWORD: &str = "bootstrap secret for tests";
 /// The password of every user made by [`TestServer::user_with`].
 pub const USER_PASSWORD: &str = "a long enough password";
+/// The password an admin gives a new user: temporary, changed at the first login.
+pub const TEMP_PASSWORD: &str = "temporary password from the admin";
+/// The second admin, made from the server's console (`changeguard user create --role admin`):
+/// the second person of dual control.
+pub const SECOND_ADMIN: &str = "admin.li";
 /// The test server's token key, so tests can forge tokens the way an attacker would try to.
 pub const JWT_SECRET_HEX: &str = "9f3c1f0e5a7b2d4c6e8f0a1b3c5d7e9f1a2b3c4d5e6f708192a3b4c5d6e7f809";
 
@@ -61,6 +66,7 @@ pub struct TestServer {
     pg_admin: Option<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
+    second_admin_made: tokio::sync::OnceCell<()>,
 }
 
 /// The MariaDB/MySQL server the just-in-time database tests make accounts on. In CI its
@@ -205,6 +211,7 @@ impl TestServer {
             pg_admin,
             shutdown: Some(tx),
             handle: Some(handle),
+            second_admin_made: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -287,18 +294,48 @@ impl TestServer {
         self.token("admin", ADMIN_PASSWORD).await
     }
 
-    /// Creates a user with the given roles; returns (id, token).
+    /// Creates a user with the given roles, as a bank would: the admin creates the account with
+    /// a temporary password and grants the roles, the second admin approves the privileged ones,
+    /// and the person changes the password to [`USER_PASSWORD`] at the first login. Returns
+    /// (id, token).
     pub async fn user_with(&self, admin: &str, username: &str, roles: &[&str]) -> (i64, String) {
         let r = self
             .post(
                 "/api/v1/users",
                 admin,
                 json!({"username": username, "display_name": format!("{username} 测试"), "department": "科技部",
-                       "email": format!("{username}@bank.example"), "password": USER_PASSWORD}),
+                       "email": format!("{username}@bank.example"), "password": TEMP_PASSWORD}),
             )
             .await;
         assert_eq!(r.status(), StatusCode::CREATED, "create {username}");
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        self.grant(admin, id, roles).await;
+        self.change_temporary_password(username).await;
+        (id, self.token(username, USER_PASSWORD).await)
+    }
+
+    /// A person holding `roles` although some are incompatible: the grants are written straight
+    /// into the database (as before the rule existed), since the service refuses them.
+    pub async fn user_holding_by_hand(
+        &self,
+        admin: &str,
+        username: &str,
+        roles: &[&str],
+    ) -> (i64, String) {
+        let (id, _) = self.user_with(admin, username, &[]).await;
+        let at = self.now().to_rfc3339();
+        for role in roles {
+            self.sql(&[&format!(
+                "INSERT INTO role_grants (user_id, role, granted_at) VALUES ({id}, '{role}', '{at}')"
+            )])
+            .await
+            .unwrap();
+        }
+        (id, self.token(username, USER_PASSWORD).await)
+    }
+
+    /// Grants `roles` to user `id`; the second admin approves those that wait for a second person.
+    pub async fn grant(&self, admin: &str, id: i64, roles: &[&str]) {
         for role in roles {
             let r = self
                 .post(
@@ -307,9 +344,77 @@ impl TestServer {
                     json!({"role": role}),
                 )
                 .await;
-            assert_eq!(r.status(), StatusCode::CREATED, "grant {role}");
+            match r.status() {
+                StatusCode::CREATED => {}
+                StatusCode::ACCEPTED => {
+                    let request = body(r).await;
+                    assert_eq!(request["status"], "pending", "{request}");
+                    let second = self.second_admin().await;
+                    let r = self
+                        .post(
+                            &format!("/api/v1/role-grants/{}/approve", request["id"]),
+                            &second,
+                            json!({}),
+                        )
+                        .await;
+                    assert_eq!(r.status(), StatusCode::OK, "approve {role}");
+                }
+                other => panic!("grant {role}: {other} {}", body(r).await),
+            }
         }
-        (id, self.token(username, USER_PASSWORD).await)
+    }
+
+    /// The first login with the admin's temporary password, which the person changes.
+    pub async fn change_temporary_password(&self, username: &str) {
+        let r = self.login(username, TEMP_PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "first login of {username}");
+        let doc = body(r).await;
+        assert_eq!(doc["must_change_password"], true, "{doc}");
+        let token = doc["access_token"].as_str().unwrap().to_string();
+        let r = self
+            .post(
+                "/api/v1/me/password",
+                &token,
+                json!({"current_password": TEMP_PASSWORD, "new_password": USER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::NO_CONTENT,
+            "password change of {username}"
+        );
+    }
+
+    /// A token of the second admin, created from the server's console on first use.
+    pub async fn second_admin(&self) -> String {
+        self.second_admin_made
+            .get_or_init(|| async {
+                let app = &self.app;
+                let created = changeguard::accounts::create_user(
+                    app,
+                    None,
+                    changeguard::accounts::CreateUser {
+                        username: SECOND_ADMIN.into(),
+                        display_name: "李管理员".into(),
+                        department: "科技部".into(),
+                        email: "admin.li@bank.example".into(),
+                        password: SecretString::from(ADMIN_PASSWORD),
+                    },
+                )
+                .await;
+                match created {
+                    Ok(user) => {
+                        changeguard::accounts::grant_role_unattended(app, user.id, "admin")
+                            .await
+                            .unwrap();
+                    }
+                    // Another instance on the same database made it.
+                    Err(changeguard::error::Error::Conflict { .. }) => {}
+                    Err(e) => panic!("second admin: {e}"),
+                }
+            })
+            .await;
+        self.token(SECOND_ADMIN, ADMIN_PASSWORD).await
     }
 
     /// Runs SQL directly against the database, as an intruder with database access would.

@@ -15,6 +15,7 @@ mod dbaccess;
 mod errors;
 mod gate;
 mod notify;
+mod privilege;
 mod rbac;
 mod text;
 mod vault;

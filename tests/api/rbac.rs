@@ -101,7 +101,7 @@ crate::both_backends!(nobody_grants_a_role_to_themselves, |srv| {
         .post(
             &format!("/api/v1/users/{id}/roles"),
             &admin,
-            json!({"role": "manager"}),
+            json!({"role": "compliance"}),
         )
         .await;
     let doc = problem(r, StatusCode::FORBIDDEN, "self_grant").await;
@@ -115,28 +115,53 @@ crate::both_backends!(the_last_admin_stays, |srv| {
     let id = body(srv.get("/api/v1/me", &admin).await).await["id"]
         .as_i64()
         .unwrap();
-    // A second admin may not disable or demote the only other... first make one.
+    let helper = srv.second_admin().await;
+    let helper_id = body(srv.get("/api/v1/me", &helper).await).await["id"]
+        .as_i64()
+        .unwrap();
     let (second_id, second) = srv.user_with(&admin, "second.admin", &["admin"]).await;
-    // Two admins: the second may demote the first.
+    // Several admins: one may demote another (taking a privilege away needs no second person).
+    let demote = |who: i64, by: &str| {
+        let path = format!("/api/v1/users/{who}/roles/admin");
+        let by = by.to_string();
+        async move { srv.call(Method::DELETE, &path, Some(&by), None).await }
+    };
+    assert_eq!(demote(id, &second).await.status(), StatusCode::NO_CONTENT);
+
+    // An admin whose grant runs out does not count: else the service would be left without
+    // one when it does.
+    let (temp_id, _) = srv.user_with(&second, "temp.admin", &[]).await;
+    let expires = (srv.now() + chrono::TimeDelta::hours(1)).to_rfc3339();
     let r = srv
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/users/{id}/roles/admin"),
-            Some(&second),
-            None,
+        .post(
+            &format!("/api/v1/users/{temp_id}/roles"),
+            &second,
+            json!({"role": "admin", "expires_at": expires}),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    // Now `second` is the last admin: nobody can take it away, not even themselves.
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let request = body(r).await["id"].as_i64().unwrap();
     let r = srv
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/users/{second_id}/roles/admin"),
-            Some(&second),
-            None,
+        .post(
+            &format!("/api/v1/role-grants/{request}/approve"),
+            &helper,
+            json!({}),
         )
         .await;
-    problem(r, StatusCode::FORBIDDEN, "last_admin").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        demote(helper_id, &second).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Now `second` is the last admin with a grant that cannot run out: nobody can take it away,
+    // not even themselves.
+    problem(
+        demote(second_id, &second).await,
+        StatusCode::FORBIDDEN,
+        "last_admin",
+    )
+    .await;
     let r = srv
         .call(
             Method::PATCH,
@@ -150,32 +175,16 @@ crate::both_backends!(the_last_admin_stays, |srv| {
         srv.get("/api/v1/me", &second).await.status(),
         StatusCode::OK
     );
-
-    // An admin whose grant runs out does not count: else the service would be left without
-    // one when it does.
-    let (temp_id, _) = srv.user_with(&second, "temp.admin", &[]).await;
-    let expires = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
-    let r = srv
-        .post(
-            &format!("/api/v1/users/{temp_id}/roles"),
-            &second,
-            json!({"role": "admin", "expires_at": expires}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let second_admin = format!("/api/v1/users/{second_id}/roles/admin");
-    let demote_second = || srv.call(Method::DELETE, &second_admin, Some(&second), None);
-    problem(demote_second().await, StatusCode::FORBIDDEN, "last_admin").await;
+    // A lone admin cannot make another admin through the API (nobody is there to approve):
+    // the server's console can (`changeguard user create --role admin`, or this).
+    changeguard::accounts::grant_role_unattended(&srv.app, temp_id, "admin")
+        .await
+        .unwrap();
     // With a permanent grant, the other admin does count.
-    let r = srv
-        .post(
-            &format!("/api/v1/users/{temp_id}/roles"),
-            &second,
-            json!({"role": "admin"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(demote_second().await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        demote(second_id, &second).await.status(),
+        StatusCode::NO_CONTENT
+    );
 });
 
 crate::both_backends!(revoking_a_role_takes_effect_on_the_next_request, |srv| {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::App;
 use crate::auth::{self, LoginOk};
+use crate::db::users::SessionScope;
 use crate::http::guard::Auth;
 use crate::http::problem::{ApiResult, Json, Problem};
 
@@ -25,7 +26,7 @@ pub struct LoginRequest {
 /// Signs in; the token carries identity and session only.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", operation_id = "auth.login",
     request_body = LoginRequest, security(()),
-    responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials, totp_required, totp_invalid, totp_replayed"),
+    responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials, temporary_password_expired, totp_required, totp_invalid, totp_replayed"),
                (status = 429, body = Problem, description = "too_many_requests, with Retry-After")))]
 pub async fn login(
     State(app): State<App>,
@@ -63,14 +64,22 @@ pub struct Me {
     pub department: String,
     pub email: String,
     pub roles: Vec<String>,
+    /// What the caller may do now (nothing while the password must be changed).
     pub permissions: Vec<String>,
+    /// Signed in with a temporary password: only `POST /api/v1/me/password`, this and logout.
+    pub must_change_password: bool,
 }
 
 /// The caller, their roles in force and what they may do.
 #[utoipa::path(get, path = "/api/v1/me", tag = "auth", operation_id = "me.get",
     security(("bearer" = [])), responses((status = 200, body = Me), (status = 401, body = Problem)))]
 pub async fn me(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<Me>> {
-    let permissions = app.policies.authorizer.permissions(&who);
+    let must_change_password = who.scope == SessionScope::PasswordChange;
+    let permissions = if must_change_password {
+        Vec::new()
+    } else {
+        app.policies.authorizer.permissions(&who)
+    };
     Ok(Json(Me {
         id: who.user_id,
         username: who.username,
@@ -79,5 +88,6 @@ pub async fn me(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<Me>> 
         email: who.email,
         roles: who.roles,
         permissions,
+        must_change_password,
     }))
 }

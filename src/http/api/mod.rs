@@ -8,7 +8,9 @@ pub mod changes;
 pub mod dbaccess;
 pub mod delegations;
 pub mod gate;
+pub mod me;
 pub mod notifications;
+pub mod role_grants;
 pub mod roles;
 pub mod service_accounts;
 pub mod systems;
@@ -28,10 +30,18 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::sessions))
+        .routes(routes!(me::end_session))
         .routes(routes!(users::create, users::list))
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::grant))
         .routes(routes!(users::revoke))
+        .routes(routes!(users::sessions))
+        .routes(routes!(users::end_session))
+        .routes(routes!(role_grants::list))
+        .routes(routes!(role_grants::approve))
+        .routes(routes!(role_grants::refuse))
         .routes(routes!(roles::list))
         .routes(routes!(roles::check))
         .routes(routes!(roles::holders))

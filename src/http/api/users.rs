@@ -2,14 +2,18 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::App;
-use crate::accounts::{self, CreateUser, GrantRole, UpdateUser, UserView};
+use crate::accounts::self_service::{self, SessionView};
+use crate::accounts::{self, CreateUser, GrantRole, Granted, UpdateUser, UserView};
+use crate::db::role_requests::RoleRequest;
 use crate::db::users::{self as users_db, Grant, User};
 use crate::http::guard::Auth;
 use crate::http::problem::{ApiResult, Json, Path, Problem};
 
-/// Creates a user (never returns the password hash).
+/// Creates a user (never returns the password hash). The password is temporary: it signs in
+/// only to be changed, within 72 hours.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", operation_id = "user.create",
     request_body = CreateUser, security(("bearer" = ["user.manage"])),
     responses((status = 201, body = User), (status = 409, body = Problem, description = "username_taken"),
@@ -49,19 +53,27 @@ pub async fn update(
     Ok(Json(accounts::update_user(&app, &who, id, req).await?))
 }
 
-/// Grants a role (optionally until `expires_at`).
+/// Grants a role (optionally until `expires_at`). A privileged role (`policies/roles.toml`) is
+/// not granted yet: the answer is a pending request that a second person approves
+/// (`POST /api/v1/role-grants/{id}/approve`).
 #[utoipa::path(post, path = "/api/v1/users/{id}/roles", tag = "users", operation_id = "role.grant",
     params(("id" = i64, Path)), request_body = GrantRole, security(("bearer" = ["role.grant"])),
-    responses((status = 201, body = Grant), (status = 403, body = Problem, description = "self_grant, role_not_grantable"),
-               (status = 422, body = Problem, description = "unknown_role, invalid_expiry")))]
+    responses((status = 201, body = Grant, description = "in force"),
+               (status = 202, body = RoleRequest, description = "a privileged role: `status` is `pending`"),
+               (status = 403, body = Problem, description = "self_grant, role_not_grantable, incompatible_roles, last_admin"),
+               (status = 404, body = Problem),
+               (status = 409, body = Problem, description = "request_pending"),
+               (status = 422, body = Problem, description = "unknown_role, invalid_expiry, role_not_for_service_accounts, role_only_for_service_accounts")))]
 pub async fn grant(
     State(app): State<App>,
     Auth(who): Auth,
     Path(id): Path<i64>,
     Json(req): Json<GrantRole>,
-) -> ApiResult<(StatusCode, Json<Grant>)> {
-    let g = accounts::grant_role(&app, &who, id, req).await?;
-    Ok((StatusCode::CREATED, Json(g)))
+) -> ApiResult<Response> {
+    Ok(match accounts::grant_role(&app, &who, id, req).await? {
+        Granted::Active(g) => (StatusCode::CREATED, Json(g)).into_response(),
+        Granted::Pending(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
+    })
 }
 
 /// Revokes a role; effective on the holder's very next request.
@@ -74,5 +86,30 @@ pub async fn revoke(
     Path((id, role)): Path<(i64, String)>,
 ) -> ApiResult<StatusCode> {
     accounts::revoke_role(&app, &who, id, &role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user's live sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/users/{id}/sessions", tag = "users", operation_id = "user.sessions",
+    params(("id" = i64, Path)), security(("bearer" = ["user.manage"])),
+    responses((status = 200, body = Vec<SessionView>), (status = 404, body = Problem)))]
+pub async fn sessions(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    Ok(Json(self_service::sessions(&app, &who, id).await?))
+}
+
+/// Ends one of a user's sessions.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/sessions/{session}", tag = "users", operation_id = "user.session_end",
+    params(("id" = i64, Path), ("session" = String, Path)), security(("bearer" = ["user.manage"])),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn end_session(
+    State(app): State<App>,
+    Auth(who): Auth,
+    Path((id, session)): Path<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    self_service::end_session(&app, &who, id, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,7 @@
 //! that also sits in its own cookie (double submit), and a cross-origin `Origin` is refused.
 //! Refused console actions are audited exactly like refused API writes.
 
+mod account;
 mod admin;
 mod i18n;
 mod me;
@@ -24,6 +25,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::App;
+use crate::db::users::SessionScope;
 use crate::error::Error;
 use crate::rbac::{Facts, Principal, Resource};
 
@@ -78,6 +80,9 @@ pub fn router(app: App) -> Router {
         .route("/console/calendar-feed", post(pages::feed_create))
         .route("/console/calendar-feed/revoke", post(pages::feed_revoke))
         .route("/console/me/totp", get(me::show).post(me::enrol))
+        .route("/console/me/account", get(account::show))
+        .route("/console/me/password", post(account::change_password))
+        .route("/console/me/sessions/end", post(account::end_session))
         .route("/console/me/totp/confirm", post(me::confirm))
         .route("/console/lang/{lang}", get(pages::switch_lang))
         .route("/console/static/{file}", get(pages::asset))
@@ -265,6 +270,16 @@ impl FromRequestParts<App> for Session {
         match (token, csrf) {
             (Some(token), Some(csrf)) => {
                 match crate::auth::authenticate(app, Some(&token), app.now()).await {
+                    // A temporary password's session sees its account page, nothing else.
+                    Ok(who)
+                        if who.scope == SessionScope::PasswordChange
+                            && !matches!(
+                                parts.uri.path(),
+                                "/console/me/account" | "/console/me/password" | "/console/logout"
+                            ) =>
+                    {
+                        Err(Redirect::to("/console/me/account").into_response())
+                    }
                     Ok(who) => Ok(Session { who, csrf, lang }),
                     Err(Error::Unauthenticated { .. }) => Err(to_login()),
                     Err(e) => Err(pages::error_page(app, None, lang, e)),

@@ -167,7 +167,12 @@ pub async fn login(
             let jar = jar
                 .add(cookie(&app, SESSION_COOKIE, ok.access_token))
                 .add(cookie(&app, CSRF_COOKIE, new_csrf()));
-            (jar, Redirect::to("/console")).into_response()
+            let to = if ok.must_change_password {
+                "/console/me/account"
+            } else {
+                "/console"
+            };
+            (jar, Redirect::to(to)).into_response()
         }
         Err(e) => {
             let text = message(&e, lang);

@@ -6,10 +6,14 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 15] = [
+const SOURCES: [(&str, &str); 16] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
+    ),
+    (
+        "account.html",
+        include_str!("../../../templates/console/account.html"),
     ),
     (
         "login.html",

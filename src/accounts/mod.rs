@@ -1,7 +1,10 @@
 //! Accounts and role grants: creating and changing users, granting and revoking roles, with
 //! the separation-of-duties rules decided by the Cedar policies.
 
-use chrono::{DateTime, Utc};
+pub mod requests;
+pub mod self_service;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -9,6 +12,7 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::auth::{normalize_username, password};
+use crate::db::role_requests::RoleRequest;
 use crate::db::users::{self as users_db, Grant, NewUser, User, UserChanges};
 use crate::deed::Deed;
 use crate::error::{Error, Result};
@@ -100,6 +104,14 @@ pub fn require(decision: Decision) -> Result<Decision> {
             "role_not_grantable",
             "您的角色无权授予该角色 / Your roles may not grant this role",
         ),
+        Some("sod.incompatible_roles") => (
+            "incompatible_roles",
+            "该用户已持有与此角色不相容的角色（不相容职责） / The user holds a role incompatible with this one (incompatible duties)",
+        ),
+        Some("sod.second_person") => (
+            "self_approval",
+            "特权角色授权须由申请人和被授权人以外的第二人批准 / A second person, neither the one who asked nor the grantee, must approve a privileged grant",
+        ),
         Some("sod.keep_last_admin") => (
             "last_admin",
             "不能停用最后一名管理员或撤销其管理员角色 / The last active admin cannot be disabled or lose admin",
@@ -113,6 +125,11 @@ pub fn require(decision: Decision) -> Result<Decision> {
     })
 }
 
+/// A password an admin chose signs in only to be changed, and only this long.
+pub const TEMPORARY_PASSWORD_HOURS: i64 = 72;
+
+/// Creates a person. Created by an admin (`who`), the password is temporary; from the server's
+/// console (the CLI, the first start) it is the one whoever runs the server chose.
 pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) -> Result<User> {
     let username = normalize_username(&req.username);
     check_username(&username)?;
@@ -132,6 +149,7 @@ pub async fn create_user(app: &App, who: Option<&Principal>, req: CreateUser) ->
             department: req.department.trim(),
             email: req.email.trim(),
             password_hash: &hash,
+            password_temporary_until: who.map(|_| now + TimeDelta::hours(TEMPORARY_PASSWORD_HOURS)),
         },
         now,
     )
@@ -219,7 +237,10 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
             department: req.department.as_deref().map(str::trim),
             email: req.email.as_deref().map(str::trim),
             active: req.active,
-            password_hash: new_hash.as_deref(),
+            // Chosen by an admin: temporary.
+            password: new_hash
+                .as_deref()
+                .map(|h| (h, Some(now + TimeDelta::hours(TEMPORARY_PASSWORD_HOURS)))),
         },
         now,
     )
@@ -252,7 +273,11 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
 }
 
 /// True when `user_id` is an active admin and no other active admin exists.
-async fn is_last_admin(tx: &mut crate::db::Tx, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
+pub(crate) async fn is_last_admin(
+    tx: &mut crate::db::Tx,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     users_db::lock_admins(tx).await?;
     let target = users_db::get_tx(tx, user_id).await.map_err(not_found)?;
     let holds_admin = users_db::roles_of_tx(tx, user_id, now)
@@ -284,7 +309,20 @@ fn check_role_fits(app: &App, grantee: &User, role: &str) -> Result<()> {
     }
 }
 
-pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole) -> Result<Grant> {
+/// What a grant did.
+pub enum Granted {
+    /// In force now.
+    Active(Grant),
+    /// A privileged role: waits for a second person ([`requests`]).
+    Pending(RoleRequest),
+}
+
+pub async fn grant_role(
+    app: &App,
+    who: &Principal,
+    user_id: i64,
+    req: GrantRole,
+) -> Result<Granted> {
     let now = app.now();
     if app.policies.roles.get(&req.role).is_none() {
         return Err(Error::invalid(
@@ -307,6 +345,7 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
     let removes_last_admin = req.role == "admin"
         && req.expires_at.is_some()
         && is_last_admin(&mut tx, user_id, now).await?;
+    let held = users_db::roles_of_tx(&mut tx, user_id, now).await?;
     let decision = require(app.policies.authorizer.decide(
         who,
         "role.grant",
@@ -314,9 +353,14 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
         &Facts {
             grantee: Some(user_id),
             removes_last_admin,
+            grantee_roles: Some(held),
             ..Facts::default()
         },
     ))?;
+    if app.policies.roles.is_privileged(&req.role) {
+        let r = requests::file(app, tx, who, &grantee, &req, &decision, now).await?;
+        return Ok(Granted::Pending(r));
+    }
     let grant = users_db::upsert_grant(
         &mut tx,
         user_id,
@@ -332,7 +376,7 @@ pub async fn grant_role(app: &App, who: &Principal, user_id: i64, req: GrantRole
             json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
         );
     tx.commit(&entry, now).await?;
-    Ok(grant)
+    Ok(Granted::Active(grant))
 }
 
 pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -> Result<()> {
@@ -373,6 +417,7 @@ pub async fn principal_for(app: &App, user: User, now: DateTime<Utc>) -> Result<
         session_id: String::new(),
         token: None,
         permitted_by: Vec::new(),
+        scope: crate::db::users::SessionScope::Full,
     })
 }
 
@@ -399,6 +444,7 @@ pub async fn principal_in(
         session_id: String::new(),
         token: None,
         permitted_by: Vec::new(),
+        scope: crate::db::users::SessionScope::Full,
     }))
 }
 
@@ -533,10 +579,39 @@ pub async fn grant_role_unattended(app: &App, user_id: i64, role: &str) -> Resul
     check_role_fits(app, &grantee, role)?;
     let now = app.now();
     let mut tx = Deed::open(app).await?;
+    // The console skips the second person, never the incompatible duties.
+    let held = users_db::roles_of_tx(&mut tx, user_id, now).await?;
+    if let Some(other) = app.policies.roles.conflict(&held, role) {
+        return Err(Error::Forbidden {
+            code: "incompatible_roles",
+            message: format!(
+                "该用户已持有与 {role} 不相容的角色 {other} / The user holds {other}, which is incompatible with {role}"
+            ),
+            policy_ids: vec!["sod.incompatible_roles".into()],
+        });
+    }
     let grant = users_db::upsert_grant(&mut tx, user_id, role, None, now, None).await?;
     let entry = Entry::ok(None, "role.grant", format!("user:{user_id}"))
         .with_reason("granted from the server console")
         .with_details(json!({"role": role}));
     tx.commit(&entry, now).await?;
     Ok(grant)
+}
+
+/// People who hold two roles `policies/roles.toml` names incompatible (granted before the rule,
+/// or by hand in the database): reported at start-up, for an admin to resolve.
+pub async fn incompatible_holdings(app: &App) -> Result<Vec<(String, String, String)>> {
+    let now = app.now();
+    let mut found = Vec::new();
+    for user in users_db::list(&app.db).await? {
+        let roles = users_db::roles_of(&app.db, user.id, now).await?;
+        for (i, a) in roles.iter().enumerate() {
+            for b in &roles[i + 1..] {
+                if app.policies.roles.incompatible(a, b) {
+                    found.push((user.username.clone(), a.clone(), b.clone()));
+                }
+            }
+        }
+    }
+    Ok(found)
 }
