@@ -11,7 +11,7 @@ use super::not_found;
 use crate::App;
 use crate::audit::Entry;
 use crate::auth::password;
-use crate::db::users::{self as users_db, SessionRow, UserChanges};
+use crate::db::users::{self as users_db, SessionRow, SessionScope, UserChanges};
 use crate::deed::Deed;
 use crate::error::{Error, Result};
 use crate::rbac::Principal;
@@ -26,13 +26,14 @@ pub struct ChangePassword {
 }
 
 /// Changes the caller's password after checking the current one; every other session of theirs
-/// ends, and this one may do everything their roles permit (a temporary password is gone).
+/// ends, and this one may do everything their roles permit (a temporary password is gone) —
+/// or, while a second factor their roles need is missing, enrol it. Ok: this session's scope.
 pub async fn change_password(
     app: &App,
     who: &Principal,
     req: ChangePassword,
     client: Option<IpAddr>,
-) -> Result<()> {
+) -> Result<SessionScope> {
     if !crate::auth::verify_password(app, &who.username, &req.current_password, client).await? {
         return Err(Error::Forbidden {
             code: "wrong_password",
@@ -49,6 +50,11 @@ pub async fn change_password(
     }
     let hash = app.hasher.hash(&req.new_password).await?;
     let now = app.now();
+    let scope = if crate::auth::enrolment_due(app, who.user_id, now).await? {
+        SessionScope::Enrolment
+    } else {
+        SessionScope::Full
+    };
     let mut tx = Deed::open(app).await?;
     users_db::update(
         &mut tx,
@@ -60,10 +66,10 @@ pub async fn change_password(
         now,
     )
     .await?;
-    users_db::end_other_sessions(&mut tx, who.user_id, &who.session_id, now).await?;
+    users_db::end_other_sessions(&mut tx, who.user_id, &who.session_id, scope, now).await?;
     let entry = Entry::by(who, "user.password_change", format!("user:{}", who.user_id));
     tx.commit(&entry, now).await?;
-    Ok(())
+    Ok(scope)
 }
 
 /// A live session, and whether it is the one asking.

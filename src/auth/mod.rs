@@ -6,6 +6,7 @@
 //! ([`sessions`]).
 
 pub mod api_token;
+pub mod device;
 pub mod password;
 pub mod sessions;
 pub mod token;
@@ -44,6 +45,23 @@ pub struct LoginOk {
     /// The password is temporary (an admin set it): this token may only change it
     /// (`POST /api/v1/me/password`), read `GET /api/v1/me` and log out.
     pub must_change_password: bool,
+    /// A role of this user needs a second factor and none is confirmed yet: this token may only
+    /// enrol one (`/api/v1/me/totp`, then `/confirm`), read `GET /api/v1/me` and log out.
+    pub enrolment_required: bool,
+    /// The session opened (the console binds its CSRF token to it).
+    #[serde(skip)]
+    pub session_id: String,
+    /// The account, as stored (the console issues its device token for it).
+    #[serde(skip)]
+    pub username: String,
+}
+
+/// Where a login comes from: the client's address (behind a trusted proxy, the one it names),
+/// and the device token a browser that signed in to this account before carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct From<'a> {
+    pub client: Option<IpAddr>,
+    pub device: Option<&'a str>,
 }
 
 fn invalid_credentials(subject: Option<String>) -> Error {
@@ -73,10 +91,18 @@ pub fn normalize_username(s: &str) -> String {
 /// does not apply there, so a guesser elsewhere cannot keep the owner out.
 pub const KNOWN_ADDRESS_DAYS: i64 = 90;
 
-/// The throttle keys of a login attempt with the failures each allows for free: the account
-/// from any address (unless this one is `known`), then the account from this address. Always
-/// in this order (lock order).
-fn throttle_keys(username: &str, client: Option<IpAddr>, known: bool) -> Vec<(String, u32)> {
+/// The throttle keys of a login attempt with the failures each allows for free: from a known
+/// device, the device alone; else the account from any address (unless this one is `known`),
+/// then the account from this address. Always in this order (lock order).
+fn throttle_keys(
+    username: &str,
+    client: Option<IpAddr>,
+    known: bool,
+    device: Option<&str>,
+) -> Vec<(String, u32)> {
+    if let Some(device) = device {
+        return vec![(format!("{username}|device:{device}"), FREE_FAILURES)];
+    }
     let mut keys = Vec::with_capacity(2);
     if !known {
         keys.push((format!("account|{username}"), FREE_ACCOUNT_FAILURES));
@@ -127,8 +153,9 @@ pub async fn login(
     username: &str,
     password: &SecretString,
     totp: Option<&str>,
-    client: Option<IpAddr>,
+    from: From<'_>,
 ) -> Result<LoginOk> {
+    let client = from.client;
     let now = app.now();
     let username = normalize_username(username);
     if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
@@ -142,7 +169,10 @@ pub async fn login(
         }
         None => false,
     };
-    let keys = throttle_keys(&username, client, known);
+    let device = from
+        .device
+        .and_then(|token| device::verify(app, token, &username, now));
+    let keys = throttle_keys(&username, client, known, device.as_deref());
     let found = users_db::credentials(&app.db, &username).await?;
     // Only a real username goes to the audit trail: people sometimes type a password there.
     let subject = found.as_ref().map(|(u, _)| u.username.clone());
@@ -177,7 +207,7 @@ pub async fn login(
             subject,
         });
     }
-    second_factor(app, &user, totp, now).await?;
+    let enrol = second_factor(app, &user, totp, now).await?;
     for (key, _) in &keys {
         users_db::clear_throttle(&app.db, key).await?;
     }
@@ -191,6 +221,8 @@ pub async fn login(
     let mut tx = crate::deed::Deed::open(app).await?;
     let scope = if user.password_temporary_until.is_some() {
         SessionScope::PasswordChange
+    } else if enrol {
+        SessionScope::Enrolment
     } else {
         SessionScope::Full
     };
@@ -215,6 +247,9 @@ pub async fn login(
         token_type: "Bearer",
         expires_in: ttl.num_seconds(),
         must_change_password: scope == SessionScope::PasswordChange,
+        enrolment_required: enrol,
+        session_id,
+        username: user.username,
     })
 }
 
@@ -226,7 +261,7 @@ pub(crate) async fn verify_password(
     password: &SecretString,
     client: Option<IpAddr>,
 ) -> Result<bool> {
-    let keys = throttle_keys(username, client, false);
+    let keys = throttle_keys(username, client, false, None);
     claim_attempt(app, &keys).await?;
     let found = users_db::credentials(&app.db, username).await?;
     let ok = app
@@ -241,34 +276,47 @@ pub(crate) async fn verify_password(
     Ok(ok)
 }
 
+/// Whether a role `user_id` holds at `now` is one `policies/security.toml` names for a second
+/// factor at login.
+async fn second_factor_required(app: &App, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    let required = &app.policies.security.totp_required_roles;
+    if required.is_empty() {
+        return Ok(false);
+    }
+    let roles = users_db::roles_of(&app.db, user_id, now).await?;
+    Ok(roles.iter().any(|r| required.contains(r)))
+}
+
+/// Whether `user_id` must still enrol a second factor: a role of theirs needs one and none is
+/// confirmed. Their sessions are limited to enrolling it ([`SessionScope::Enrolment`]).
+pub(crate) async fn enrolment_due(app: &App, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    Ok(second_factor_required(app, user_id, now).await?
+        && !crate::db::vault::has_confirmed_totp(&app.db, user_id).await?)
+}
+
 /// The login second factor, for holders of the roles `policies/security.toml` names. A refused
 /// code leaves the attempt counted by the throttle (the password alone is not a success).
+/// Ok(true): such a holder has no confirmed factor yet, and gets a session only to enrol one
+/// (new staff are never locked out, and never skip enrolment).
 async fn second_factor(
     app: &App,
     user: &users_db::User,
     totp: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<()> {
-    let required = &app.policies.security.totp_required_roles;
-    if required.is_empty() {
-        return Ok(());
+) -> Result<bool> {
+    if !second_factor_required(app, user.id, now).await? {
+        return Ok(false);
     }
-    let roles = users_db::roles_of(&app.db, user.id, now).await?;
-    if !roles.iter().any(|r| required.contains(r)) {
-        return Ok(());
+    if !crate::db::vault::has_confirmed_totp(&app.db, user.id).await? {
+        return Ok(true);
     }
     let mut tx = crate::deed::Deed::open(app).await?;
     let outcome = crate::vault::factor::check(app, &mut tx, user.id, totp, false, now).await?;
     // An accepted step or a counted failure sticks.
     tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
-    outcome.map_err(|e| match e {
+    outcome.map(|()| false).map_err(|e| match e {
         Error::Forbidden { code, message, .. } => Error::Unauthenticated {
-            // Not enrolled: the same answer as a missing code, so the login form asks for one.
-            code: if code == "totp_not_enrolled" {
-                "totp_required"
-            } else {
-                code
-            },
+            code,
             message,
             subject: Some(user.username.clone()),
         },
@@ -378,7 +426,7 @@ mod tests {
     fn an_attempt_counts_for_the_account_and_for_its_address() {
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(
-            throttle_keys("op.zhang", Some(ip), false),
+            throttle_keys("op.zhang", Some(ip), false, None),
             vec![
                 ("account|op.zhang".to_string(), FREE_ACCOUNT_FAILURES),
                 ("op.zhang|10.1.2.3".to_string(), FREE_FAILURES),
@@ -386,8 +434,13 @@ mod tests {
         );
         // From the owner's usual address only the address's own count applies.
         assert_eq!(
-            throttle_keys("op.zhang", Some(ip), true),
+            throttle_keys("op.zhang", Some(ip), true, None),
             vec![("op.zhang|10.1.2.3".to_string(), FREE_FAILURES)]
+        );
+        // From a device that signed in before: the device alone, whatever others did.
+        assert_eq!(
+            throttle_keys("op.zhang", Some(ip), false, Some("d1")),
+            vec![("op.zhang|device:d1".to_string(), FREE_FAILURES)]
         );
     }
 }

@@ -215,6 +215,8 @@ pub enum SessionScope {
     Full,
     /// Signed in with a temporary password: only changing it.
     PasswordChange,
+    /// A holder of a role that needs a second factor, without one yet: only enrolling it.
+    Enrolment,
 }
 
 impl SessionScope {
@@ -222,6 +224,7 @@ impl SessionScope {
         match self {
             SessionScope::Full => None,
             SessionScope::PasswordChange => Some("password_change"),
+            SessionScope::Enrolment => Some("enrolment"),
         }
     }
 }
@@ -232,6 +235,7 @@ impl TryFrom<Option<String>> for SessionScope {
         match s.as_deref() {
             None => Ok(SessionScope::Full),
             Some("password_change") => Ok(SessionScope::PasswordChange),
+            Some("enrolment") => Ok(SessionScope::Enrolment),
             Some(other) => Err(super::CorruptValue::new(
                 "sessions.scope",
                 other.to_string(),
@@ -285,11 +289,12 @@ pub async fn revoke_session_of(
     Ok(n == 1)
 }
 
-/// Ends every session of `user_id` but `keep`, and gives `keep` the full scope.
+/// Ends every session of `user_id` but `keep`, and gives `keep` the scope `scope`.
 pub async fn end_other_sessions(
     tx: &mut Tx,
     user_id: i64,
     keep: &str,
+    scope: SessionScope,
     now: DateTime<Utc>,
 ) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
@@ -302,11 +307,22 @@ pub async fn end_other_sessions(
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;
+    set_session_scope(tx, user_id, keep, scope).await
+}
+
+/// Gives a session of `user_id` another scope (its limit lifted once the reason is gone).
+pub async fn set_session_scope(
+    tx: &mut Tx,
+    user_id: i64,
+    session: &str,
+    scope: SessionScope,
+) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
-        "UPDATE sessions SET scope = NULL WHERE id = $1 AND user_id = $2"
+        "UPDATE sessions SET scope = $3 WHERE id = $1 AND user_id = $2"
     )
-    .bind(keep)
+    .bind(session)
     .bind(user_id)
+    .bind(scope.as_db())
     .execute(c)
     .await
     .map(|r| r.rows_affected()))?;

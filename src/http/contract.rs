@@ -18,7 +18,7 @@ fn standard(status: &str) -> &'static str {
         }
         "401" => "需要有效的登录凭证 / A valid access token is required (unauthenticated)",
         "403" => {
-            "没有执行此操作的权限 / Not permitted (forbidden; password_change_required: a temporary password's session may only change it; or the code of the rule that refused)"
+            "没有执行此操作的权限 / Not permitted (forbidden; password_change_required: a temporary password's session may only change it; enrolment_required: a session opened to enrol a second factor may only do that; or the code of the rule that refused)"
         }
         "404" => "未找到 / Not found (not_found)",
         "409" => "与当前状态冲突 / Conflicts with the current state",

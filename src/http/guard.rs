@@ -136,6 +136,7 @@ fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
 
 /// The middleware.
 pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let started = tokio::time::Instant::now();
     let method = req.method().clone();
     let matched = req
         .extensions()
@@ -244,28 +245,57 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         if let Err(failed) = audit_refusal(app, refused, &response, now).await {
             return failed;
         }
+        if info.operation == "auth.login" && response.status() == StatusCode::UNAUTHORIZED {
+            pad_failed_login(started).await;
+        }
     }
     response
 }
 
+/// No failed login is answered sooner than this after it arrived: well above the argon2 work
+/// and the audit write, so an existing username (whose failure is audited) and an unknown one
+/// (whose failure is not) cost the same time to the one who asks.
+pub(crate) const FAILED_LOGIN_FLOOR: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Waits until [`FAILED_LOGIN_FLOOR`] has passed since `started` (the answer's shape in time,
+/// not the domain's clock).
+pub(crate) async fn pad_failed_login(started: tokio::time::Instant) {
+    tokio::time::sleep_until(started + FAILED_LOGIN_FLOOR).await;
+}
+
 /// Whether the caller's session may use `operation`: a session opened with a temporary password
-/// reads who it is, changes the password and logs out, nothing else.
+/// reads who it is, changes the password and logs out; one opened to enrol a second factor
+/// does that (and may change the password), nothing else.
 fn within_scope(who: &Principal, operation: &str) -> bool {
     match who.scope {
         SessionScope::Full => true,
         SessionScope::PasswordChange => {
             matches!(operation, "me.get" | "me.password" | "auth.logout")
         }
+        SessionScope::Enrolment => matches!(
+            operation,
+            "me.get" | "me.password" | "auth.logout" | "me.totp_enrol" | "me.totp_confirm"
+        ),
     }
 }
 
 /// The refusal of a request outside the caller's session scope.
 fn out_of_scope(who: Principal) -> (Option<Principal>, Error) {
+    let (code, message) = match who.scope {
+        SessionScope::Enrolment => (
+            "enrolment_required",
+            "请先登记并确认动态口令（第二因素） / Enrol and confirm your second factor (TOTP) first",
+        ),
+        _ => (
+            "password_change_required",
+            "请先修改临时密码 / Change your temporary password first",
+        ),
+    };
     (
         Some(who),
         Error::Forbidden {
-            code: "password_change_required",
-            message: "请先修改临时密码 / Change your temporary password first".into(),
+            code,
+            message: message.into(),
             policy_ids: Vec::new(),
         },
     )

@@ -1,6 +1,7 @@
 //! TOTP enrolment, confirmation and recovery codes.
 
 use super::*;
+use crate::db::users::SessionScope;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TotpEnrolment {
@@ -62,6 +63,16 @@ pub async fn confirm_totp(app: &App, who: &Principal, code: &str) -> Result<()> 
         tx.commit_bookkeeping(Bookkeeping::TotpStep).await?;
         return Err(e);
     }
+    // The session opened to enrol now holds both factors: its limit is lifted.
+    if who.scope == SessionScope::Enrolment {
+        crate::db::users::set_session_scope(
+            &mut tx,
+            who.user_id,
+            &who.session_id,
+            SessionScope::Full,
+        )
+        .await?;
+    }
     let entry = Entry::by(who, "totp.confirm", format!("user:{}", who.user_id));
     tx.commit(&entry, now).await?;
     Ok(())
@@ -84,7 +95,7 @@ pub async fn recovery_codes(app: &App, who: &Principal, code: &str) -> Result<Re
     let codes: Vec<String> = (0..10).map(|_| factor::new_recovery_code()).collect();
     let hashes: Vec<String> = codes
         .iter()
-        .map(|c| factor::hash_recovery_code(c))
+        .map(|c| factor::hash_recovery_code(app, who.user_id, c))
         .collect();
     db::set_recovery_codes(&mut tx, who.user_id, &hashes).await?;
     let entry = Entry::by(who, "totp.recovery_codes", format!("user:{}", who.user_id));

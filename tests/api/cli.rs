@@ -301,11 +301,16 @@ async fn nothing_secret_reaches_the_logs() {
     // Into files: a pipe nobody reads while the test runs would fill and stall the server.
     let logs = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let policies = crate::harness::without_second_factor_at_login(&shipped_policies(), logs.path());
     let mut child = changeguard()
         .arg("serve")
         .current_dir(dir.path())
         .env("CHANGEGUARD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHANGEGUARD_POLICIES_DIR", shipped_policies())
+        .env("CHANGEGUARD_POLICIES_DIR", &policies)
+        .env(
+            "CHANGEGUARD_TEMPLATES_DIR",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        )
         .env("CHANGEGUARD_BOOTSTRAP_ADMIN_PASSWORD", admin_password)
         .env("CHANGEGUARD_JWT_SECRET", jwt_secret)
         .env("CHANGEGUARD_LOG", "trace")

@@ -666,20 +666,27 @@ crate::both_backends!(
         // A viewer signs in.
         let r = client.get(srv.url("/console/login")).send().await.unwrap();
         let csrf = cookie_of(&r, "cg_csrf").unwrap();
-        let r = client
-            .post(srv.url("/console/login"))
-            .header(COOKIE, format!("cg_csrf={csrf}"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("username", "view.wu"),
-                ("password", "a long enough password"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let login = || {
+            client
+                .post(srv.url("/console/login"))
+                .header(COOKIE, format!("cg_csrf={csrf}"))
+                .header(ORIGIN, &srv.base)
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("username", "view.wu"),
+                    ("password", "a long enough password"),
+                ])
+                .send()
+        };
+        let r = login().await.unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         let session = cookie_of(&r, "cg_session").unwrap();
         let csrf = cookie_of(&r, "cg_csrf").unwrap();
+        // Another session of the same person has another token: each is bound to its session.
+        let other = login().await.unwrap();
+        let other_session = cookie_of(&other, "cg_session").unwrap();
+        let other_csrf = cookie_of(&other, "cg_csrf").unwrap();
+        assert_ne!(csrf, other_csrf);
         let jar = format!("cg_session={session}; cg_csrf={csrf}");
         let get = |path: &str| client.get(srv.url(path)).header(COOKIE, jar.clone()).send();
         assert_eq!(get("/console").await.unwrap().status(), StatusCode::OK);
@@ -700,6 +707,7 @@ crate::both_backends!(
         let r = client
             .post(srv.url("/console/changes/new"))
             .header(COOKIE, jar.clone())
+            .header(ORIGIN, &srv.base)
             .form(&[("title", "x")])
             .send()
             .await
@@ -717,6 +725,7 @@ crate::both_backends!(
         let r = client
             .post(srv.url("/console/changes/new"))
             .header(COOKIE, jar.clone())
+            .header(ORIGIN, &srv.base)
             .form(&form)
             .send()
             .await
@@ -724,11 +733,36 @@ crate::both_backends!(
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         let changes = crate::harness::body(srv.get("/api/v1/changes", &p.admin).await).await;
         assert_eq!(changes.as_array().unwrap().len(), 0);
-        // Logout ends the session for the console too.
-        let r = client
-            .post(srv.url("/console/logout"))
-            .header(COOKIE, jar.clone())
-            .form(&[("csrf", csrf.as_str())])
+        // A form post must name our origin: neither Origin nor Referer is refused; the token of
+        // another session is refused.
+        let logout = |jar: String, csrf: String| {
+            client
+                .post(srv.url("/console/logout"))
+                .header(COOKIE, jar)
+                .form(&[("csrf", csrf)])
+        };
+        let r = logout(jar.clone(), csrf.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let other_jar = format!("cg_session={other_session}; cg_csrf={csrf}");
+        let r = logout(other_jar, csrf.clone())
+            .header(ORIGIN, &srv.base)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = logout(jar.clone(), csrf.clone())
+            .header(
+                reqwest::header::REFERER,
+                format!("{}/evil", "http://evil.example"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(get("/console").await.unwrap().status(), StatusCode::OK);
+        // Logout ends the session for the console too (a Referer of our own pages will do).
+        let r = logout(jar.clone(), csrf.clone())
+            .header(reqwest::header::REFERER, srv.url("/console"))
             .send()
             .await
             .unwrap();
@@ -737,6 +771,67 @@ crate::both_backends!(
             get("/console").await.unwrap().status(),
             StatusCode::SEE_OTHER
         );
+    }
+);
+
+// On https the console's cookies are Secure and carry the `__Host-` prefix (path /, no domain),
+// so no sibling host of the bank's domain can plant or read them.
+crate::both_backends!(
+    on_https_the_console_cookies_are_host_only,
+    options = crate::harness::Options {
+        public_url: Some("https://changeguard.bank.example".into()),
+        ..crate::harness::Options::default()
+    },
+    |srv| {
+        use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
+        let admin = srv.admin().await;
+        srv.user_with(&admin, "view.wu", &["viewer"]).await;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let headers = |r: &reqwest::Response| -> Vec<String> {
+            r.headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        let r = client.get(srv.url("/console/login")).send().await.unwrap();
+        let set = headers(&r);
+        let csrf = set
+            .iter()
+            .find_map(|v| v.strip_prefix("__Host-cg_csrf="))
+            .expect("a __Host- CSRF cookie")
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let r = client
+            .post(srv.url("/console/login"))
+            .header(COOKIE, format!("__Host-cg_csrf={csrf}"))
+            .header(ORIGIN, &srv.base)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "view.wu"),
+                ("password", crate::harness::USER_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+        let set = headers(&r);
+        for name in ["__Host-cg_session=", "__Host-cg_csrf=", "__Host-cg_device="] {
+            let c = set
+                .iter()
+                .find(|v| v.starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {set:?}"));
+            for attr in ["Secure", "HttpOnly", "Path=/;", "SameSite=Strict"] {
+                assert!(format!("{c};").contains(attr), "{attr} in {c}");
+            }
+            assert!(!c.contains("Domain="), "{c}");
+        }
+        assert!(!set.iter().any(|v| v.starts_with("cg_session=")), "{set:?}");
     }
 );
 
@@ -769,6 +864,7 @@ impl<'a> Console<'a> {
         let r = client
             .post(srv.url("/console/login"))
             .header(COOKIE, format!("cg_csrf={csrf}"))
+            .header(reqwest::header::ORIGIN, &srv.base)
             .form(&[
                 ("csrf", csrf.as_str()),
                 ("username", user),
@@ -799,7 +895,8 @@ impl<'a> Console<'a> {
             .unwrap()
     }
 
-    /// Posts `fields`, with this browser's CSRF token unless `token` is false, from `origin`.
+    /// Posts `fields`, with this browser's CSRF token unless `token` is false, from `origin`
+    /// (none: from the console's own origin, as a browser sends it).
     async fn post(
         &self,
         path: &str,
@@ -816,9 +913,7 @@ impl<'a> Console<'a> {
             .post(self.srv.url(path))
             .header(reqwest::header::COOKIE, self.jar())
             .form(&form);
-        if let Some(o) = origin {
-            req = req.header(reqwest::header::ORIGIN, o);
-        }
+        req = req.header(reqwest::header::ORIGIN, origin.unwrap_or(&self.srv.base));
         req.send().await.unwrap()
     }
 }
@@ -1261,6 +1356,7 @@ crate::both_backends!(totp_enrolment_shows_a_qr_code_and_confirms, |srv| {
             .unwrap(),
         anonymous
             .post(srv.url("/console/me/totp"))
+            .header(reqwest::header::ORIGIN, &srv.base)
             .form(&[("csrf", "x")])
             .send()
             .await

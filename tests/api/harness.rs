@@ -121,6 +121,14 @@ pub struct Options {
     pub clock: Option<Arc<TestClock>>,
     /// `CHANGEGUARD_TRUSTED_PROXIES`.
     pub trusted_proxies: Option<String>,
+    /// Keep the shipped `totp_required_roles` (a second factor at login for admins, managers,
+    /// compliance and operators). Off by default: the tests of everything else sign people in
+    /// with the password alone, as a bank that emptied the list would; the second-factor tests
+    /// (tests/api/enrolment.rs) turn it on. A policies directory whose `security.toml` is not
+    /// the shipped one is used as it is.
+    pub second_factor_at_login: bool,
+    /// `CHANGEGUARD_PUBLIC_URL` (https makes the console's cookies `Secure` and `__Host-`).
+    pub public_url: Option<String>,
 }
 
 impl Default for Options {
@@ -133,8 +141,53 @@ impl Default for Options {
             session_cache: true,
             clock: None,
             trusted_proxies: None,
+            second_factor_at_login: false,
+            public_url: None,
         }
     }
+}
+
+/// `from`, or a copy of it in `dir` without the shipped second factor at login (see
+/// [`Options::second_factor_at_login`]).
+fn policies_for(from: PathBuf, second_factor_at_login: bool, dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(shipped_policies().join("security.toml")).unwrap();
+    let security = std::fs::read_to_string(from.join("security.toml")).unwrap_or_default();
+    if second_factor_at_login || security != shipped {
+        return from;
+    }
+    without_second_factor_at_login(&from, dir)
+}
+
+/// Copies the directory `from` (a policies directory) to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the policies in `from`, in `dir`, whose `security.toml` asks no role for a second
+/// factor at login.
+pub fn without_second_factor_at_login(from: &Path, dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(from.join("security.toml")).unwrap();
+    let to = dir.join("policies");
+    copy_dir(from, &to);
+    let line = shipped
+        .lines()
+        .find(|l| l.starts_with("totp_required_roles"))
+        .expect("security.toml names totp_required_roles");
+    std::fs::write(
+        to.join("security.toml"),
+        shipped.replace(line, "totp_required_roles = []"),
+    )
+    .unwrap();
+    to
 }
 
 impl TestServer {
@@ -172,7 +225,8 @@ impl TestServer {
         let settings = Settings {
             database_url: database_url.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            policies_dir: opts.policies,
+            policies_dir: policies_for(opts.policies, opts.second_factor_at_login, dir.path()),
+            templates_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")),
             jwt_secret: Some(SecretString::from(JWT_SECRET_HEX)),
             audit_key: None,
             bootstrap_admin_password: Some(SecretString::from(ADMIN_PASSWORD)),
@@ -182,6 +236,7 @@ impl TestServer {
             smtp_url: opts.smtp_url.map(SecretString::from),
             outbox_dir: dir.path().join("outbox"),
             trusted_proxies: opts.trusted_proxies,
+            public_url: opts.public_url,
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -496,10 +551,14 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
     doc
 }
 
-/// Defines `sqlite` and `postgres` tests running the same async body.
+/// Defines `sqlite` and `postgres` tests running the same async body, on servers started with
+/// the default [`Options`] or with `options = …`.
 #[macro_export]
 macro_rules! both_backends {
     ($(#[$meta:meta])* $name:ident, |$srv:ident| $body:block) => {
+        $crate::both_backends!($name, options = $crate::harness::Options::default(), |$srv| $body);
+    };
+    ($(#[$meta:meta])* $name:ident, options = $opts:expr, |$srv:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -507,7 +566,11 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let srv = $crate::harness::TestServer::start($crate::harness::Backend::Sqlite).await;
+                let srv = $crate::harness::TestServer::start_with(
+                    $crate::harness::Backend::Sqlite,
+                    $opts,
+                )
+                .await;
                 run(&srv).await;
                 srv.stop().await;
             }
@@ -517,7 +580,11 @@ macro_rules! both_backends {
                 if $crate::harness::postgres_url().is_none() {
                     return;
                 }
-                let srv = $crate::harness::TestServer::start($crate::harness::Backend::Postgres).await;
+                let srv = $crate::harness::TestServer::start_with(
+                    $crate::harness::Backend::Postgres,
+                    $opts,
+                )
+                .await;
                 run(&srv).await;
                 srv.stop().await;
             }

@@ -42,7 +42,10 @@ pub async fn login(
             &req.username,
             &req.password,
             req.totp.as_deref(),
-            Some(client),
+            auth::From {
+                client: Some(client),
+                device: None,
+            },
         )
         .await?,
     ))
@@ -68,6 +71,9 @@ pub struct Me {
     pub permissions: Vec<String>,
     /// Signed in with a temporary password: only `POST /api/v1/me/password`, this and logout.
     pub must_change_password: bool,
+    /// Signed in to enrol a second factor a role needs: only the `/api/v1/me/totp` routes,
+    /// this, a password change and logout.
+    pub enrolment_required: bool,
 }
 
 /// The caller, their roles in force and what they may do.
@@ -75,7 +81,8 @@ pub struct Me {
     security(("bearer" = [])), responses((status = 200, body = Me), (status = 401, body = Problem)))]
 pub async fn me(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<Me>> {
     let must_change_password = who.scope == SessionScope::PasswordChange;
-    let permissions = if must_change_password {
+    let enrolment_required = who.scope == SessionScope::Enrolment;
+    let permissions = if who.scope != SessionScope::Full {
         Vec::new()
     } else {
         app.policies.authorizer.permissions(&who)
@@ -89,5 +96,6 @@ pub async fn me(State(app): State<App>, Auth(who): Auth) -> ApiResult<Json<Me>> 
         roles: who.roles,
         permissions,
         must_change_password,
+        enrolment_required,
     }))
 }

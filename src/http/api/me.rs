@@ -27,7 +27,7 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     let trusted = app.settings.trusted_proxy_nets().unwrap_or_default();
     let client = crate::http::client::client_ip(&trusted, peer.ip(), &headers);
-    self_service::change_password(&app, &who, req, Some(client)).await?;
+    let _scope = self_service::change_password(&app, &who, req, Some(client)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

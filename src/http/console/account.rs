@@ -78,9 +78,9 @@ pub async fn change_password(
         new_password: SecretString::from(f.new_password),
     };
     match self_service::change_password(&app, &s.who, req, Some(client)).await {
-        Ok(()) => {
+        Ok(scope) => {
             let mut s = s;
-            s.who.scope = SessionScope::Full;
+            s.who.scope = scope;
             let text = s.lang.tr(
                 "密码已修改，其他会话已结束。",
                 "Your password is changed; your other sessions have ended.",

@@ -63,7 +63,12 @@ pub async fn confirm(State(app): State<App>, s: Session, Form(f): Form<CodeForm>
         return super::csrf_refused(s.lang);
     }
     match vault::confirm_totp(&app, &s.who, f.code.trim()).await {
-        Ok(()) => page(&app, &s, json!({"confirmed": true}), StatusCode::OK).await,
+        Ok(()) => {
+            // An enrolment-only session is lifted by the confirmation.
+            let mut s = s;
+            s.who.scope = crate::db::users::SessionScope::Full;
+            page(&app, &s, json!({"confirmed": true}), StatusCode::OK).await
+        }
         Err(e) => {
             failed(
                 &app,

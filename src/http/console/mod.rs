@@ -3,12 +3,14 @@
 //! server refuses it anyway.
 //!
 //! Session: the access token of an ordinary login, in an `HttpOnly`, `SameSite=Strict` cookie
-//! (`Secure` when the public URL is https). CSRF: every form echoes a random per-browser token
-//! that also sits in its own cookie (double submit), and a cross-origin `Origin` is refused.
+//! (`Secure` and `__Host-` when the public URL is https; [`cookies`]). CSRF: every form echoes
+//! the token of its session (a MAC of the session id), and every form post must name this
+//! origin (`Origin`, else `Referer`).
 //! Refused console actions are audited exactly like refused API writes.
 
 mod account;
 mod admin;
+pub(crate) mod cookies;
 mod i18n;
 mod me;
 mod pages;
@@ -21,19 +23,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::App;
 use crate::db::users::SessionScope;
 use crate::error::Error;
 use crate::rbac::{Facts, Principal, Resource};
+use cookies::Kind;
 
 pub use i18n::Lang;
 pub use templates::Templates;
-
-pub(crate) const SESSION_COOKIE: &str = "cg_session";
-pub(crate) const CSRF_COOKIE: &str = "cg_csrf";
 
 /// A console token older than this is renewed on the next request (while its session lives).
 const RENEW_AFTER_SECS: i64 = 5 * 60;
@@ -96,24 +96,35 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// Refuses state-changing requests from another origin (belt and braces with SameSite=Strict).
+/// Refuses state-changing requests that do not name this origin (belt and braces with
+/// SameSite=Strict and the CSRF token): `Origin` must be this host, or, when a browser sends
+/// none, `Referer` must be a page of this host. A post naming neither is refused too.
 async fn same_origin(req: Request, next: Next) -> Response {
-    if req.method() != axum::http::Method::GET {
-        let host = req.headers().get(header::HOST).cloned();
-        let lang = lang_of(req.headers());
-        if let Some(origin) = req.headers().get(header::ORIGIN) {
-            let same = origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.split_once("://").map(|(_, rest)| rest.to_string()))
-                .zip(host.as_ref().and_then(|h| h.to_str().ok()))
-                .is_some_and(|(o, h)| o == h);
-            if !same {
-                return refusal_page(lang, "跨站请求被拒绝 / Cross-origin request refused");
-            }
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let headers = req.headers();
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let named = match headers.get(header::ORIGIN) {
+            Some(origin) => origin.to_str().ok().and_then(authority),
+            None => headers
+                .get(header::REFERER)
+                .and_then(|r| r.to_str().ok())
+                .and_then(authority),
+        };
+        if host.is_none() || named != host {
+            let lang = lang_of(headers);
+            return refusal_page(lang, "跨站请求被拒绝 / Cross-origin request refused");
         }
     }
     next.run(req).await
+}
+
+/// `host[:port]` of an http(s) URL or origin.
+fn authority(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
 }
 
 /// Sliding renewal of the console session: a token older than [`RENEW_AFTER_SECS`] whose
@@ -127,13 +138,16 @@ async fn renew(
     next: Next,
 ) -> Response {
     let jar = CookieJar::from_headers(req.headers());
-    let fresh = match jar.get(SESSION_COOKIE) {
-        Some(c) => renewed_token(&app, c.value()).await,
+    let fresh = match cookies::get(&app, &jar, Kind::Session) {
+        Some(c) => renewed_token(&app, &c).await,
         None => None,
     };
     if let Some(token) = &fresh {
         // The handler sees the renewed token.
-        let jar = jar.add(Cookie::new(SESSION_COOKIE, token.clone()));
+        let jar = jar.add(Cookie::new(
+            cookies::name(&app, Kind::Session),
+            token.clone(),
+        ));
         let header: Vec<String> = jar
             .iter()
             .map(|c| format!("{}={}", c.name(), c.value()))
@@ -146,13 +160,13 @@ async fn renew(
     let mut resp = next.run(req).await;
     if let Some(token) = fresh {
         // Logout (or a new login) already decided what the cookie becomes.
-        let decided = resp
-            .headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+        let decided = resp.headers().get_all(header::SET_COOKIE).iter().any(|v| {
+            v.as_bytes()
+                .starts_with(cookies::name(&app, Kind::Session).as_bytes())
+        });
         if !decided
-            && let Ok(v) = HeaderValue::from_str(&cookie(&app, SESSION_COOKIE, token).to_string())
+            && let Ok(v) =
+                HeaderValue::from_str(&cookies::make(&app, Kind::Session, token).to_string())
         {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -198,7 +212,7 @@ pub(crate) fn lang_of(headers: &axum::http::HeaderMap) -> Lang {
     Lang::from_cookie(jar.get(i18n::LANG_COOKIE).map(|c| c.value()))
 }
 
-/// A signed-in console user, the CSRF token of this browser and its language.
+/// A signed-in console user, the CSRF token of their session and their language.
 pub struct Session {
     pub who: Principal,
     pub csrf: String,
@@ -228,7 +242,7 @@ impl Session {
         })
     }
 
-    /// The form's token must equal this browser's cookie.
+    /// The form's token must be this session's.
     pub fn csrf_ok(&self, sent: &str) -> bool {
         !sent.is_empty() && constant_time_eq(sent.as_bytes(), self.csrf.as_bytes())
     }
@@ -256,7 +270,7 @@ fn refusal_page(lang: Lang, text: &str) -> Response {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 impl FromRequestParts<App> for Session {
@@ -264,11 +278,10 @@ impl FromRequestParts<App> for Session {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let jar = CookieJar::from_headers(&parts.headers);
-        let token = jar.get(SESSION_COOKIE).map(|c| c.value().to_string());
-        let csrf = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
+        let token = cookies::get(app, &jar, Kind::Session);
         let lang = lang_of(&parts.headers);
-        match (token, csrf) {
-            (Some(token), Some(csrf)) => {
+        match token {
+            Some(token) => {
                 match crate::auth::authenticate(app, Some(&token), app.now()).await {
                     // A temporary password's session sees its account page, nothing else.
                     Ok(who)
@@ -280,33 +293,37 @@ impl FromRequestParts<App> for Session {
                     {
                         Err(Redirect::to("/console/me/account").into_response())
                     }
-                    Ok(who) => Ok(Session { who, csrf, lang }),
+                    // One opened to enrol a second factor sees the enrolment page (and may
+                    // change its password), nothing else.
+                    Ok(who)
+                        if who.scope == SessionScope::Enrolment
+                            && !matches!(
+                                parts.uri.path(),
+                                "/console/me/totp"
+                                    | "/console/me/totp/confirm"
+                                    | "/console/me/account"
+                                    | "/console/me/password"
+                                    | "/console/logout"
+                            ) =>
+                    {
+                        Err(Redirect::to("/console/me/totp").into_response())
+                    }
+                    Ok(who) => Ok(Session {
+                        csrf: cookies::csrf_of_session(app, &who.session_id),
+                        who,
+                        lang,
+                    }),
                     Err(Error::Unauthenticated { .. }) => Err(to_login()),
                     Err(e) => Err(pages::error_page(app, None, lang, e)),
                 }
             }
-            _ => Err(to_login()),
+            None => Err(to_login()),
         }
     }
 }
 
 fn to_login() -> Response {
     Redirect::to("/console/login").into_response()
-}
-
-/// A browser-session cookie: HttpOnly, SameSite=Strict, path /console, Secure on https.
-pub(crate) fn cookie(app: &App, name: &'static str, value: String) -> Cookie<'static> {
-    let secure = app
-        .settings
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    Cookie::build((name, value))
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(secure)
-        .path("/console")
-        .build()
 }
 
 pub(crate) fn html(body: String) -> Response {

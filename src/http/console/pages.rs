@@ -13,8 +13,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::cookies::{self, Kind};
 use super::i18n::LANG_COOKIE;
-use super::{CSRF_COOKIE, Lang, SESSION_COOKIE, Session, Templates, cookie, html};
+use super::{Lang, Session, Templates, html};
 use crate::App;
 use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Rejection, Review};
 use crate::error::Error;
@@ -124,9 +125,7 @@ fn new_csrf() -> String {
 
 pub async fn login_form(State(app): State<App>, jar: CookieJar) -> Response {
     let lang = Lang::from_cookie(jar.get(LANG_COOKIE).map(|c| c.value()));
-    let csrf = jar
-        .get(CSRF_COOKIE)
-        .map(|c| c.value().to_string())
+    let csrf = cookies::get(&app, &jar, Kind::Csrf)
         .filter(|v| v.len() == 48)
         .unwrap_or_else(new_csrf);
     let page = render(
@@ -134,7 +133,7 @@ pub async fn login_form(State(app): State<App>, jar: CookieJar) -> Response {
         json!({"title": lang.tr("登录", "Sign in"), "csrf": csrf, "lang": lang}),
         StatusCode::OK,
     );
-    (jar.add(cookie(&app, CSRF_COOKIE, csrf)), page).into_response()
+    (jar.add(cookies::make(&app, Kind::Csrf, csrf)), page).into_response()
 }
 
 #[derive(Deserialize)]
@@ -153,22 +152,33 @@ pub async fn login(
     jar: CookieJar,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     let trusted = app.settings.trusted_proxy_nets().unwrap_or_default();
     let client = crate::http::client::client_ip(&trusted, peer.ip(), &headers);
     let lang = Lang::from_cookie(jar.get(LANG_COOKIE).map(|c| c.value()));
-    let expected = jar.get(CSRF_COOKIE).map(|c| c.value().to_string());
-    if expected.as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
+    let expected = cookies::get(&app, &jar, Kind::Csrf);
+    if expected.as_deref() != Some(f.csrf.as_str()) || f.csrf.len() != 48 {
         return super::csrf_refused(lang);
     }
     let password = SecretString::from(f.password);
     let totp = Some(f.totp.trim()).filter(|t| !t.is_empty());
-    match crate::auth::login(&app, &f.username, &password, totp, Some(client)).await {
+    let device = cookies::get(&app, &jar, Kind::Device);
+    let from = crate::auth::From {
+        client: Some(client),
+        device: device.as_deref(),
+    };
+    match crate::auth::login(&app, &f.username, &password, totp, from).await {
         Ok(ok) => {
+            let csrf = cookies::csrf_of_session(&app, &ok.session_id);
+            let device = crate::auth::device::issue(&app, &ok.username, app.now());
             let jar = jar
-                .add(cookie(&app, SESSION_COOKIE, ok.access_token))
-                .add(cookie(&app, CSRF_COOKIE, new_csrf()));
+                .add(cookies::make(&app, Kind::Session, ok.access_token))
+                .add(cookies::make(&app, Kind::Csrf, csrf))
+                .add(cookies::make(&app, Kind::Device, device));
             let to = if ok.must_change_password {
                 "/console/me/account"
+            } else if ok.enrolment_required {
+                "/console/me/totp"
             } else {
                 "/console"
             };
@@ -186,6 +196,9 @@ pub async fn login(
             };
             if let Err(failed) = audit_refusal(&app, r, &resp, app.now()).await {
                 return failed;
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                crate::http::guard::pad_failed_login(started).await;
             }
             let mut page = render(
                 "login.html",
@@ -220,8 +233,8 @@ pub async fn logout(
         return error_page(&app, Some(&s), s.lang, e);
     }
     let jar = jar
-        .remove(cookie(&app, SESSION_COOKIE, String::new()))
-        .remove(cookie(&app, CSRF_COOKIE, String::new()));
+        .remove(cookies::make(&app, Kind::Session, String::new()))
+        .remove(cookies::make(&app, Kind::Csrf, String::new()));
     (jar, Redirect::to("/console/login")).into_response()
 }
 
@@ -513,10 +526,7 @@ pub async fn switch_lang(
         .map(|((_, path), _)| format!("/{path}"))
         .filter(|p| p.starts_with("/console") && !p.starts_with("/console/lang/"))
         .unwrap_or_else(|| "/console".into());
-    let c = format!(
-        "{}; Max-Age=31536000",
-        cookie(&app, LANG_COOKIE, lang.code().into())
-    );
+    let c = cookies::make(&app, Kind::Lang, lang.code().into()).to_string();
     ([(header::SET_COOKIE, c)], Redirect::to(&back)).into_response()
 }
 
