@@ -79,6 +79,8 @@ pub struct AppInner {
     pub admission: gate::admission::AdmissionKeys,
     /// Where audit checkpoints go, and the key that signs them.
     pub checkpoints: audit::checkpoint::Checkpoints,
+    /// How many refused writes of each person the trail still takes in this window.
+    pub refusal_budget: audit::refusal_budget::RefusalBudget,
 }
 
 impl Deref for App {
@@ -193,6 +195,7 @@ impl App {
             vault,
             admission,
             checkpoints,
+            refusal_budget: Default::default(),
             settings,
         }));
         if let Some(password) =

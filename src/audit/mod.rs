@@ -13,6 +13,7 @@
 //! the daily digest e-mails the latest one.
 
 pub mod checkpoint;
+pub mod refusal_budget;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use hmac::{Hmac, Mac};

@@ -55,6 +55,9 @@ pub fn check_policy(password: &str, username: &str) -> Result<()> {
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Of those, how many may work for usernames that do not exist: a flood of made-up names
+    /// cannot take every slot from the staff signing in.
+    unknown: Arc<Semaphore>,
     /// Verified against when the user does not exist, so both cases take the same time.
     dummy: Arc<String>,
 }
@@ -64,6 +67,7 @@ impl Hasher {
         let dummy = hash_blocking("changeguard-dummy-password")?;
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            unknown: Arc::new(Semaphore::new((concurrency / 2).max(1))),
             dummy: Arc::new(dummy),
         })
     }
@@ -91,14 +95,25 @@ impl Hasher {
         Ok(hashed)
     }
 
-    /// Verifies `password` against `stored`, or against a dummy hash when `stored` is `None`.
+    /// Verifies `password` against `stored`, or against a dummy hash when `stored` is `None`
+    /// (at most half the slots, at least one, do that work at once).
     pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> Result<bool> {
+        let unknown = match stored {
+            Some(_) => None,
+            None => Some(
+                self.unknown
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(anyhow::Error::new)?,
+            ),
+        };
         let permit = self.slot().await?;
         let real = stored.is_some();
         let hash = stored.map_or_else(|| self.dummy.as_str().to_string(), str::to_string);
         let pw = password.clone();
         let ok = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, unknown);
             PasswordHash::new(&hash)
                 .map(|parsed| {
                     Argon2::default()
@@ -147,6 +162,30 @@ mod tests {
                 .await
                 .unwrap()
         );
+        assert!(!h.verify(&pw, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn unknown_usernames_never_take_every_slot() {
+        let h = Hasher::new(4).unwrap();
+        let pw = SecretString::from("correct horse battery");
+        let stored = h.hash(&pw).await.unwrap();
+        // Two dummy verifications (half of four slots) are running.
+        let busy = h.unknown.clone().acquire_many_owned(2).await.unwrap();
+        let wait = std::time::Duration::from_millis(300);
+        // A third made-up name waits for them ...
+        assert!(
+            tokio::time::timeout(wait, h.verify(&pw, None))
+                .await
+                .is_err()
+        );
+        // ... while a real account is verified at once.
+        let real = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            h.verify(&pw, Some(&stored)),
+        );
+        assert!(real.await.unwrap().unwrap());
+        drop(busy);
         assert!(!h.verify(&pw, None).await.unwrap());
     }
 }

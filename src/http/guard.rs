@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::problem::{ApiError, Audited, Refusal, problem};
 use crate::App;
+use crate::audit::refusal_budget::{self, Verdict};
 use crate::audit::{Entry, Outcome};
 use crate::db::users::SessionScope;
 use crate::error::Error;
@@ -351,12 +352,23 @@ async fn audit_refused(
         tracing::info!(operation = %r.operation, status = status.as_u16(), "refused write not attributable to a user; not audited");
         return Ok(());
     }
+    let actor = r
+        .principal
+        .map(|p| p.actor_name())
+        .or_else(|| refusal.as_ref().and_then(|x| x.subject.clone()));
+    if let Some(name) = &actor
+        && let Verdict::Suppress { first } = app.refusal_budget.take(name, now)
+    {
+        metrics::counter!("audit_refusals_suppressed_total").increment(1);
+        if first {
+            tracing::warn!(actor = %name, operation = %r.operation, per_window = refusal_budget::PER_WINDOW,
+                "refused writes of one person over the audit budget of this window: counted, not audited");
+        }
+        return Ok(());
+    }
     let entry = Entry {
         actor_id: r.principal.map(|p| p.user_id),
-        actor: r
-            .principal
-            .map(|p| p.actor_name())
-            .or_else(|| refusal.as_ref().and_then(|x| x.subject.clone())),
+        actor,
         action: r.operation.to_string(),
         target: Some(r.target),
         outcome: Outcome::Refused,

@@ -478,3 +478,63 @@ crate::both_backends!(no_audit_entry_no_change, |srv| {
     // Afterwards the same request goes through, with its entry.
     assert_eq!(create().await.status(), StatusCode::CREATED);
 });
+
+// A signed-in person scripting refused writes cannot grow the trail without bound: 200 refusals
+// of theirs per 10 minutes are audited, the rest only counted; the next window starts afresh.
+crate::both_backends!(
+    refused_writes_of_one_person_are_audited_up_to_a_budget,
+    |srv| {
+        use changeguard::audit::refusal_budget::{PER_WINDOW, WINDOW_SECS};
+        let admin = srv.admin().await;
+        srv.user_with(&admin, "view.wu", &["viewer"]).await;
+        let refused_entries = || async {
+            let admin = srv.admin().await;
+            let all = body(srv.get("/api/v1/audit?limit=500", &admin).await).await;
+            all.as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["actor"] == "view.wu" && e["outcome"] == "refused")
+                .count()
+        };
+        let attempt = |viewer: String| async move {
+            let r = srv
+                .post(
+                    "/api/v1/systems",
+                    &viewer,
+                    json!({"key": "x-sys", "name": "x", "owner_department": "科技部"}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        };
+        // Start at the beginning of a window, so all of these fall into one.
+        let into = srv.now().timestamp().rem_euclid(WINDOW_SECS);
+        srv.advance(chrono::TimeDelta::seconds(WINDOW_SECS - into));
+        let viewer = srv.token("view.wu", crate::harness::USER_PASSWORD).await;
+        let admin = srv.admin().await;
+        for _ in 0..PER_WINDOW + 5 {
+            attempt(viewer.clone()).await;
+        }
+        assert_eq!(refused_entries().await, PER_WINDOW as usize);
+        // Somebody else is not silenced by it.
+        let r = srv
+            .post(
+                "/api/v1/systems",
+                &admin,
+                json!({"key": "bad key!", "name": "x", "owner_department": "科技部"}),
+            )
+            .await;
+        assert!(r.status().is_client_error());
+        let all = body(srv.get("/api/v1/audit?limit=5", &admin).await).await;
+        assert!(
+            all.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["actor"] == "admin" && e["outcome"] == "refused"),
+            "{all}"
+        );
+        // The next window audits again.
+        srv.advance(chrono::TimeDelta::seconds(WINDOW_SECS));
+        attempt(srv.token("view.wu", crate::harness::USER_PASSWORD).await).await;
+        assert_eq!(refused_entries().await, PER_WINDOW as usize + 1);
+    }
+);

@@ -175,19 +175,22 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// A copy of the policies in `from`, in `dir`, whose `security.toml` asks no role for a second
 /// factor at login.
 pub fn without_second_factor_at_login(from: &Path, dir: &Path) -> PathBuf {
-    let shipped = std::fs::read_to_string(from.join("security.toml")).unwrap();
     let to = dir.join("policies");
     copy_dir(from, &to);
-    let line = shipped
+    ask_no_second_factor_at_login(&to);
+    to
+}
+
+/// Rewrites `security.toml` in the policies directory `dir` so that no role needs a second
+/// factor at login.
+pub fn ask_no_second_factor_at_login(dir: &Path) {
+    let file = dir.join("security.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = text
         .lines()
         .find(|l| l.starts_with("totp_required_roles"))
         .expect("security.toml names totp_required_roles");
-    std::fs::write(
-        to.join("security.toml"),
-        shipped.replace(line, "totp_required_roles = []"),
-    )
-    .unwrap();
-    to
+    std::fs::write(&file, text.replace(line, "totp_required_roles = []")).unwrap();
 }
 
 impl TestServer {

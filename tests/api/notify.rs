@@ -130,6 +130,7 @@ impl Smtp {
 fn fast_policies(max_attempts: u32) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&shipped_policies(), dir.path());
+    crate::harness::ask_no_second_factor_at_login(dir.path());
     let f = dir.path().join("notifications.toml");
     let text = std::fs::read_to_string(&f)
         .unwrap()
