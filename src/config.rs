@@ -18,6 +18,10 @@ pub struct Settings {
     /// `sqlite:changeguard.db` (default) or `postgres://…`.
     pub database_url: String,
     pub listen: SocketAddr,
+    /// A second address that serves `GET /metrics` alone, without a token, for a Prometheus on
+    /// the operations network (e.g. `127.0.0.1:9464`). Unset: metrics only on `listen`, to a
+    /// bearer of `ops.metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     pub policies_dir: PathBuf,
     /// At least 256 random bits, as 64 hex characters or base64. Unset: kept in a key file.
     #[serde(skip_serializing)]
@@ -82,6 +86,7 @@ impl Default for Settings {
         Settings {
             database_url: "sqlite:changeguard.db".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             policies_dir: PathBuf::from("policies"),
             jwt_secret: None,
             audit_key: None,

@@ -362,6 +362,8 @@ pub async fn write_audit_checkpoint(
 pub struct Server {
     pub app: App,
     listener: TcpListener,
+    /// `metrics_listen`, bound: `GET /metrics` alone, without a token.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -375,12 +377,31 @@ impl Server {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Server> {
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (metrics): {e}"))?,
+            ),
+            None => None,
+        };
         let app = App::start_with_clock(settings, clock).await?;
-        Ok(Server { app, listener })
+        Ok(Server {
+            app,
+            listener,
+            metrics_listener,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `GET /metrics` is served without a token, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves.
@@ -392,6 +413,13 @@ impl Server {
         let sender = notify::worker::spawn(self.app.clone());
         let scheduler = notify::schedule::spawn(self.app.clone());
         let watcher = db::watch::spawn(&self.app.db);
+        let metrics = self.metrics_listener.map(|l| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, http::metrics_router()).await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            })
+        });
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -401,6 +429,9 @@ impl Server {
         sender.abort();
         scheduler.abort();
         watcher.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         self.app.db.close().await;
         Ok(())
     }

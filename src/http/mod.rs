@@ -101,6 +101,20 @@ pub fn router(app: App) -> anyhow::Result<Router> {
     Ok(with_common_layers(router))
 }
 
+/// What `metrics_listen` serves: `GET /metrics` without a token, and nothing else.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(ops::metrics_text))
+        .fallback(|| async {
+            problem(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "未找到 / Not found",
+                Default::default(),
+            )
+        })
+}
+
 /// Body limit, problem documents for bare errors, metrics, request ids, access log, security
 /// headers, panic catching and a timeout: what every response goes through.
 pub fn with_common_layers(router: Router) -> Router {

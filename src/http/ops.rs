@@ -70,9 +70,10 @@ pub async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format, to a bearer of `ops.metrics` (an admin, or a service account of the
+/// `monitoring` role). With `CHANGEGUARD_METRICS_LISTEN` set, also served there without a token.
 #[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "ops.metrics",
-    security(()), responses((status = 200, content_type = "text/plain")))]
+    security(("bearer" = ["ops.metrics"])), responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics_text() -> Response {
     let body = recorder().map(|h| h.render()).unwrap_or_default();
     let mut resp = body.into_response();

@@ -22,12 +22,7 @@ crate::both_backends!(writes_and_refusals_are_recorded, |srv| {
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     srv.login("nobody.here", "not the password at all").await;
-    let metrics = srv
-        .call(Method::GET, "/metrics", None, None)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.get("/metrics", &admin).await.text().await.unwrap();
     assert!(
         metrics.contains("unattributed_refusals_total{status=\"401\"}"),
         "{metrics}"

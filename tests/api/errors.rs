@@ -113,15 +113,8 @@ crate::both_backends!(operations_endpoints_and_headers, |srv| {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
-    let text = srv
-        .client
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let admin = srv.admin().await;
+    let text = srv.get("/metrics", &admin).await.text().await.unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
     let doc = body(
         srv.client
@@ -136,3 +129,62 @@ crate::both_backends!(operations_endpoints_and_headers, |srv| {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("swagger"));
 });
+
+crate::both_backends!(
+    metrics_answer_a_bearer_of_ops_metrics_or_on_their_own_address,
+    options = crate::harness::Options {
+        metrics_listen: true,
+        ..Default::default()
+    },
+    |srv| {
+        // Not public on the service's address: no token 401, a person without the permission 403.
+        let r = srv.client.get(srv.url("/metrics")).send().await.unwrap();
+        problem(r, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+        let admin = srv.admin().await;
+        let (_, op) = srv
+            .user_with(&admin, "op.metrics", &["tech_operator"])
+            .await;
+        problem(
+            srv.get("/metrics", &op).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        // A Prometheus with a service account of the monitoring role.
+        let (_, scraper) = crate::gate::machine(srv, &admin, "prometheus", "monitoring").await;
+        let r = srv.get("/metrics", &scraper).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().await.unwrap().contains("http_requests_total"));
+        // ... which may do nothing else.
+        problem(
+            srv.get("/api/v1/users", &scraper).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        // The metrics address serves /metrics without a token, and nothing else.
+        let base = srv.metrics_base.clone().expect("metrics_listen is on");
+        let r = srv
+            .client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().await.unwrap().contains("http_requests_total"));
+        for path in [
+            "/api/v1/users",
+            "/healthz",
+            "/console",
+            "/api/v1/openapi.json",
+        ] {
+            let r = srv
+                .client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap();
+            problem(r, StatusCode::NOT_FOUND, "not_found").await;
+        }
+    }
+);

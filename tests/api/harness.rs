@@ -59,6 +59,8 @@ pub struct TestServer {
     pub app: changeguard::App,
     pub clock: Arc<TestClock>,
     pub base: String,
+    /// Where `/metrics` is served without a token ([`Options::metrics_listen`]).
+    pub metrics_base: Option<String>,
     pub client: Client,
     pub backend: Backend,
     pub database_url: String,
@@ -129,6 +131,8 @@ pub struct Options {
     pub second_factor_at_login: bool,
     /// `CHANGEGUARD_PUBLIC_URL` (https makes the console's cookies `Secure` and `__Host-`).
     pub public_url: Option<String>,
+    /// `CHANGEGUARD_METRICS_LISTEN` on a loopback port of its own ([`TestServer::metrics_base`]).
+    pub metrics_listen: bool,
 }
 
 impl Default for Options {
@@ -143,6 +147,7 @@ impl Default for Options {
             trusted_proxies: None,
             second_factor_at_login: false,
             public_url: None,
+            metrics_listen: false,
         }
     }
 }
@@ -240,6 +245,7 @@ impl TestServer {
             outbox_dir: dir.path().join("outbox"),
             trusted_proxies: opts.trusted_proxies,
             public_url: opts.public_url,
+            metrics_listen: opts.metrics_listen.then(|| "127.0.0.1:0".parse().unwrap()),
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,6 +254,7 @@ impl TestServer {
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();
+        let metrics_base = server.metrics_addr().map(|a| format!("http://{a}"));
         let app = server.app.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -262,6 +269,7 @@ impl TestServer {
             app,
             clock,
             base: format!("http://{addr}"),
+            metrics_base,
             client: Client::new(),
             backend,
             database_url,

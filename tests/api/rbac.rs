@@ -38,7 +38,6 @@ fn every_route_declares_its_access() {
             // The feed authenticates with the personal token in its URL.
             "GET /api/v1/calendar.ics",
             "GET /healthz",
-            "GET /metrics",
             "GET /readyz",
             "POST /api/v1/auth/login"
         ]
