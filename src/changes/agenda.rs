@@ -304,8 +304,8 @@ pub fn render_ics(
             .clamp(0, i64::from(u32::MAX)) as u32;
         let event = icalendar::Event::new()
             .uid(&format!("change-{}@changeguard", r.id))
-            .summary(&format!("{flag}[{category}] {}", r.title))
-            .description(&description)
+            .summary(&ics_text(&format!("{flag}[{category}] {}", r.title)))
+            .description(&ics_text(&description))
             .starts((r.planned_start.with_timezone(&tz).naive_local(), tz))
             .ends((r.planned_end.with_timezone(&tz).naive_local(), tz))
             .status(status)
@@ -317,6 +317,17 @@ pub fn render_ics(
     }
     let text = cal.done().to_string();
     with_vtimezone(&text, tz)
+}
+
+/// Text as an iCalendar TEXT value may hold it (RFC 5545 §3.3.11: no control character but
+/// HTAB; line breaks are escaped by the writer): CRLF line ends become line feeds, and any other
+/// control character (input refuses them, but rows older than that check may hold one) is left
+/// out, so no stored text can end a content line or start a property of its own.
+fn ics_text(s: &str) -> String {
+    s.replace("\r\n", "\n")
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
 }
 
 /// Adds the VTIMEZONE that RFC 5545 requires for the TZID used (the zone's current offset;
@@ -341,5 +352,23 @@ fn with_vtimezone(ics: &str, tz: Tz) -> String {
     match ics.find("BEGIN:VEVENT") {
         Some(i) => format!("{}{}{}", &ics[..i], block, &ics[i..]),
         None => ics.replacen("END:VCALENDAR", &format!("{block}END:VCALENDAR"), 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ics_text;
+
+    #[test]
+    fn calendar_text_holds_no_control_character_but_line_feeds_and_tabs() {
+        assert_eq!(
+            ics_text("回退：\r\n1. 停服\r\n\t2. 还原"),
+            "回退：\n1. 停服\n\t2. 还原"
+        );
+        assert_eq!(
+            ics_text("a\rMETHOD:CANCEL\u{7}\u{1b}[0m"),
+            "aMETHOD:CANCEL[0m"
+        );
+        assert_eq!(ics_text("普通文字 plain"), "普通文字 plain");
     }
 }

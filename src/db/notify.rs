@@ -22,6 +22,9 @@ pub struct OutboxRow {
     pub body_html: String,
     #[serde(skip)]
     pub ics: Option<String>,
+    /// The calendar entry's method (`REQUEST` or `CANCEL`), stored with it.
+    #[serde(skip)]
+    pub ics_method: Option<String>,
     pub message_id: String,
     pub status: String,
     pub attempts: i32,
@@ -36,10 +39,42 @@ pub struct OutboxRow {
 
 macro_rules! outbox_select {
     () => {
-        "SELECT id, kind, change_id, recipients, subject, body_text, body_html, ics, message_id, \
+        "SELECT id, kind, change_id, recipients, subject, body_text, body_html, ics, ics_method, \
+         message_id, \
          status, attempts, next_attempt_at, last_error, created_at, sent_at, channel, webhook_id \
          FROM outbox"
     };
+}
+
+/// What a calendar entry asks of the calendar that receives it (RFC 5546).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcsMethod {
+    /// Add or update the entry.
+    Request,
+    /// Remove it: the change will not happen.
+    Cancel,
+}
+
+impl IcsMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcsMethod::Request => "REQUEST",
+            IcsMethod::Cancel => "CANCEL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IcsMethod> {
+        [IcsMethod::Request, IcsMethod::Cancel]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// A calendar entry attached to a message, with its method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub method: IcsMethod,
+    pub text: String,
 }
 
 /// A message to enqueue.
@@ -50,7 +85,7 @@ pub struct NewMessage<'a> {
     pub subject: &'a str,
     pub body_text: &'a str,
     pub body_html: &'a str,
-    pub ics: Option<&'a str>,
+    pub ics: Option<&'a Invitation>,
 }
 
 /// Inserts a pending webhook delivery: `payload` is the event's JSON, `event_id` its id (the
@@ -117,8 +152,8 @@ pub async fn insert_message(
     let random = uuid::Uuid::new_v4().simple().to_string();
     let id = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "INSERT INTO outbox (kind, change_id, recipients, subject, body_text, body_html, ics, \
-         message_id, status, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $9) RETURNING id"
+         ics_method, message_id, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $10, $10) RETURNING id"
     )
     .bind(m.kind)
     .bind(m.change_id)
@@ -126,7 +161,8 @@ pub async fn insert_message(
     .bind(m.subject)
     .bind(m.body_text)
     .bind(m.body_html)
-    .bind(m.ics)
+    .bind(m.ics.map(|i| i.text.as_str()))
+    .bind(m.ics.map(|i| i.method.as_str()))
     .bind(format!("<pending.{random}@{host}>"))
     .bind(now)
     .fetch_one(c)

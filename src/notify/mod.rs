@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::db::changes::{self as change_db, ChangeRow};
-use crate::db::notify::{self as db, NewMessage, OutboxRow};
+use crate::db::notify::{self as db, IcsMethod, Invitation, NewMessage, OutboxRow};
 use crate::db::{StoreError, Tx};
 use crate::deed::{Bookkeeping, Deed};
 use crate::error::{Error, Result};
@@ -124,7 +124,7 @@ fn change_ctx(app: &App, r: &ChangeRow) -> ChangeCtx {
 
 /// The change's calendar entry, METHOD:REQUEST (or CANCEL when it will not happen), with the
 /// same UID as the calendar feed so a client updates the entry it already has.
-pub fn change_ics(app: &App, row: &ChangeRow, cancel: bool) -> String {
+pub fn change_ics(app: &App, row: &ChangeRow, method: IcsMethod) -> Invitation {
     let policy = &app.policies.change;
     let text = crate::changes::agenda::render_ics(
         std::slice::from_ref(row),
@@ -132,16 +132,12 @@ pub fn change_ics(app: &App, row: &ChangeRow, cancel: bool) -> String {
         &app.settings.public_url(),
         |c| policy.categories.get(c).map(|c| c.title_zh.clone()),
     );
-    let method = if cancel {
-        "METHOD:CANCEL\r\n"
-    } else {
-        "METHOD:REQUEST\r\n"
-    };
-    text.replacen(
+    let text = text.replacen(
         "BEGIN:VCALENDAR\r\n",
-        &format!("BEGIN:VCALENDAR\r\n{method}"),
+        &format!("BEGIN:VCALENDAR\r\nMETHOD:{}\r\n", method.as_str()),
         1,
-    )
+    );
+    Invitation { method, text }
 }
 
 /// The people the party rules of a notice mean (`requester`, `assignee`, `custodian`, and the
@@ -344,8 +340,12 @@ pub async fn enqueue_change_to(
         std::slice::from_ref(&event)
     };
     let policy = &app.policies.notifications;
-    let cancel = matches!(event, "rejected" | "cancelled" | "expired");
-    let ics = change_ics(app, &row, cancel);
+    let method = if matches!(event, "rejected" | "cancelled" | "expired") {
+        IcsMethod::Cancel
+    } else {
+        IcsMethod::Request
+    };
+    let ics = change_ics(app, &row, method);
     change_webhooks(app, tx, &row, event, comment, now).await?;
     let mut n = 0;
     for ev in events {
@@ -530,7 +530,7 @@ pub async fn enqueue_other(
         .templates
         .render(template, ctx)
         .map_err(render_error)?;
-    let ics = change.map(|c| change_ics(app, c, false));
+    let ics = change.map(|c| change_ics(app, c, IcsMethod::Request));
     let id = db::insert_message(
         &mut tx,
         &NewMessage {
@@ -540,7 +540,7 @@ pub async fn enqueue_other(
             subject: &r.subject,
             body_text: &r.text,
             body_html: &r.html,
-            ics: ics.as_deref(),
+            ics: ics.as_ref(),
         },
         &app.notifier.host,
         now,

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::App;
 use crate::config::{Settings, redact_url};
-use crate::db::notify::{self as db, OutboxRow};
+use crate::db::notify::{self as db, IcsMethod, OutboxRow};
 
 use super::Templates;
 
@@ -105,11 +105,13 @@ pub fn build_message(from: &Mailbox, row: &OutboxRow) -> Result<Message, String>
     let body = MultiPart::alternative_plain_html(row.body_text.clone(), row.body_html.clone());
     let m = match &row.ics {
         Some(ics) => {
-            let method = if ics.contains("METHOD:CANCEL") {
-                "CANCEL"
-            } else {
-                "REQUEST"
-            };
+            // Stored with the entry when it was queued, never read out of the entry's text.
+            let method = row
+                .ics_method
+                .as_deref()
+                .and_then(IcsMethod::parse)
+                .ok_or("calendar entry without a valid method")?
+                .as_str();
             let ct = ContentType::parse(&format!("text/calendar; charset=utf-8; method={method}"))
                 .map_err(|e| e.to_string())?;
             let part: SinglePart = Attachment::new("change.ics".into()).body(ics.clone(), ct);

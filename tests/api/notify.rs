@@ -182,11 +182,27 @@ async fn wait_api(
 /// Files a change starting on the earliest permitted day; returns its id.
 async fn file_one(srv: &TestServer, op: &str, admin: &str) -> (i64, NaiveDate) {
     let (_, earliest) = notice_today(srv, admin).await;
-    let r = srv
-        .post("/api/v1/changes", op, change(at(earliest, 600), 2))
-        .await;
+    let mut c = change(at(earliest, 600), 2);
+    // A textarea's CRLF, and text that looks like a calendar method: neither may leak into the
+    // calendar entry's structure nor decide the e-mail's method.
+    c["rollback_plan"] = json!(format!(
+        "{}\r\n演练口令 METHOD:CANCEL",
+        c["rollback_plan"].as_str().unwrap()
+    ));
+    let r = srv.post("/api/v1/changes", op, c).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     (body(r).await["id"].as_i64().unwrap(), earliest)
+}
+
+/// The `method` of a calendar attachment's content type, upper-cased.
+fn calendar_method(part: &mail_parser::MessagePart<'_>) -> String {
+    use mail_parser::MimeHeaders;
+    let ct = part.content_type().expect("a content type");
+    assert_eq!(ct.ctype(), "text");
+    assert_eq!(ct.subtype(), Some("calendar"));
+    ct.attribute("method")
+        .expect("a method parameter")
+        .to_ascii_uppercase()
 }
 
 fn parse(raw: &[u8]) -> mail_parser::Message<'_> {
@@ -233,8 +249,16 @@ async fn filing_reaches_management(backend: Backend) {
         .attachments()
         .find(|a| a.attachment_name() == Some("change.ics"))
         .expect("calendar attachment");
+    assert_eq!(calendar_method(ics), "REQUEST");
     let ics = String::from_utf8_lossy(ics.contents()).to_string();
     assert!(ics.contains("METHOD:REQUEST"), "{ics}");
+    // Every CR ends a content line; the CRLF of the rollback plan is an escaped line break.
+    assert!(
+        ics.split("\r\n").all(|line| !line.contains('\r')),
+        "{ics:?}"
+    );
+    let unfolded = ics.replace("\r\n ", "");
+    assert!(unfolded.contains("\\n演练口令 METHOD:CANCEL"), "{unfolded}");
     assert!(
         ics.contains(&format!("UID:change-{id}@changeguard")),
         "{ics}"
@@ -300,6 +324,7 @@ async fn filing_reaches_management(backend: Backend) {
     assert!(m.subject().unwrap().contains("已驳回"), "{:?}", m.subject());
     assert!(m.body_text(0).unwrap().contains("窗口冲突"));
     let ics = m.attachments().next().unwrap();
+    assert_eq!(calendar_method(ics), "CANCEL");
     let ics = String::from_utf8_lossy(ics.contents()).to_string();
     assert!(ics.contains("METHOD:CANCEL") && ics.contains(&format!("UID:change-{id}@changeguard")));
     srv.stop().await;
