@@ -24,7 +24,7 @@ async fn access(
     c: &Credential,
     now: DateTime<Utc>,
 ) -> Result<Option<RevealAccess>> {
-    let f = reveal_facts(app, p.user_id, c, None, now).await?;
+    let f = reveal_facts(app, p.user_id, c, now).await?;
     let d = decide(app, p, c, &f);
     if !d.allowed {
         return Ok(None);

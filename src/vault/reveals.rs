@@ -59,28 +59,53 @@ impl RevealFacts {
     }
 }
 
+impl RevealFacts {
+    fn new(app: &App, window: Option<WindowRow>, standing_grant: bool, now: DateTime<Utc>) -> Self {
+        let grace = TimeDelta::minutes(app.policies.security.reveal_grace_minutes.max(0));
+        let within_window = window.as_ref().is_some_and(|w| now < w.planned_end + grace);
+        RevealFacts {
+            window,
+            within_window,
+            standing_grant,
+        }
+    }
+}
+
+/// The facts as they stand, for showing who could reveal (the decision itself reads them in its
+/// transaction: [`reveal_facts_held`]).
 pub async fn reveal_facts(
     app: &App,
+    user_id: i64,
+    c: &Credential,
+    now: DateTime<Utc>,
+) -> Result<RevealFacts> {
+    let window = db::windows_for(&app.db, &c.system, user_id)
+        .await?
+        .into_iter()
+        .next();
+    let standing_grant = db::has_active_grant(&app.db, c.id, user_id, now).await?;
+    Ok(RevealFacts::new(app, window, standing_grant, now))
+}
+
+/// The facts read inside the transaction that decides the reveal, so a revocation, a
+/// completion or a cancellation racing it either comes after it or is seen by it.
+async fn reveal_facts_held(
+    app: &App,
+    tx: &mut crate::db::Tx,
     user_id: i64,
     c: &Credential,
     change_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<RevealFacts> {
     let window = match change_id {
-        Some(id) => db::window(&app.db, id, &c.system).await?,
-        None => db::windows_for(&app.db, &c.system, user_id)
+        Some(id) => db::window_held(tx, id, &c.system).await?,
+        None => db::windows_for_held(tx, &c.system, user_id)
             .await?
             .into_iter()
             .next(),
     };
-    let standing_grant = db::has_active_grant(&app.db, c.id, user_id, now).await?;
-    let grace = TimeDelta::minutes(app.policies.security.reveal_grace_minutes.max(0));
-    let within_window = window.as_ref().is_some_and(|w| now < w.planned_end + grace);
-    Ok(RevealFacts {
-        window,
-        within_window,
-        standing_grant,
-    })
+    let standing_grant = db::has_active_grant_held(tx, c.id, user_id, now).await?;
+    Ok(RevealFacts::new(app, window, standing_grant, now))
 }
 
 /// The policy's decision for `who` revealing `c`.
@@ -163,7 +188,8 @@ pub async fn reveal(app: &App, who: &Principal, id: i64, req: RevealRequest) -> 
     let now = app.now();
     let c = db::get_credential(&app.db, id).await.map_err(not_found)?;
     text::required("reason", &req.reason, 500, Lines::Many)?;
-    let facts = reveal_facts(app, who.user_id, &c, req.change_id, now).await?;
+    let mut tx = Deed::open(app).await?;
+    let facts = reveal_facts_held(app, &mut tx, who.user_id, &c, req.change_id, now).await?;
     let decision = decide(app, who, &c, &facts);
     let via_change = facts
         .window
@@ -179,7 +205,6 @@ pub async fn reveal(app: &App, who: &Principal, id: i64, req: RevealRequest) -> 
             "standing_grant": facts.standing_grant,
         }));
 
-    let mut tx = Deed::open(app).await?;
     let refused = if decision.allowed {
         factor::check(app, &mut tx, who.user_id, req.totp.as_deref(), false, now)
             .await?

@@ -1401,6 +1401,68 @@ crate::both_backends!(standing_grants_are_notified_and_revoked, |srv| {
     assert_eq!(revoked[1]["reason"], "值班结束 / on-call over");
 });
 
+// The reveal reads its facts inside the transaction that decides it: a revocation in flight
+// when the reveal comes in wins (PostgreSQL: the grant row is held; SQLite: one writer at a time).
+crate::both_backends!(a_revocation_racing_a_reveal_wins, |srv| {
+    let v = setup(srv).await;
+    let a = credential(srv, &v.admin, "值班库 / on-call db", "secret-a").await;
+    let r = srv
+        .post(
+            &format!("/api/v1/credentials/{a}/grants"),
+            &v.admin,
+            json!({"grantee": "op.zhang", "reason": "值班 / on-call week",
+                   "expires_at": (Utc::now() + TimeDelta::days(7)).to_rfc3339()}),
+        )
+        .await;
+    let gid = body(r).await["id"].as_i64().unwrap();
+    let r = srv
+        .call(
+            Method::POST,
+            &format!("/api/v1/credential-grants/{gid}/approve"),
+            Some(&v.mgr),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let secret = enrol(srv, &v.op).await;
+    let step = aligned_step(srv);
+    let ask = json!({"reason": "值班", "totp": totp::code_at(&secret, step)});
+    // A revocation holds the grant row, not yet committed, while the reveal is asked.
+    let sql = "UPDATE credential_grants SET revoked_at = $1 WHERE id = $2";
+    let revoke = async {
+        match &srv.app.db {
+            changeguard::db::Db::Sqlite(pool, ..) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(sql)
+                    .bind(Utc::now())
+                    .bind(gid)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                tx.commit().await.unwrap();
+            }
+            changeguard::db::Db::Postgres(pool, _) => {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(sql)
+                    .bind(Utc::now())
+                    .bind(gid)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                tx.commit().await.unwrap();
+            }
+        }
+    };
+    let asked = async {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        reveal(srv, &v.op, a, ask).await
+    };
+    let ((), answer) = tokio::join!(revoke, asked);
+    problem(answer, StatusCode::FORBIDDEN, "no_change_window").await;
+});
+
 // A stolen password or session must not be enough to move the second factor to another phone:
 // replacing a confirmed factor needs its current code (or a recovery code).
 crate::both_backends!(

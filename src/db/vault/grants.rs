@@ -113,6 +113,13 @@ pub async fn grants_of_credential(db: &Db, credential_id: i64) -> Result<Vec<Cre
         .await)?)
 }
 
+macro_rules! active_grant_sql {
+    () => {
+        "SELECT id FROM credential_grants WHERE credential_id = $1 AND grantee_id = $2 \
+         AND approved_by IS NOT NULL AND revoked_at IS NULL AND expires_at > $3"
+    };
+}
+
 /// Whether `user_id` holds an approved, unexpired, unrevoked grant for the credential.
 pub async fn has_active_grant(
     db: &Db,
@@ -120,15 +127,32 @@ pub async fn has_active_grant(
     user_id: i64,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    Ok(on_pool!(db, |p| {
-        sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM credential_grants WHERE credential_id = $1 \
-         AND grantee_id = $2 AND approved_by IS NOT NULL AND revoked_at IS NULL AND expires_at > $3)"
-    )
-    .bind(credential_id)
-    .bind(user_id)
-    .bind(now)
-    .fetch_one(p)
-    .await
-    })?)
+    let found = on_pool!(db, |p| sqlx::query_scalar::<_, i64>(active_grant_sql!())
+        .bind(credential_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(p)
+        .await)?;
+    Ok(!found.is_empty())
+}
+
+/// [`has_active_grant`] inside the transaction that decides on it: on PostgreSQL the grant rows
+/// are held, so a revocation racing the decision either waits for it or wins and is seen.
+pub async fn has_active_grant_held(
+    tx: &mut Tx,
+    credential_id: i64,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let sql = match tx.backend() {
+        Backend::Postgres => concat!(active_grant_sql!(), " FOR SHARE"),
+        Backend::Sqlite => active_grant_sql!(),
+    };
+    let found = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(sql)
+        .bind(credential_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(c)
+        .await)?;
+    Ok(!found.is_empty())
 }
