@@ -7,7 +7,7 @@
 //! next key is in `changeguard.master.key.next` (or `CHANGEGUARD_MASTER_KEY_NEXT`); instances
 //! pick it up by themselves when they meet a row wrapped by it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use super::crypto::{self, Binding, CryptoError, MasterKey, Sealed};
 use crate::config::Settings;
 use crate::db::{Db, vault as db};
 use crate::error::Error;
-use crate::keys::{KeySource, decode_key, load_or_create};
+use crate::keys::{KeySource, decode_key, load_existing, load_or_create};
 
 pub const KEY_FILE: &str = "changeguard.master.key";
 pub const NEXT_KEY_FILE: &str = "changeguard.master.key.next";
@@ -44,6 +44,55 @@ fn key_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// `changeguard keys rotate` promotes the next key in the database, then renames the key files
+/// (the current one aside, the next one into its place). A crash between the two leaves the
+/// next key file holding the database's current key: the renames are finished here, at the next
+/// start, and said in the log.
+fn finish_interrupted_rotation(dir: &Path, current_id: &str) -> anyhow::Result<()> {
+    let next = dir.join(NEXT_KEY_FILE);
+    if !next.exists() {
+        return Ok(());
+    }
+    let id_of = |file: PathBuf| -> anyhow::Result<String> {
+        let key = load_existing(&KeySource {
+            var: VAR,
+            configured: None,
+            file,
+        })?;
+        Ok(MasterKey::new(key).map_err(key_error)?.id)
+    };
+    if id_of(next.clone())? != current_id {
+        // A rotation that has not been promoted yet: `keys rotate` resumes it.
+        return Ok(());
+    }
+    let file = dir.join(KEY_FILE);
+    if file.exists() {
+        let old = id_of(file.clone())?;
+        if old == current_id {
+            return Ok(());
+        }
+        let retired = dir.join(format!("{KEY_FILE}.retired-{old}"));
+        if retired.exists() {
+            anyhow::bail!(
+                "an interrupted key rotation left {} and {} behind, and {} exists already; \
+                 move the right key into place by hand. Nothing was changed.",
+                file.display(),
+                next.display(),
+                retired.display()
+            );
+        }
+        std::fs::rename(&file, &retired)?;
+        tracing::warn!(retired = %retired.display(), "master key {old} moved aside: its rotation was interrupted");
+    }
+    std::fs::rename(&next, &file)?;
+    tracing::warn!(
+        key = current_id,
+        "an interrupted master key rotation was finished: {} now holds the current key",
+        file.display()
+    );
+    Ok(())
+}
+
 impl Keyring {
     /// Loads the master key and checks it against the database. Returns the keyring and
     /// whether a new key file was generated.
@@ -56,6 +105,11 @@ impl Keyring {
         let file = dir.join(KEY_FILE);
         let rows = db::master_keys(db).await?;
         let current_row = rows.iter().find(|r| r.state == "current");
+        if settings.master_key.is_none()
+            && let Some(current) = current_row
+        {
+            finish_interrupted_rotation(&dir, &current.key_id)?;
+        }
         if settings.master_key.is_none()
             && !file.exists()
             && let Some(row) = current_row

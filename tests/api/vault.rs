@@ -1028,6 +1028,35 @@ crate::both_backends!(
         let err = start_fails(srv, Some(old.trim())).await;
         assert!(err.contains("retired"), "{err}");
         second.stop().await;
+
+        // A crash after the promotion, before the key files were renamed (both renames, or
+        // only the second, not done): the next start finishes them by itself.
+        let dir = srv.dir.path();
+        let (file, next) = (
+            dir.join("changeguard.master.key"),
+            dir.join("changeguard.master.key.next"),
+        );
+        let retired = r.retired_file.clone().unwrap();
+        let new_key = std::fs::read_to_string(&file).unwrap();
+        for both in [true, false] {
+            std::fs::rename(&file, &next).unwrap();
+            if both {
+                std::fs::rename(&retired, &file).unwrap();
+            }
+            let again = srv.second_instance().await;
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), new_key);
+            assert_eq!(std::fs::read_to_string(&retired).unwrap(), old);
+            assert!(!next.exists());
+            // It started on the database's current key (checked against its check value).
+            let keys = changeguard::db::vault::master_keys(&again.app.db)
+                .await
+                .unwrap();
+            assert!(
+                keys.iter()
+                    .any(|k| k.key_id == r.new_key_id && k.state == "current")
+            );
+            again.stop().await;
+        }
     }
 );
 
