@@ -80,8 +80,58 @@ fn rejection(status: StatusCode, text: String) -> ApiError {
     ApiError::Request {
         status,
         code,
-        detail: format!("请求无法处理 / The request cannot be processed: {text}"),
+        detail: format!(
+            "请求无法处理 / The request cannot be processed: {}",
+            without_values(&text)
+        ),
     }
+}
+
+/// serde's messages quote the value they could not take (`invalid type: string "…"`,
+/// `unknown variant `…``): a password typed into the wrong field would reach the response and
+/// the audit trail. Every quoted value is replaced by `…`; the names of fields and what was
+/// expected (after the word `expected`) stay, they come from the schema, not from the client.
+fn without_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut expected = false;
+    while let Some(at) = rest.find(['"', '`']) {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        expected |= before.contains("expected");
+        let quote = from.as_bytes()[0] as char;
+        // The closing quote: serde writes strings with Rust's escapes (`\"` inside).
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in from.char_indices().skip(1) {
+            match c {
+                '\\' if !escaped => escaped = true,
+                c if c == quote && !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            // An unclosed quote: nothing after it is kept.
+            out.push(quote);
+            out.push('…');
+            return out;
+        };
+        let quoted = &from[..=end];
+        let names_a_field = quote == '`' && out.trim_end().ends_with("field");
+        if expected || names_a_field {
+            out.push_str(quoted);
+        } else {
+            out.push(quote);
+            out.push('…');
+            out.push(quote);
+        }
+        rest = &from[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl From<JsonRejection> for ApiError {
@@ -299,5 +349,58 @@ where
         let axum::extract::Path(v) =
             axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(Path(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Form {
+        risk: Option<Level>,
+        count: Option<i64>,
+        name: Option<String>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Level {
+        Low,
+        High,
+    }
+
+    fn message(json: &str) -> String {
+        serde_json::from_str::<Form>(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn serde_messages_lose_their_values() {
+        for (json, kept) in [
+            (r#"{"risk": "Hunter2-secret"}"#, "expected `low` or `high`"),
+            (r#"{"count": "Hunter2-secret"}"#, "expected i64"),
+            (r#"{"count": "Hunter2 \" `secret"}"#, "expected i64"),
+            (r#"{"name": 42, "x": 1}"#, "expected a string"),
+            (r#"{"Hunter2-secret": 1}"#, "unknown field `Hunter2-secret`"),
+        ] {
+            let raw = message(json);
+            let clean = without_values(&raw);
+            assert!(clean.contains(kept), "{raw} -> {clean}");
+            if !json.contains("\"Hunter2-secret\":") {
+                assert!(!clean.contains("Hunter2"), "{raw} -> {clean}");
+                assert!(!clean.contains("secret"), "{raw} -> {clean}");
+            }
+        }
+        assert_eq!(
+            without_values("invalid type: integer `42`"),
+            "invalid type: integer `…`"
+        );
+        assert_eq!(without_values("unclosed \"Hunter2"), "unclosed \"…");
+        assert_eq!(
+            without_values("missing field `reason` at line 1"),
+            "missing field `reason` at line 1"
+        );
     }
 }

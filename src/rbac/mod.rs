@@ -127,6 +127,9 @@ pub struct Authorizer {
 
 struct Inner {
     policies: PolicySet,
+    /// Every request and its entities are checked against it: what the schema does not allow
+    /// is denied, never evaluated.
+    schema: Schema,
     cedar: cedar_policy::Authorizer,
     roles: RoleCatalog,
     /// Every action (permission) the schema declares, sorted.
@@ -275,6 +278,7 @@ impl Authorizer {
         let mut authz = Authorizer {
             inner: Arc::new(Inner {
                 policies,
+                schema,
                 cedar: cedar_policy::Authorizer::new(),
                 roles: roles.clone(),
                 actions,
@@ -578,30 +582,36 @@ impl Authorizer {
             ));
         }
         let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(entities, Some(&inner.schema))
+            .map_err(|e| format!("entities outside the schema: {e}"))?;
         let request = Request::new(
             principal_uid,
             action_uid.clone(),
             resource_uid,
             context,
-            None,
+            Some(&inner.schema),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("request outside the schema: {e}"))?;
         let response = inner
             .cedar
             .is_authorized(&request, &inner.policies, &entities);
         // A policy that fails to evaluate would be skipped by Cedar (an erroring `forbid` lets
         // the `permit`s through): here any evaluation error is a deny.
-        let failed = response.diagnostics().errors().next().is_some();
-        if let Some(err) = response.diagnostics().errors().next() {
-            tracing::warn!(action, error = %err, "a policy failed to evaluate: denied");
+        let mut failed = false;
+        let mut policy_ids: Vec<String> = Vec::new();
+        for err in response.diagnostics().errors() {
+            failed = true;
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
+            let id = e.policy_id().to_string();
+            tracing::error!(action, policy = %id, error = %err, "a policy failed to evaluate: denied");
+            policy_ids.push(id);
         }
-        let mut policy_ids: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| id.to_string())
-            .collect();
+        // A denial names the policies that failed, not the permits it overrode.
+        if !failed {
+            policy_ids.extend(response.diagnostics().reason().map(|id| id.to_string()));
+        }
         policy_ids.sort();
+        policy_ids.dedup();
         Ok(Decision {
             allowed: !failed && response.decision() == CedarDecision::Allow,
             policy_ids,
@@ -652,6 +662,30 @@ mod tests {
 
     fn shipped() -> Policies {
         Policies::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
+    }
+
+    #[test]
+    fn requests_outside_the_schema_are_denied() {
+        let p = shipped();
+        let op = user(7, &["tech_operator"]);
+        let decide = |resource: &Resource<'_>, facts: &Facts| {
+            p.authorizer
+                .decide(&op, "change.create", resource, facts)
+                .allowed
+        };
+        assert!(decide(&Resource::Api, &Facts::default()));
+        // A context the action does not declare, and a resource type it does not apply to.
+        let odd = Facts {
+            revoke: true,
+            ..Facts::default()
+        };
+        assert!(!decide(&Resource::Api, &odd));
+        let credential = Resource::Credential(CredentialFacts {
+            id: 1,
+            system: "cs-platform",
+            department: "科技部",
+        });
+        assert!(!decide(&credential, &Facts::default()));
     }
 
     fn user(id: i64, roles: &[&str]) -> Principal {

@@ -188,3 +188,50 @@ crate::both_backends!(
         }
     }
 );
+
+// A secret typed into the wrong field of a refused body never comes back in the answer nor
+// reaches the audit trail: serde's message loses the value, keeps the field and what it expected.
+crate::both_backends!(
+    body_errors_do_not_quote_values_into_the_audit_trail,
+    |srv| {
+        let admin = srv.admin().await;
+        let base = json!({"name": "核心库 / core db", "system": "core-db", "account": "dba",
+                      "kind": "password", "secret": "s", "rotation_days": 90});
+        for (field, value, kept) in [
+            (
+                "rotation_days",
+                json!("Hunter2-days-secret"),
+                "rotation_days",
+            ),
+            ("secret", json!(424_242_424_242_i64), "secret"),
+        ] {
+            let mut b = base.clone();
+            b[field] = value;
+            let doc = problem(
+                srv.post("/api/v1/credentials", &admin, b).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+            )
+            .await;
+            let detail = doc["detail"].as_str().unwrap();
+            assert!(detail.contains(kept), "{detail}");
+            assert!(
+                !detail.contains("Hunter2") && !detail.contains("424242424242"),
+                "{detail}"
+            );
+        }
+        let trail = body(srv.get("/api/v1/audit?limit=50", &admin).await).await;
+        let refused: Vec<&serde_json::Value> = trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["code"] == "invalid_body")
+            .collect();
+        assert_eq!(refused.len(), 2, "{trail}");
+        let text = trail.to_string();
+        assert!(
+            !text.contains("Hunter2") && !text.contains("424242424242"),
+            "{text}"
+        );
+    }
+);

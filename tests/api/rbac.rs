@@ -421,3 +421,49 @@ async fn no_escalation_through_grantable_roles() {
 }
 
 pub use crate::harness::copy_dir;
+
+/// A policy edit whose `forbid` fails to evaluate (Cedar would skip it and let the `permit`s
+/// through): the request is denied, and the refusal names the policy that failed.
+#[tokio::test]
+async fn a_policy_that_fails_to_evaluate_denies_and_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&shipped_policies(), dir.path());
+    std::fs::write(
+        dir.path().join("rbac/broken.cedar"),
+        "@id(\"broken.overflow\")\nforbid (principal, action == Action::\"system.manage\", resource)\n\
+         when { principal.username != \"\" && 9223372036854775807 + 1 > 0 };\n",
+    )
+    .unwrap();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if backend == Backend::Postgres && crate::harness::postgres_url().is_none() {
+            continue;
+        }
+        let srv = TestServer::start_with(
+            backend,
+            Options {
+                policies: dir.path().to_path_buf(),
+                ..Options::default()
+            },
+        )
+        .await;
+        let admin = srv.admin().await;
+        let doc = problem(
+            srv.post("/api/v1/systems", &admin, json!({})).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        )
+        .await;
+        assert_eq!(doc["policy_ids"], json!(["broken.overflow"]), "{doc}");
+        // What the erroring policy does not touch is decided as before; the refusal is audited
+        // with the policy that failed.
+        let trail = body(srv.get("/api/v1/audit?limit=20", &admin).await).await;
+        let refused = trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["outcome"] == "refused" && e["code"] == "forbidden")
+            .unwrap_or_else(|| panic!("{trail}"));
+        assert_eq!(refused["policy_ids"], "[\"broken.overflow\"]", "{refused}");
+        srv.stop().await;
+    }
+}
