@@ -965,3 +965,89 @@ async fn disclosure_reaches_managers_and_custodian_postgres() {
         disclosure_reaches_managers_and_custodian(Backend::Postgres).await;
     }
 }
+
+// A send slower than its lease: another sender re-claims the message and delivers it; the slow
+// one's late result (here a failure) must not overwrite `sent`, or the notice would go out a
+// third time. `mark_sent` and `mark_failed` are fenced by the lease they took.
+crate::both_backends!(
+    slow_send_reclaimed_after_its_lease_is_not_marked_twice,
+    |srv| {
+        use changeguard::db::notify as outbox;
+        // Due far ahead, so the server's own sender leaves it to this test.
+        let due = Utc::now() + TimeDelta::days(365 * 50);
+        let insert = "INSERT INTO outbox (kind, recipients, subject, body_text, body_html, \
+                  message_id, status, attempts, next_attempt_at, created_at) \
+                  VALUES ('test', '[\"ops@bank.example\"]', 's', 't', 'h', $1, 'pending', 0, $2, $2)";
+        let msg = format!("<{}@changeguard.test>", uuid::Uuid::new_v4());
+        match &srv.app.db {
+            changeguard::db::Db::Sqlite(pool, ..) => {
+                sqlx::query(insert)
+                    .bind(&msg)
+                    .bind(due)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            changeguard::db::Db::Postgres(pool, _) => {
+                sqlx::query(insert)
+                    .bind(&msg)
+                    .bind(due)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        let db = &srv.app.db;
+        let first_lease = due + TimeDelta::seconds(60);
+        let claimed = outbox::claim_due(db, due, first_lease, 10).await.unwrap();
+        let id = claimed
+            .iter()
+            .find(|r| r.subject == "s")
+            .expect("claimed")
+            .id;
+        // The first sender is stuck; its lease runs out and a second sender takes the message.
+        let later = first_lease + TimeDelta::seconds(1);
+        let second_lease = later + TimeDelta::seconds(60);
+        let again = outbox::claim_due(db, later, second_lease, 10)
+            .await
+            .unwrap();
+        assert!(
+            again.iter().any(|r| r.id == id),
+            "re-claimed after the lease"
+        );
+        assert!(
+            outbox::claim_due(db, later, second_lease, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a live lease is not claimed again"
+        );
+        outbox::mark_sent(db, id, second_lease, later)
+            .await
+            .unwrap();
+        // The slow sender comes back: neither its failure nor its success changes the row.
+        outbox::mark_failed(db, id, first_lease, false, "timeout", later)
+            .await
+            .unwrap();
+        outbox::mark_sent(db, id, first_lease, later + TimeDelta::seconds(5))
+            .await
+            .unwrap();
+        let row = outbox::get(db, id).await.unwrap();
+        assert_eq!(row.status, "sent");
+        assert_eq!(row.attempts, 2);
+        assert_eq!(row.last_error, None);
+        // Nor does a second result of the sender that delivered it.
+        outbox::mark_failed(db, id, second_lease, true, "late", later)
+            .await
+            .unwrap();
+        assert_eq!(outbox::get(db, id).await.unwrap().status, "sent");
+        assert!(
+            outbox::claim_due(db, later + TimeDelta::days(1), second_lease, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|r| r.id != id),
+            "a sent message is never claimed again"
+        );
+    }
+);
