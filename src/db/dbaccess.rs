@@ -115,7 +115,7 @@ pub struct Account {
     pub change_id: i64,
     pub user_id: i64,
     pub username: String,
-    /// live | revoked
+    /// live | revoked (a live account with `attempts` > 0 is overdue: its revocation failed)
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -186,26 +186,26 @@ pub async fn mark_revoked(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<bo
     Ok(n == 1)
 }
 
-/// A failed revocation: counted and kept live, to be retried.
-pub async fn mark_failed(db: &Db, id: i64, error: &str) -> Result<()> {
+/// A failed revocation: counted and kept live, to be retried. Returns the failures so far
+/// (`None` if the account is no longer live: another run revoked it meanwhile).
+pub async fn mark_failed(db: &Db, id: i64, error: &str) -> Result<Option<i32>> {
     let _turn = db.write_turn().await?;
-    on_pool!(db, |p| sqlx::query(
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, i32>(
         "UPDATE database_accounts SET attempts = attempts + 1, last_error = $2 \
-         WHERE id = $1 AND status = 'live'"
+         WHERE id = $1 AND status = 'live' RETURNING attempts"
     )
     .bind(id)
     .bind(error)
-    .execute(p)
-    .await
-    .map(|_| ()))?;
-    Ok(())
+    .fetch_optional(p)
+    .await)?)
 }
 
 pub async fn list(db: &Db, status: Option<&str>) -> Result<Vec<Account>> {
     let sql = concat!(
         "SELECT ",
         account_cols!(),
-        " FROM database_accounts WHERE ($1 IS NULL OR status = $1) ORDER BY id DESC LIMIT 1000"
+        " FROM database_accounts WHERE ($1 IS NULL OR status = $1 \
+         OR ($1 = 'overdue' AND status = 'live' AND attempts > 0)) ORDER BY id DESC LIMIT 1000"
     );
     Ok(on_pool!(db, |p| sqlx::query_as::<_, Account>(sql)
         .bind(status)

@@ -245,6 +245,37 @@ pub async fn drop_account(a: &Admin<'_>, user: &str) -> Result<(), String> {
     bounded(drop_unbounded(a, user)).await
 }
 
+async fn pg_role_exists(c: &mut sqlx::PgConnection, user: &str) -> Result<bool, String> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+        .bind(user)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(err)?;
+    Ok(found.is_some())
+}
+
+/// Locks the role, ends its sessions, drops it (with what it owns).
+async fn drop_pg(c: &mut sqlx::PgConnection, user: &str) -> Result<(), String> {
+    let exists = pg_role_exists(c, user).await?;
+    if exists {
+        // No new login while the sessions are ended.
+        let lock = format!("ALTER ROLE {} NOLOGIN", pg_ident(user));
+        exec_pg(c, lock).await?;
+    }
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        .bind(user)
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
+    if exists {
+        let u = pg_ident(user);
+        let sql =
+            format!("REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}");
+        exec_pg(c, sql).await?;
+    }
+    Ok(())
+}
+
 async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
     if !valid_ident(user) {
         return Err("invalid account name".into());
@@ -252,32 +283,13 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
     match a.engine {
         "postgres" => {
             let mut c = pg(a).await?;
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
-                    .bind(user)
-                    .fetch_optional(&mut c)
-                    .await
-                    .map_err(err)?;
-            if exists.is_some() {
-                // No new login while the sessions are ended.
-                let lock = format!("ALTER ROLE {} NOLOGIN", pg_ident(user));
-                exec_pg(&mut c, lock).await?;
-            }
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            )
-            .bind(user)
-            .execute(&mut c)
-            .await
-            .map_err(err)?;
-            if exists.is_some() {
-                let u = pg_ident(user);
-                let sql = format!(
-                    "REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}"
-                );
-                exec_pg(&mut c, sql).await?;
-            }
+            let done = match drop_pg(&mut c, user).await {
+                // Another instance dropped it meanwhile (its sessions ended with it).
+                Err(_) if !pg_role_exists(&mut c, user).await? => Ok(()),
+                other => other,
+            };
             let _ = c.close().await;
+            done?;
         }
         "mysql" => {
             let mut c = my(a).await?;

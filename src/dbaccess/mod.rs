@@ -442,11 +442,18 @@ async fn revoke(app: &App, change: Option<i64>, now: DateTime<Utc>) -> Result<(u
     for a in db::due(&app.db, change, now).await? {
         match revoke_one(app, &a, now).await {
             Ok(()) => revoked += 1,
-            Err(e) => {
-                failing += 1;
-                tracing::error!(account = %a.username, error = %e, "revoking a just-in-time database account failed; retrying");
-                db::mark_failed(&app.db, a.id, &e).await?;
-            }
+            // A drop racing another instance's drop of the same account may fail on a role
+            // that is already gone: the account is no longer live, nothing is overdue.
+            Err(e) => match db::mark_failed(&app.db, a.id, &e).await? {
+                None => revoked += 1,
+                Some(attempts) => {
+                    failing += 1;
+                    tracing::error!(account = %a.username, error = %e, "revoking a just-in-time database account failed; retrying");
+                    if attempts == 1 {
+                        overdue_notice(app, &a, &e, now).await?;
+                    }
+                }
+            },
         }
     }
     if change.is_none() {
@@ -454,6 +461,50 @@ async fn revoke(app: &App, change: Option<i64>, now: DateTime<Utc>) -> Result<(u
         metrics::gauge!("changeguard_database_accounts_overdue").set(failing as f64);
     }
     Ok((revoked, failing))
+}
+
+/// The first failure to revoke an account is audited and e-mailed to the admins (once: the
+/// retries every minute are counted on the account and in the gauge).
+async fn overdue_notice(app: &App, a: &Account, error: &str, now: DateTime<Utc>) -> Result<()> {
+    let mut tx = Deed::open(app).await?;
+    let notice = crate::notify::Bulletin::new(
+        app,
+        &format!("数据库临时账号回收失败：{}", a.username),
+        &format!(
+            "A just-in-time database account could not be revoked: {}",
+            a.username
+        ),
+    )
+    .fact(app, "账号", "Account", &a.username)
+    .fact(app, "变更", "Change", format!("#{}", a.change_id))
+    .fact(app, "原因", "Reason", error)
+    .fact(
+        app,
+        "处理",
+        "What happens",
+        app.notifier.templates.pick(
+            "每分钟重试，直至回收成功；请检查目标数据库是否可达",
+            "Retried every minute until it succeeds; check that the target database is reachable",
+        ),
+    )
+    .link(app, "/api/v1/database-accounts?status=overdue");
+    crate::notify::enqueue_bulletin(
+        app,
+        &mut tx,
+        "database_access_overdue",
+        crate::notify::Parties::default(),
+        &notice,
+        now,
+    )
+    .await?;
+    let entry = Entry::ok(
+        None,
+        "database_access.revoke_failed",
+        format!("change:{}", a.change_id),
+    )
+    .with_details(json!({"username": a.username, "target_id": a.target_id}));
+    tx.commit(&entry, now).await?;
+    Ok(())
 }
 
 async fn revoke_one(app: &App, a: &Account, now: DateTime<Utc>) -> std::result::Result<(), String> {
@@ -501,11 +552,11 @@ async fn revoke_one(app: &App, a: &Account, now: DateTime<Utc>) -> std::result::
 
 pub async fn accounts(app: &App, status: Option<&str>) -> Result<Vec<Account>> {
     if let Some(s) = status
-        && !["live", "revoked"].contains(&s)
+        && !["live", "revoked", "overdue"].contains(&s)
     {
         return Err(Error::invalid(
             "invalid_status",
-            "status 须为 live 或 revoked / status must be live or revoked",
+            "status 须为 live、revoked 或 overdue / status must be live, revoked or overdue",
         ));
     }
     Ok(db::list(&app.db, status).await?)

@@ -38,13 +38,18 @@ pub const EVENTS: &[&str] = &[
     "delegation_granted",
     "role_requested",
     "role_decided",
+    "database_access_overdue",
 ];
 
 /// The people an event concerns, i.e. the party rules (`requester`, `assignee`, `management`,
 /// `custodian`) it may use. Roles and fixed mailboxes fit every event.
 pub fn parties_of(event: &str) -> &'static [&'static str] {
     match event {
-        "digest" | "calendar_missing" | "audit_broken" | "unauthorized_change" => &[],
+        "digest"
+        | "calendar_missing"
+        | "audit_broken"
+        | "unauthorized_change"
+        | "database_access_overdue" => &[],
         // A disclosure: who asked for it and the asset's custodian.
         "disclosure_requested" | "disclosure_decided" => &["requester", "custodian"],
         // A reveal: the person who revealed the secret.

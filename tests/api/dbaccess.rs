@@ -321,3 +321,154 @@ crate::both_backends!(database_accounts_live_only_inside_the_change, |srv| {
         assert!(!e.details.contains("password\":\""), "{}", e.details);
     }
 });
+
+/// A loopback TCP relay to the real PostgreSQL that the test can take down (every connection
+/// cut, new ones refused) and bring back: the target "down" without stopping the shared server.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn to(upstream: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, conns) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Relay { port, up, open }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// The target is down when the window ends: the revocation fails, is retried every run, shows
+// as overdue (list, gauge) and is e-mailed to the admins once; back up, it succeeds, and two
+// instances running the job together record it once.
+crate::both_backends!(
+    a_revocation_with_the_target_down_is_retried_then_done_once,
+    |srv| {
+        let v = setup(srv).await;
+        let secret = enrol(srv, &v.op).await;
+        let mut t = pg_target()
+            .await
+            .expect("PostgreSQL (CHANGEGUARD_TEST_POSTGRES_URL) is the target of this test");
+        let direct = t.port;
+        let relay = Relay::to(direct).await;
+        t.port = relay.port;
+        srv.advance(TimeDelta::seconds(70));
+        register(srv, &v, &t).await;
+        let change = change_in_progress(srv, &v, &v.op).await;
+        let step = aligned_step(srv);
+        let a = body(ask(srv, &v.op, change, t.engine, totp::code_at(&secret, step)).await).await;
+        let (user, password) = (
+            a["username"].as_str().unwrap().to_string(),
+            a["password"].as_str().unwrap().to_string(),
+        );
+        let mut session = connect(&t, &user, &password).await.unwrap();
+        session.run("SELECT 1").await.unwrap();
+
+        relay.down();
+        srv.advance(TimeDelta::hours(2) + TimeDelta::minutes(1));
+        for run in 1..=2 {
+            let (dropped, failing) = changeguard::dbaccess::revoke_due(&srv.app, srv.now())
+                .await
+                .unwrap();
+            assert_eq!((dropped, failing), (0, 1), "run {run}");
+        }
+        let admin = srv.admin().await;
+        let overdue = body(
+            srv.get("/api/v1/database-accounts?status=overdue", &admin)
+                .await,
+        )
+        .await;
+        let row = overdue
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["username"] == user.as_str())
+            .unwrap_or_else(|| panic!("{overdue}"));
+        assert_eq!(row["attempts"], 2);
+        assert!(row["last_error"].is_string());
+        let metrics = srv
+            .client
+            .get(srv.url("/metrics"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("changeguard_database_accounts_overdue 1"),
+            "{metrics}"
+        );
+        let told = crate::vault::notices(srv, &admin, "database_access_overdue").await;
+        assert_eq!(told.len(), 1, "the admins are told once, not every minute");
+        assert!(told[0]["subject"].as_str().unwrap().contains(&user));
+
+        relay.up();
+        let second = srv.second_instance().await;
+        let (one, two) = tokio::join!(
+            changeguard::dbaccess::revoke_due(&srv.app, srv.now()),
+            changeguard::dbaccess::revoke_due(&second.app, srv.now()),
+        );
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert_eq!(one.1 + two.1, 0, "{one:?} {two:?}");
+        t.port = direct;
+        assert!(connect(&t, &user, &password).await.is_err(), "gone");
+        assert!(session.run("SELECT 1").await.is_err(), "its session ended");
+        let revoked = body(
+            srv.get("/api/v1/database-accounts?status=revoked", &admin)
+                .await,
+        )
+        .await;
+        assert!(
+            revoked
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["username"] == user.as_str()),
+            "{revoked}"
+        );
+        let trail = changeguard::db::audit::list(&srv.app.db, 500, None)
+            .await
+            .unwrap();
+        let count = |action: &str| {
+            trail
+                .iter()
+                .filter(|e| e.action == action && e.details.contains(&user))
+                .count()
+        };
+        assert_eq!(count("database_access.revoke"), 1, "recorded once");
+        assert_eq!(count("database_access.revoke_failed"), 1);
+        second.stop().await;
+    }
+);

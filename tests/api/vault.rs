@@ -170,7 +170,7 @@ async fn reveal(srv: &TestServer, token: &str, id: i64, body_: Value) -> reqwest
 }
 
 /// The e-mail notices of one kind in the outbox (newest first), as the notifications API lists them.
-async fn notices(srv: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
+pub(crate) async fn notices(srv: &TestServer, admin: &str, kind: &str) -> Vec<Value> {
     let all = body(srv.get("/api/v1/notifications", admin).await).await;
     all.as_array()
         .unwrap()

@@ -74,7 +74,7 @@ pub async fn grant(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
-    /// live | revoked
+    /// live | revoked | overdue (live, and its revocation failed at least once)
     pub status: Option<String>,
 }
 
