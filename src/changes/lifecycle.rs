@@ -373,3 +373,22 @@ pub async fn expire_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
     }
     Ok(n)
 }
+
+/// Tells the assignee and management of every change still in progress after its planned end
+/// (a scheduled job), once per planned end: it reveals nothing until it is completed or
+/// rescheduled. Safe with several instances: the mark is taken in the deed that tells.
+pub async fn notify_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
+    let mut n = 0;
+    for id in db::overdue_in_progress(&app.db, now).await? {
+        let mut tx = Deed::open(app).await?;
+        if !db::mark_overdue_notified(&mut tx, id, now).await? {
+            continue;
+        }
+        crate::notify::enqueue_change(app, &mut tx, id, "overdue", None, now).await?;
+        let entry = Entry::ok(None, "change.overdue", format!("change:{id}"))
+            .with_reason("still in progress after its planned end");
+        tx.commit(&entry, now).await?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -599,6 +599,34 @@ pub async fn overdue_approved(db: &Db, now: DateTime<Utc>) -> Result<Vec<i64>> {
     .await)?)
 }
 
+/// Changes in progress past their planned end whose assignee and management were not told of
+/// that planned end yet.
+pub async fn overdue_in_progress(db: &Db, now: DateTime<Utc>) -> Result<Vec<i64>> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM change_requests WHERE status = 'in_progress' AND planned_end <= $1 \
+         AND (overdue_notified_for IS NULL OR overdue_notified_for <> planned_end) ORDER BY id"
+    )
+    .bind(now)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Records that the change's present planned end was told as overdue; false if it is not
+/// overdue (any more) or another instance told it first.
+pub async fn mark_overdue_notified(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> Result<bool> {
+    let n = on_tx!(tx, |c| sqlx::query(
+        "UPDATE change_requests SET overdue_notified_for = planned_end WHERE id = $1 \
+         AND status = 'in_progress' AND planned_end <= $2 \
+         AND (overdue_notified_for IS NULL OR overdue_notified_for <> planned_end)"
+    )
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
 /// (category, status, outcome, emergency, count) of changes planned to start in `[from, to)`.
 pub async fn counts(
     db: &Db,

@@ -48,6 +48,10 @@ fn event_title(event: &str, lang: &str) -> &'static str {
             "expired (never started in its window)",
         ),
         "reviewed" => ("已完成事后复核", "reviewed after the fact"),
+        "overdue" => (
+            "已超过计划结束时间仍在实施中：请完成或改期，此前不能取用凭据",
+            "past its planned end and still in progress: complete or reschedule it (no credential is revealed until then)",
+        ),
         "reminder" => ("将于下一个工作日开始", "starts on the next working day"),
         "approval_requested" => ("待您审批", "waits for your approval"),
         "approval_reminder" => (

@@ -125,6 +125,10 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 if revoked > 0 || failing > 0 {
                     tracing::info!(revoked, failing, "just-in-time database accounts revoked");
                 }
+                let late = crate::changes::notify_overdue_at(app, now).await?;
+                if late > 0 {
+                    tracing::info!(overdue = late, "overdue changes told");
+                }
                 crate::changes::expire_overdue_at(app, now).await.map(|n| {
                     if n > 0 {
                         tracing::info!(expired = n, "changes expired");

@@ -19,6 +19,7 @@ pub const EVENTS: &[&str] = &[
     "completed",
     "cancelled",
     "expired",
+    "overdue",
     "reviewed",
     "emergency_also",
     "digest",

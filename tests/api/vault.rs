@@ -1735,4 +1735,26 @@ crate::both_backends!(an_overdue_change_reveals_nothing, |srv| {
         doc["detail"].as_str().unwrap().contains("计划结束"),
         "{doc}"
     );
+    // The minute job tells the assignee and management, once for this planned end.
+    for later in [0, 1] {
+        let at = srv.now() + TimeDelta::minutes(later);
+        let ran = changeguard::notify::schedule::tick(&srv.app, at)
+            .await
+            .unwrap();
+        assert!(ran.0.iter().any(|(job, _)| *job == "expiry"), "{:?}", ran.0);
+    }
+    let admin = srv.admin().await;
+    let told = notices(srv, &admin, "overdue").await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("超过计划结束时间")
+    );
+    let to = recipients(&told[0]);
+    assert!(
+        to.contains(&"op.zhang@bank.example") && to.len() >= 2,
+        "{to:?}"
+    );
 });
