@@ -267,15 +267,24 @@ pub async fn feed_ics(app: &App, token: &str) -> Result<String> {
         policy.timezone,
         &app.settings.public_url(),
         |c| policy.categories.get(c).map(|c| c.title_zh.clone()),
+        None,
     ))
 }
 
 /// RFC 5545 text: one VEVENT per change, times in the bank's zone, a stable UID per change.
+/// Who an e-mailed invitation is from and to (RFC 5546: a `METHOD:REQUEST` names its
+/// organizer and attendees); the feed has none.
+pub struct Invitees<'a> {
+    pub organizer: &'a str,
+    pub attendees: &'a [String],
+}
+
 pub fn render_ics(
     rows: &[ChangeRow],
     tz: Tz,
     base_url: &str,
     title_of: impl Fn(&str) -> Option<String>,
+    invitees: Option<&Invitees<'_>>,
 ) -> String {
     let mut cal = icalendar::Calendar::new();
     cal.name("changeguard 变更日历 / change calendar");
@@ -290,8 +299,9 @@ pub fn render_ics(
         let flag = if r.emergency { "【紧急】" } else { "" };
         let systems: Vec<String> = serde_json::from_str(&r.systems).unwrap_or_default();
         let description = format!(
-            "状态 Status: {}\n系统 Systems: {}\n申请人 Requester: {} ({})\n执行人 Assignee: {} ({})\n回退方案 Rollback: {}",
-            r.status,
+            "状态 Status: {}\n风险 Risk: {}\n系统 Systems: {}\n申请人 Requester: {} ({})\n执行人 Assignee: {} ({})\n回退方案 Rollback: {}",
+            super::words::both(super::words::status(&r.status)),
+            super::words::both(super::words::risk(&r.risk)),
             systems.join(", "),
             r.requester_name,
             r.requester_username,
@@ -302,7 +312,17 @@ pub fn render_ics(
         let sequence = (r.updated_at - r.created_at)
             .num_seconds()
             .clamp(0, i64::from(u32::MAX)) as u32;
-        let event = icalendar::Event::new()
+        let mut event = icalendar::Event::new();
+        if let Some(to) = invitees {
+            event.add_property("ORGANIZER", format!("mailto:{}", to.organizer));
+            for a in to.attendees {
+                let mut p = icalendar::Property::new("ATTENDEE", format!("mailto:{a}"));
+                p.add_parameter("ROLE", "REQ-PARTICIPANT");
+                p.add_parameter("RSVP", "FALSE");
+                event.append_multi_property(p);
+            }
+        }
+        let event = event
             .uid(&format!("change-{}@changeguard", r.id))
             .summary(&ics_text(&format!("{flag}[{category}] {}", r.title)))
             .description(&ics_text(&description))
@@ -311,7 +331,7 @@ pub fn render_ics(
             .status(status)
             .sequence(sequence)
             .timestamp(r.updated_at)
-            .url(&format!("{base_url}/api/v1/changes/{}", r.id))
+            .url(&format!("{base_url}/console/changes/{}", r.id))
             .done();
         cal.push(event);
     }

@@ -11,6 +11,7 @@ pub mod report;
 pub mod rules;
 pub mod systems;
 pub mod views;
+pub mod words;
 
 mod amend;
 mod filing;

@@ -91,7 +91,19 @@ struct ChangeCtx {
     link: String,
 }
 
+/// A pair of words in the notices' language.
+pub fn words_of(app: &App, (zh, en): (&str, &str)) -> String {
+    app.notifier.templates.pick(zh, en).to_string()
+}
+
+/// The change's console page: what a person opens from a notice (the API answers JSON).
+pub fn change_link(app: &App, id: i64) -> String {
+    format!("{}/console/changes/{id}", app.settings.public_url())
+}
+
 fn change_ctx(app: &App, r: &ChangeRow) -> ChangeCtx {
+    use crate::changes::words;
+
     let tz = app.policies.change.timezone;
     let lang = app.notifier.templates.language.as_str();
     let category = app.policies.change.categories.get(&r.category).map_or_else(
@@ -108,33 +120,44 @@ fn change_ctx(app: &App, r: &ChangeRow) -> ChangeCtx {
         id: r.id,
         title: r.title.clone(),
         category,
-        action: r.action.clone(),
+        action: r.action.as_deref().map(|a| words_of(app, words::action(a))),
         systems: serde_json::from_str(&r.systems).unwrap_or_default(),
         description: r.description.clone(),
-        risk: r.risk.clone(),
+        risk: words_of(app, words::risk(&r.risk)),
         rollback_plan: r.rollback_plan.clone(),
         planned_start: local(r.planned_start, tz),
         planned_end: local(r.planned_end, tz),
         notified_on: r.notified_on.clone(),
         earliest_start: r.earliest_start.clone(),
-        status: r.status.clone(),
+        status: words_of(app, words::status(&r.status)),
         requester: format!("{} ({})", r.requester_name, r.requester_username),
         assignee: format!("{} ({})", r.assignee_name, r.assignee_username),
         emergency: r.emergency,
         justification: r.justification.clone(),
-        link: format!("{}/api/v1/changes/{}", app.settings.public_url(), r.id),
+        link: change_link(app, r.id),
     }
 }
 
 /// The change's calendar entry, METHOD:REQUEST (or CANCEL when it will not happen), with the
 /// same UID as the calendar feed so a client updates the entry it already has.
-pub fn change_ics(app: &App, row: &ChangeRow, method: IcsMethod) -> Invitation {
+/// The organizer is the sender's address and each recipient an attendee (RFC 5546).
+pub fn change_ics(
+    app: &App,
+    row: &ChangeRow,
+    method: IcsMethod,
+    recipients: &[String],
+) -> Invitation {
     let policy = &app.policies.change;
+    let organizer = app.notifier.from.email.to_string();
     let text = crate::changes::agenda::render_ics(
         std::slice::from_ref(row),
         policy.timezone,
         &app.settings.public_url(),
         |c| policy.categories.get(c).map(|c| c.title_zh.clone()),
+        Some(&crate::changes::agenda::Invitees {
+            organizer: &organizer,
+            attendees: recipients,
+        }),
     );
     let text = text.replacen(
         "BEGIN:VCALENDAR\r\n",
@@ -349,7 +372,6 @@ pub async fn enqueue_change_to(
     } else {
         IcsMethod::Request
     };
-    let ics = change_ics(app, &row, method);
     change_webhooks(app, tx, &row, event, comment, now).await?;
     let mut n = 0;
     for ev in events {
@@ -367,6 +389,7 @@ pub async fn enqueue_change_to(
         if recipients.is_empty() {
             continue;
         }
+        let ics = change_ics(app, &row, method, &recipients);
         let lang = app.notifier.templates.language.as_str();
         let ctx = json!({
             "event": ev,
@@ -374,7 +397,7 @@ pub async fn enqueue_change_to(
             "change": change_ctx(app, &row),
             "comment": comment,
             "timezone": app.policies.change.timezone.name(),
-            "link": format!("{}/api/v1/changes/{}", app.settings.public_url(), row.id),
+            "link": change_link(app, row.id),
         });
         let r = app
             .notifier
@@ -534,7 +557,7 @@ pub async fn enqueue_other(
         .templates
         .render(template, ctx)
         .map_err(render_error)?;
-    let ics = change.map(|c| change_ics(app, c, IcsMethod::Request));
+    let ics = change.map(|c| change_ics(app, c, IcsMethod::Request, &recipients));
     let id = db::insert_message(
         &mut tx,
         &NewMessage {

@@ -238,17 +238,17 @@ async fn digest(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<Optio
         return Ok(None);
     };
     let tz = app.policies.change.timezone;
-    let base = app.settings.public_url();
     let changes: Vec<_> = rows
         .iter()
         .map(|r| {
             json!({
-                "id": r.id, "title": r.title, "status": r.status, "emergency": r.emergency,
+                "id": r.id, "title": r.title, "emergency": r.emergency,
+                "status": super::words_of(app, crate::changes::words::status(&r.status)),
                 "planned_start": super::local(r.planned_start, tz),
                 "planned_end": super::local(r.planned_end, tz),
                 "systems": serde_json::from_str::<Vec<String>>(&r.systems).unwrap_or_default(),
                 "assignee": format!("{} ({})", r.assignee_name, r.assignee_username),
-                "link": format!("{base}/api/v1/changes/{}", r.id),
+                "link": super::change_link(app, r.id),
             })
         })
         .collect();
@@ -312,7 +312,7 @@ async fn reminder(app: &App, today: NaiveDate, now: DateTime<Utc>) -> Result<usi
             "change": super::change_ctx(app, r),
             "comment": null,
             "timezone": app.policies.change.timezone.name(),
-            "link": format!("{}/api/v1/changes/{}", app.settings.public_url(), r.id),
+            "link": super::change_link(app, r.id),
         });
         if super::enqueue_other(app, "reminder", "change", &ctx, Some(r), now)
             .await?

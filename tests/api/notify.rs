@@ -242,7 +242,13 @@ async fn filing_reaches_management(backend: Backend) {
     assert!(text.contains("客户服务平台升级 v2.3"), "{text}");
     assert!(text.contains(&format!("最早可开始：{earliest}")), "{text}");
     assert!(text.contains("回退到 2.2.9 镜像"), "{text}");
-    assert!(text.contains(&format!("/api/v1/changes/{id}")), "{text}");
+    // The link opens the console page; words, not codes.
+    assert!(text.contains(&format!("/console/changes/{id}")), "{text}");
+    assert!(text.contains("状态：已提交待审批"), "{text}");
+    assert!(
+        !text.contains("submitted") && !text.contains("风险：medium"),
+        "{text}"
+    );
     let html = m.body_html(0).unwrap();
     assert!(html.contains("客户服务平台升级 v2.3"), "{html}");
     let ics = m
@@ -263,6 +269,32 @@ async fn filing_reaches_management(backend: Backend) {
         ics.contains(&format!("UID:change-{id}@changeguard")),
         "{ics}"
     );
+    // An independent parser reads it: iTIP's organizer (the sender) and one attendee per
+    // recipient of this message.
+    let cal = ical::IcalParser::new(std::io::BufReader::new(ics.as_bytes()))
+        .next()
+        .expect("a calendar")
+        .expect("it parses");
+    let event = &cal.events[0];
+    let props = |name: &str| -> Vec<String> {
+        event
+            .properties
+            .iter()
+            .filter(|p| p.name == name)
+            .filter_map(|p| p.value.clone())
+            .collect()
+    };
+    assert_eq!(props("ORGANIZER"), vec!["mailto:changeguard@localhost"]);
+    let attendees = props("ATTENDEE");
+    assert_eq!(attendees.len(), to.len(), "{attendees:?} {to:?}");
+    assert!(
+        attendees
+            .iter()
+            .any(|a| a == "mailto:mgr.chen@bank.example"),
+        "{attendees:?}"
+    );
+    assert_eq!(props("UID"), vec![format!("change-{id}@changeguard")]);
+    assert!(props("DESCRIPTION")[0].contains("已提交待审批"));
     let message_id = m.message_id().unwrap().to_string();
     assert!(message_id.starts_with("outbox-"), "{message_id}");
 
