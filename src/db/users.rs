@@ -485,8 +485,17 @@ pub async fn roles_of(db: &Db, user_id: i64, now: DateTime<Utc>) -> Result<Vec<S
     .await)?)
 }
 
-/// [`roles_of`] inside a write transaction (never the pool while one is open).
+/// [`roles_of`] inside a write transaction (never the pool while one is open). On PostgreSQL
+/// the user's row is held until the transaction ends, so two grants deciding on one person's
+/// roles (incompatible roles, the last admin) run one after the other; SQLite's write
+/// transaction already does.
 pub async fn roles_of_tx(tx: &mut Tx, user_id: i64, now: DateTime<Utc>) -> Result<Vec<String>> {
+    if let Tx::Postgres(t, _) = tx {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut **t)
+            .await?;
+    }
     Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, String>(
         ROLES_IN_FORCE
     )

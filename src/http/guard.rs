@@ -356,8 +356,11 @@ async fn audit_refused(
         .principal
         .map(|p| p.actor_name())
         .or_else(|| refusal.as_ref().and_then(|x| x.subject.clone()));
-    if let Some(name) = &actor
-        && let Verdict::Suppress { first } = app.refusal_budget.take(name, now)
+    // Only a signed-in person's refusals are budgeted: a failed login names the account it
+    // tried, and anyone could spend that account's budget to hide what follows (failed logins
+    // are bounded by the login delay instead).
+    if let Some(name) = r.principal.map(|p| p.actor_name())
+        && let Verdict::Suppress { first } = app.refusal_budget.take(&name, now)
     {
         metrics::counter!("audit_refusals_suppressed_total").increment(1);
         if first {

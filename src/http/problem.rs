@@ -113,6 +113,15 @@ fn without_values(text: &str) -> String {
                 _ => escaped = false,
             }
         }
+        let names_a_field = quote == '`' && out.trim_end().ends_with("field");
+        // serde and axum write backticked values without escaping: a value holding a backtick
+        // would close the quote early, so such a value is cut up to what was expected.
+        if quote == '`' && !expected && !names_a_field {
+            let to = from.find(", expected").unwrap_or(from.len());
+            out.push_str("`…`");
+            rest = &from[to..];
+            continue;
+        }
         let Some(end) = end else {
             // An unclosed quote: nothing after it is kept.
             out.push(quote);
@@ -120,7 +129,6 @@ fn without_values(text: &str) -> String {
             return out;
         };
         let quoted = &from[..=end];
-        let names_a_field = quote == '`' && out.trim_end().ends_with("field");
         if expected || names_a_field {
             out.push_str(quoted);
         } else {
@@ -398,6 +406,14 @@ mod tests {
             "invalid type: integer `…`"
         );
         assert_eq!(without_values("unclosed \"Hunter2"), "unclosed \"…");
+        assert_eq!(
+            without_values("unknown variant `Hun`ter2`, expected `low` or `high`"),
+            "unknown variant `…`, expected `low` or `high`"
+        );
+        assert_eq!(
+            without_values("Cannot parse `12`ab` to a `u64`"),
+            "Cannot parse `…`"
+        );
         assert_eq!(
             without_values("missing field `reason` at line 1"),
             "missing field `reason` at line 1"
