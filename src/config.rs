@@ -79,6 +79,22 @@ pub struct Settings {
     pub mail_language: String,
     /// Email templates (`email/{zh,en}/*.{txt,html}`). Default: `templates` beside the policies.
     pub templates_dir: Option<PathBuf>,
+    /// The bank's directory for sign-in (LDAP / Active Directory): `ldaps://dc1.bank.local` or
+    /// `ldap://dc1.bank.local` (StartTLS, unless `ldap_tls` is `off`). Unset: no directory
+    /// sign-in (`policies/directory.toml` is still checked).
+    pub ldap_url: Option<String>,
+    /// `on` (default: StartTLS on `ldap://`) or `off` (plain LDAP, e.g. a lab; set explicitly).
+    pub ldap_tls: String,
+    /// PEM file of the CA(s) that signed the directory's certificate. Default: the system's.
+    pub ldap_ca_file: Option<PathBuf>,
+    /// The service account that searches the directory, e.g.
+    /// `CN=svc-changeguard,OU=Service,DC=bank,DC=local`.
+    pub ldap_bind_dn: Option<String>,
+    /// Its password (or `ldap_bind_password_file`).
+    #[serde(skip_serializing)]
+    pub ldap_bind_password: Option<SecretString>,
+    /// A file holding the service account's password (trailing newline ignored).
+    pub ldap_bind_password_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -108,6 +124,12 @@ impl Default for Settings {
             outbox_dir: PathBuf::from("outbox"),
             mail_language: "zh".into(),
             templates_dir: None,
+            ldap_url: None,
+            ldap_tls: "on".into(),
+            ldap_ca_file: None,
+            ldap_bind_dn: None,
+            ldap_bind_password: None,
+            ldap_bind_password_file: None,
         }
     }
 }
@@ -204,6 +226,7 @@ impl Settings {
                 "CHANGEGUARD_MAIL_FROM must be an address such as changeguard@bank.local or \"changeguard <changeguard@bank.local>\"".into(),
             ));
         }
+        crate::directory::config::validate_settings(self)?;
         if let Some(url) = &self.smtp_url {
             use secrecy::ExposeSecret as _;
             let url = url.expose_secret();

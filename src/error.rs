@@ -48,6 +48,14 @@ pub enum Error {
     /// does not decrypt) or a key is not available. Carries no secret.
     #[error("{message}")]
     Integrity { code: &'static str, message: String },
+    /// 503: a service this one depends on (the bank's directory) does not answer; carries
+    /// no detail of the cause (it is logged).
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+        subject: Option<String>,
+    },
     /// 500: never shown to the client beyond a generic message.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -106,6 +114,7 @@ impl Error {
             Error::Conflict { .. } => 409,
             Error::TooManyRequests { .. } => 429,
             Error::Integrity { .. } | Error::Internal(_) => 500,
+            Error::Unavailable { .. } => 503,
             Error::Audited(e) => e.status(),
         }
     }
@@ -118,7 +127,8 @@ impl Error {
             | Error::BadRequest { message, .. }
             | Error::Unprocessable { message, .. }
             | Error::Conflict { message, .. }
-            | Error::Integrity { message, .. } => message.clone(),
+            | Error::Integrity { message, .. }
+            | Error::Unavailable { message, .. } => message.clone(),
             Error::NotFound { what } => format!("未找到 / Not found: {what}"),
             Error::TooManyRequests {
                 retry_after_secs, ..
@@ -167,9 +177,9 @@ impl Error {
     /// Who tried, when known, for the audit entry of a refusal.
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Error::Unauthenticated { subject, .. } | Error::TooManyRequests { subject, .. } => {
-                subject.as_deref()
-            }
+            Error::Unauthenticated { subject, .. }
+            | Error::TooManyRequests { subject, .. }
+            | Error::Unavailable { subject, .. } => subject.as_deref(),
             Error::Audited(e) => e.subject(),
             _ => None,
         }
@@ -182,7 +192,8 @@ impl Error {
             | Error::BadRequest { code, .. }
             | Error::Unprocessable { code, .. }
             | Error::Conflict { code, .. }
-            | Error::Integrity { code, .. } => code,
+            | Error::Integrity { code, .. }
+            | Error::Unavailable { code, .. } => code,
             Error::NotFound { .. } => "not_found",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Internal(_) => "internal_error",

@@ -21,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod dbaccess;
 pub mod deed;
+pub mod directory;
 pub mod error;
 pub mod gate;
 pub mod http;
@@ -81,6 +82,8 @@ pub struct AppInner {
     pub checkpoints: audit::checkpoint::Checkpoints,
     /// How many refused writes of each person the trail still takes in this window.
     pub refusal_budget: audit::refusal_budget::RefusalBudget,
+    /// The bank's directory for sign-in (`CHANGEGUARD_LDAP_URL`); `None`: off.
+    pub directory: Option<directory::Connection>,
 }
 
 impl Deref for App {
@@ -182,7 +185,9 @@ impl App {
                 settings.outbox_dir.display()
             );
         }
+        let directory = directory::config::connection(&settings).map_err(anyhow::Error::new)?;
         let app = App(Arc::new(AppInner {
+            directory,
             tokens: Tokens::new(&jwt_key),
             sealer: Sealer::new(audit_key),
             hasher,
@@ -206,6 +211,12 @@ impl App {
             // Printed once, to the console only, never to the log.
             println!(
                 "首次启动：已创建管理员 admin，初始密码 / first start: created user admin with password: {password}"
+            );
+        }
+        // A directory that does not answer at start-up is a warning: local accounts still work.
+        if directory::reachable(&app).await == Some(false) {
+            tracing::warn!(
+                "目录服务不可用，目录用户暂时无法登录 / the directory does not answer at start-up: directory users cannot sign in until it does"
             );
         }
         for (user, a, b) in accounts::incompatible_holdings(&app)

@@ -208,6 +208,9 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
             "服务账号没有密码，只用 API 令牌登录 / A service account has no password; it signs in with API tokens",
         ));
     }
+    if req.password.is_some() && current.kind == users_db::AccountKind::Directory {
+        return Err(crate::directory::no_local_password());
+    }
     let new_hash = match &req.password {
         Some(pw) => {
             password::check_policy(pw.expose_secret(), &current.username)?;
@@ -301,10 +304,12 @@ fn check_role_fits(app: &App, grantee: &User, role: &str) -> Result<()> {
             "role_not_for_service_accounts",
             "服务账号只能持有为机器设立的角色（如 流水线、变更监测） / A service account may hold only roles for machines (such as pipeline or change_monitor)",
         )),
-        (users_db::AccountKind::Person, true) => Err(Error::invalid(
-            "role_only_for_service_accounts",
-            "该角色只授予服务账号 / This role is for service accounts only",
-        )),
+        (users_db::AccountKind::Person | users_db::AccountKind::Directory, true) => {
+            Err(Error::invalid(
+                "role_only_for_service_accounts",
+                "该角色只授予服务账号 / This role is for service accounts only",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -429,7 +434,7 @@ pub async fn principal_in(
     now: DateTime<Utc>,
 ) -> Result<Option<Principal>> {
     let user = match users_db::get_tx(tx, user_id).await {
-        Ok(u) if u.active && u.kind == crate::db::users::AccountKind::Person => u,
+        Ok(u) if u.active && u.kind != crate::db::users::AccountKind::Service => u,
         Ok(_) | Err(crate::db::StoreError::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
     };

@@ -34,6 +34,7 @@ pub async fn change_password(
     req: ChangePassword,
     client: Option<IpAddr>,
 ) -> Result<SessionScope> {
+    crate::directory::refuse_local_password(app, who.user_id).await?;
     if !crate::auth::verify_password(app, &who.username, &req.current_password, client).await? {
         return Err(Error::Forbidden {
             code: "wrong_password",

@@ -174,8 +174,16 @@ pub async fn login(
         .and_then(|token| device::verify(app, token, &username, now));
     let keys = throttle_keys(&username, client, known, device.as_deref());
     let found = users_db::credentials(&app.db, &username).await?;
+    // No local password account: the bank's directory decides, if there is one.
+    let directory = match &found {
+        None => crate::directory::handles(app, &username).await?,
+        Some(_) => None,
+    };
     // Only a real username goes to the audit trail: people sometimes type a password there.
-    let subject = found.as_ref().map(|(u, _)| u.username.clone());
+    let subject = found
+        .as_ref()
+        .map(|(u, _)| u.username.clone())
+        .or_else(|| directory.clone().flatten());
     match claim_attempt(app, &keys).await {
         Ok(()) => {}
         Err(Error::TooManyRequests {
@@ -188,13 +196,17 @@ pub async fn login(
         }
         Err(e) => return Err(e),
     }
-    let ok = app
-        .hasher
-        .verify(password, found.as_ref().map(|(_, h)| h.as_str()))
-        .await?;
-    let user = match found {
-        Some((user, _)) if ok && user.active => user,
-        _ => return Err(invalid_credentials(subject)),
+    let user = if let Some(known) = directory {
+        crate::directory::sign_in(app, &username, password, known, now).await?
+    } else {
+        let ok = app
+            .hasher
+            .verify(password, found.as_ref().map(|(_, h)| h.as_str()))
+            .await?;
+        match found {
+            Some((user, _)) if ok && user.active => user,
+            _ => return Err(invalid_credentials(subject)),
+        }
     };
     // Said only to whoever knows the password: it names no account to anybody else.
     if user

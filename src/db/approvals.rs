@@ -129,7 +129,7 @@ pub async fn waiting(db: &Db) -> Result<Vec<i64>> {
 pub async fn holders(tx: &mut Tx, role: &str, now: DateTime<Utc>) -> Result<Vec<(i64, String)>> {
     Ok(on_tx!(tx, |c| sqlx::query_as::<_, (i64, String)>(
         "SELECT DISTINCT u.id, u.department FROM users u JOIN role_grants g ON g.user_id = u.id \
-         WHERE g.role = $1 AND u.active AND u.kind = 'person' \
+         WHERE g.role = $1 AND u.active AND u.kind IN ('person', 'directory') \
          AND (g.expires_at IS NULL OR g.expires_at > $2) ORDER BY u.id"
     )
     .bind(role)
@@ -265,7 +265,7 @@ pub async fn delegates_of(tx: &mut Tx, delegators: &[i64], now: DateTime<Utc>) -
             sqlx::query_scalar::<_, i64>(
                 "SELECT d.delegate_id FROM delegations d JOIN users u ON u.id = d.delegate_id \
              WHERE d.delegator_id = $1 AND d.revoked_at IS NULL AND d.starts_at <= $2 \
-             AND d.ends_at > $2 AND u.active AND u.kind = 'person'",
+             AND d.ends_at > $2 AND u.active AND u.kind IN ('person', 'directory')",
             )
             .bind(*id)
             .bind(now)

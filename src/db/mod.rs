@@ -10,6 +10,7 @@ pub mod audit;
 pub mod calendar;
 pub mod changes;
 pub mod dbaccess;
+pub mod directory;
 pub mod gate;
 pub mod keys;
 pub mod notify;

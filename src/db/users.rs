@@ -14,7 +14,8 @@ pub struct User {
     pub department: String,
     pub email: String,
     pub active: bool,
-    /// `person` (signs in with a password) or `service` (a machine: API tokens only).
+    /// `person` (signs in with a password), `service` (a machine: API tokens only) or
+    /// `directory` (a person who signs in through the bank's LDAP / Active Directory).
     #[sqlx(try_from = "String")]
     pub kind: AccountKind,
     pub created_at: DateTime<Utc>,
@@ -30,6 +31,7 @@ pub struct User {
 pub enum AccountKind {
     Person,
     Service,
+    Directory,
 }
 
 impl AccountKind {
@@ -37,6 +39,7 @@ impl AccountKind {
         match self {
             AccountKind::Person => "person",
             AccountKind::Service => "service",
+            AccountKind::Directory => "directory",
         }
     }
 }
@@ -47,6 +50,7 @@ impl TryFrom<String> for AccountKind {
         match s.as_str() {
             "person" => Ok(AccountKind::Person),
             "service" => Ok(AccountKind::Service),
+            "directory" => Ok(AccountKind::Directory),
             _ => Err(super::CorruptValue::new("users.kind", s)),
         }
     }
@@ -528,7 +532,7 @@ pub async fn upsert_grant(
         "INSERT INTO role_grants (user_id, role, granted_by, granted_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, role) DO UPDATE SET \
          granted_by = excluded.granted_by, granted_at = excluded.granted_at, \
-         expires_at = excluded.expires_at \
+         expires_at = excluded.expires_at, source = 'changeguard' \
          RETURNING user_id, role, granted_by, granted_at, expires_at"
     )
     .bind(user_id)

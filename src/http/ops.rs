@@ -42,14 +42,22 @@ pub fn routes() -> OpenApiRouter<App> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// `ok`, `ready`, or `degraded` (ready, but a dependency such as the directory is down).
     pub status: &'static str,
+    /// With directory sign-in configured: `ok` or `unavailable` (only directory users are
+    /// affected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<&'static str>,
 }
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "ops.healthz",
     security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        directory: None,
+    })
 }
 
 /// The database answers.
@@ -57,7 +65,19 @@ pub async fn healthz() -> Json<Health> {
     security(()), responses((status = 200, body = Health), (status = 503, body = super::problem::Problem)))]
 pub async fn readyz(State(app): State<App>) -> Response {
     match app.db.ping().await {
-        Ok(()) => Json(Health { status: "ready" }).into_response(),
+        Ok(()) => {
+            let directory = crate::directory::reachable(&app).await;
+            let status = if directory == Some(false) {
+                "degraded"
+            } else {
+                "ready"
+            };
+            Json(Health {
+                status,
+                directory: directory.map(|up| if up { "ok" } else { "unavailable" }),
+            })
+            .into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
             problem(

@@ -29,10 +29,11 @@ pub enum Job {
     RotationReminder,
     AuditVerify,
     ApprovalNudge,
+    DirectorySync,
 }
 
 impl Job {
-    pub const ALL: [Job; 7] = [
+    pub const ALL: [Job; 8] = [
         Job::Digest,
         Job::Reminder,
         Job::Expiry,
@@ -40,6 +41,7 @@ impl Job {
         Job::RotationReminder,
         Job::AuditVerify,
         Job::ApprovalNudge,
+        Job::DirectorySync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +53,7 @@ impl Job {
             Job::RotationReminder => "rotation_reminder",
             Job::AuditVerify => "audit_verify",
             Job::ApprovalNudge => "approval_nudge",
+            Job::DirectorySync => "directory_sync",
         }
     }
 
@@ -64,6 +67,7 @@ impl Job {
             Job::RotationReminder => &s.rotation_reminder,
             Job::AuditVerify => &s.audit_verify,
             Job::ApprovalNudge => &s.approval_nudge,
+            Job::DirectorySync => &app.policies.directory.sync_schedule,
         }
     }
 
@@ -76,7 +80,7 @@ impl Job {
                 slot.date_naive() == now.date_naive()
             }
             Job::CalendarWarning => now - slot < chrono::Duration::days(7),
-            Job::Expiry | Job::ApprovalNudge => true,
+            Job::Expiry | Job::ApprovalNudge | Job::DirectorySync => true,
         }
     }
 }
@@ -101,7 +105,7 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
         let Some(slot) = latest_slot(job.expr(app), local_now) else {
             continue;
         };
-        if !job.useful(slot, local_now) {
+        if !job.useful(slot, local_now) || (job == Job::DirectorySync && app.directory.is_none()) {
             continue;
         }
         let slot_s = slot.to_rfc3339();
@@ -142,6 +146,15 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 .await
                 .map(|_| ()),
             Job::AuditVerify => audit_verify(app, now).await.map(|_| ()),
+            Job::DirectorySync => crate::directory::sync::run(app, now).await.map(|s| {
+                if !s.disabled.is_empty() || !s.roles_removed.is_empty() {
+                    tracing::info!(
+                        disabled = s.disabled.len(),
+                        roles_removed = s.roles_removed.len(),
+                        "directory sync"
+                    );
+                }
+            }),
             Job::ApprovalNudge => crate::changes::nudge_waiting(app, now).await.map(|n| {
                 if n > 0 {
                     tracing::info!(sent = n, "approval stages reminded or escalated");

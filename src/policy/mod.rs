@@ -6,6 +6,7 @@
 //! policies/rbac/schema.cedarschema    Cedar schema: entity types and actions (permissions)
 //! policies/rbac/*.cedar               Cedar policies: what each role may do, separation of duties
 //! policies/security.toml           second factor: roles that need TOTP at login
+//! policies/directory.toml             directory sign-in: where people are, groups → roles
 //! policies/change-policy.toml         time zone, notice rule, categories, approval stages, freezes
 //! policies/standard-changes.toml      pre-approved change templates (标准变更)
 //! policies/notifications.toml         who gets which email notice, retries, schedules
@@ -94,6 +95,7 @@ pub struct Policies {
     pub change: ChangePolicy,
     pub notifications: NotifyPolicy,
     pub security: SecurityPolicy,
+    pub directory: crate::directory::DirectoryPolicy,
     pub standard: StandardChanges,
     /// The calendar years shipped as files (the database may add or replace years).
     pub calendar_years: Vec<YearCalendar>,
@@ -122,6 +124,8 @@ impl Policies {
             NotifyPolicy::load(&dir.join("notifications.toml"), |r| roles.get(r).is_some())?;
         let security =
             SecurityPolicy::load(&dir.join("security.toml"), |r| roles.get(r).is_some())?;
+        let directory =
+            crate::directory::DirectoryPolicy::load(&dir.join("directory.toml"), &roles)?;
         let calendar_dir = dir.join("calendars").join("cn");
         let calendar_years = crate::calendar::load_dir(&calendar_dir)?;
         crate::calendar::WorkingCalendar::new(calendar_years.clone())
@@ -133,6 +137,7 @@ impl Policies {
             change,
             notifications,
             security,
+            directory,
             standard,
             calendar_years,
         })

@@ -133,6 +133,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// `CHANGEGUARD_METRICS_LISTEN` on a loopback port of its own ([`TestServer::metrics_base`]).
     pub metrics_listen: bool,
+    /// Any other settings (e.g. `CHANGEGUARD_LDAP_*`), applied last.
+    pub settings: Option<Arc<dyn Fn(&mut Settings) + Send + Sync>>,
 }
 
 impl Default for Options {
@@ -148,6 +150,7 @@ impl Default for Options {
             second_factor_at_login: false,
             public_url: None,
             metrics_listen: false,
+            settings: None,
         }
     }
 }
@@ -230,7 +233,7 @@ impl TestServer {
                 }
             },
         };
-        let settings = Settings {
+        let mut settings = Settings {
             database_url: database_url.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
             policies_dir: policies_for(opts.policies, opts.second_factor_at_login, dir.path()),
@@ -248,6 +251,9 @@ impl TestServer {
             metrics_listen: opts.metrics_listen.then(|| "127.0.0.1:0".parse().unwrap()),
             ..Settings::default()
         };
+        if let Some(adjust) = &opts.settings {
+            adjust(&mut settings);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let clock = opts.clock.unwrap_or_default();
         let server = Server::build_with_clock(settings, listener, clock.clone())

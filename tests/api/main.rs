@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod console;
 mod dbaccess;
+mod directory;
 mod enrolment;
 mod errors;
 mod gate;
