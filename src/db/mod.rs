@@ -13,6 +13,7 @@ pub mod dbaccess;
 pub mod gate;
 pub mod keys;
 pub mod notify;
+pub mod password_resets;
 pub mod role_requests;
 pub mod tokens;
 pub mod users;
