@@ -247,7 +247,8 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     // A privileged account's new password waits for a second person (read in this
     // transaction: a grant committed meanwhile is seen).
     let reset_waits = new_hash.is_some()
-        && resets::needs_second_person(app, &users_db::roles_of_tx(&mut tx, id, now).await?);
+        && (resets::needs_second_person(app, &users_db::roles_of_tx(&mut tx, id, now).await?)
+            || crate::db::role_requests::has_pending(&mut tx, id, now).await?);
     let password_now = new_hash.as_deref().filter(|_| !reset_waits);
     let user = users_db::update(
         &mut tx,
@@ -448,6 +449,11 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
 /// `user_id` (who held no listed role: `held`): their sessions were opened without that factor,
 /// so they end with the grant. The next sign-in asks for the code, or allows only enrolling one.
 /// Returns whether sessions were ended.
+///
+/// And a privileged role (or one that grants roles) voids a temporary password an admin chose
+/// that the holder has not changed yet: else one admin could set it, have the role approved,
+/// and sign in as a privileged account they alone know the password of. A new password then
+/// needs a second person ([`resets`]).
 pub(crate) async fn end_sessions_without_factor(
     app: &App,
     tx: &mut crate::db::Tx,
@@ -456,6 +462,11 @@ pub(crate) async fn end_sessions_without_factor(
     held: &[String],
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let privileged = resets::needs_second_person(app, &[role.to_string()]);
+    if privileged && users_db::void_temporary_password(tx, user_id, now).await? {
+        users_db::revoke_sessions_of(tx, user_id, now).await?;
+        return Ok(true);
+    }
     let listed = &app.policies.security.totp_required_roles;
     if !listed.iter().any(|r| r == role) || held.iter().any(|r| listed.contains(r)) {
         return Ok(false);

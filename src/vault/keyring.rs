@@ -99,8 +99,12 @@ fn interrupted_rotation(
     };
     let file = dir.join(KEY_FILE);
     if !file.exists() {
-        // Only the second move was left (an older version moved the key file aside first).
-        std::fs::rename(&next, &file)?;
+        // Only the second move was left (an older version moved the key file aside first);
+        // another instance starting at the same moment may have done it.
+        match std::fs::rename(&next, &file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.exists() => {}
+            other => other?,
+        }
         tracing::warn!(
             key = current_id,
             "an interrupted master key rotation was finished: {} now holds the current key",
@@ -124,6 +128,19 @@ fn interrupted_rotation(
     }
 }
 
+/// Copies `from` to a new file `to` (never replacing one), owner-only, synced to disk.
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let bytes = std::fs::read(from)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(to)?;
+    out.write_all(&bytes)?;
+    out.sync_all()
+}
+
 /// The file moves that end a rotation: the old key file is linked to `….retired-<old id>`
 /// (never replacing another file), then the next key file atomically takes the key file's place,
 /// so a key file is there at every moment. Two instances doing it at once both succeed.
@@ -136,7 +153,11 @@ pub fn promote_key_files(dir: &Path, old: &MasterKey, new: &MasterKey) -> anyhow
             MasterKey::new(secrecy::SecretBox::new(Box::new(decode_key(text.trim())?))).ok()?;
         Some(key.id)
     };
-    match std::fs::hard_link(&file, &retired) {
+    match std::fs::hard_link(&file, &retired).or_else(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: a copy that never replaces a file, synced.
+        _ => copy_new(&file, &retired),
+    }) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             if id_in(&retired).as_deref() != Some(&*old.id) {

@@ -630,6 +630,39 @@ crate::both_backends!(a_privileged_password_reset_needs_a_second_person, |srv| {
     assert!(!text.contains("chosen by"), "a password in the trail");
     assert!(!text.contains("$argon2"), "a hash in the trail");
 
+    // A temporary password nobody changed dies when privilege is approved: else one admin
+    // could choose it, have the role approved, and sign in as the privileged account alone.
+    let fresh = create(srv, &admin, "he.fresh").await;
+    let r = request_role(srv, &admin, fresh, "compliance").await;
+    let request = body(r).await["id"].as_i64().unwrap();
+    let r = srv
+        .post(
+            &format!("/api/v1/role-grants/{request}/approve"),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    problem(
+        srv.login("he.fresh", TEMP_PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "temporary_password_expired",
+    )
+    .await;
+    // A reset of an account with a privileged role pending waits for a second person too.
+    let pending = create(srv, &admin, "he.pending").await;
+    let r = request_role(srv, &admin, pending, "compliance").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{pending}"),
+            Some(&admin),
+            Some(json!({"password": "chosen while pending 2026"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
     // An account without privilege is reset at once, as before.
     let plain = create(srv, &admin, "op.plain").await;
     let r = srv
