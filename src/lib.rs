@@ -156,7 +156,11 @@ impl App {
             }
         }
         // The vault's master key: never in the database; a wrong or missing one stops here.
-        let (vault, vault_new) = vault::Keyring::start(&settings, &db, clock.now()).await?;
+        let vault::keyring::Started {
+            ring: vault,
+            created: vault_new,
+            interrupted,
+        } = vault::Keyring::start(&settings, &db, clock.now()).await?;
         if vault_new {
             tracing::warn!(
                 dir = %key_dir.display(),
@@ -203,6 +207,9 @@ impl App {
             refusal_budget: Default::default(),
             settings,
         }));
+        if let Some(interrupted) = interrupted {
+            vault::rotate::finish_interrupted(&app, interrupted).await?;
+        }
         if let Some(password) =
             accounts::bootstrap_admin(&app, app.settings.bootstrap_admin_password.as_ref())
                 .await

@@ -2,6 +2,7 @@
 //! the separation-of-duties rules decided by the Cedar policies.
 
 pub mod requests;
+pub mod resets;
 pub mod self_service;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -12,6 +13,7 @@ use serde_json::json;
 use crate::App;
 use crate::audit::Entry;
 use crate::auth::{normalize_username, password};
+use crate::db::password_resets::PasswordReset;
 use crate::db::role_requests::RoleRequest;
 use crate::db::users::{self as users_db, Grant, NewUser, User, UserChanges};
 use crate::deed::Deed;
@@ -112,6 +114,10 @@ pub fn require(decision: Decision) -> Result<Decision> {
             "self_approval",
             "特权角色授权须由申请人和被授权人以外的第二人批准 / A second person, neither the one who asked nor the grantee, must approve a privileged grant",
         ),
+        Some("sod.second_person_reset") => (
+            "self_approval",
+            "特权账号的密码重置须由申请人和该账号持有人以外的第二人批准 / A second person, neither the one who asked nor the account's holder, must approve a privileged account's password reset",
+        ),
         Some("sod.keep_last_admin") => (
             "last_admin",
             "不能停用最后一名管理员或撤销其管理员角色 / The last active admin cannot be disabled or lose admin",
@@ -190,7 +196,16 @@ pub(crate) fn not_found(e: crate::db::StoreError) -> Error {
     }
 }
 
-pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -> Result<User> {
+/// What a change of a user did.
+#[derive(Debug)]
+pub enum Updated {
+    Done(User),
+    /// The account holds privilege: the new password waits for a second person
+    /// ([`resets`]); the other fields are changed.
+    ResetPending(PasswordReset),
+}
+
+pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -> Result<Updated> {
     if let Some(v) = &req.display_name {
         text::required("display_name", v, 100, Lines::One)?;
     }
@@ -232,6 +247,12 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
             ..Facts::default()
         },
     ))?;
+    // A privileged account's new password waits for a second person (read in this
+    // transaction: a grant committed meanwhile is seen).
+    let reset_waits = new_hash.is_some()
+        && (resets::needs_second_person(app, &users_db::roles_of_tx(&mut tx, id, now).await?)
+            || crate::db::role_requests::has_pending(&mut tx, id, now).await?);
+    let password_now = new_hash.as_deref().filter(|_| !reset_waits);
     let user = users_db::update(
         &mut tx,
         id,
@@ -241,14 +262,13 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
             email: req.email.as_deref().map(str::trim),
             active: req.active,
             // Chosen by an admin: temporary.
-            password: new_hash
-                .as_deref()
+            password: password_now
                 .map(|h| (h, Some(now + TimeDelta::hours(TEMPORARY_PASSWORD_HOURS)))),
         },
         now,
     )
     .await?;
-    if disabling || new_hash.is_some() {
+    if disabling || password_now.is_some() {
         users_db::revoke_sessions_of(&mut tx, id, now).await?;
     }
     let mut changed: Vec<&str> = Vec::new();
@@ -257,11 +277,29 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
         ("department", req.department.is_some()),
         ("email", req.email.is_some()),
         ("active", req.active.is_some()),
-        ("password", new_hash.is_some()),
+        ("password", password_now.is_some()),
     ] {
         if set {
             changed.push(name);
         }
+    }
+    if let (true, Some(hash)) = (reset_waits, new_hash.as_deref()) {
+        let (r, notice) = resets::file(app, &mut tx, who, &user, hash, now).await?;
+        let entry = Entry::by(who, "password_reset.request", format!("user:{id}"))
+            .with_policies(&decision.policy_ids)
+            .with_details(
+                json!({"request_id": r.id, "username": r.username, "changed": changed,
+                                 "active": user.active}),
+            );
+        crate::notify::commit_with_bulletin(
+            app,
+            tx,
+            ("role_requested", resets::parties(&r), &notice),
+            &entry,
+            now,
+        )
+        .await?;
+        return Ok(Updated::ResetPending(r));
     }
     let action = if disabling {
         "user.disable"
@@ -272,7 +310,7 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
         .with_policies(&decision.policy_ids)
         .with_details(json!({"changed": changed, "active": user.active}));
     tx.commit(&entry, now).await?;
-    Ok(user)
+    Ok(Updated::Done(user))
 }
 
 /// True when `user_id` is an active admin and no other active admin exists.
@@ -358,7 +396,7 @@ pub async fn grant_role(
         &Facts {
             grantee: Some(user_id),
             removes_last_admin,
-            grantee_roles: Some(held),
+            grantee_roles: Some(held.clone()),
             ..Facts::default()
         },
     ))?;
@@ -375,10 +413,13 @@ pub async fn grant_role(
         req.expires_at,
     )
     .await?;
+    let sessions_ended =
+        end_sessions_without_factor(app, &mut tx, user_id, &req.role, &held, now).await?;
     let entry = Entry::by(who, "role.grant", format!("user:{user_id}"))
         .with_policies(&decision.policy_ids)
         .with_details(
-            json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at}),
+            json!({"role": req.role, "username": grantee.username, "expires_at": req.expires_at,
+                   "sessions_ended": sessions_ended}),
         );
     tx.commit(&entry, now).await?;
     Ok(Granted::Active(grant))
@@ -407,6 +448,36 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
         .with_details(json!({"role": role}));
     tx.commit(&entry, now).await?;
     Ok(())
+}
+
+/// A role `policies/security.toml` lists for a second factor at sign-in, newly in force for
+/// `user_id` (who held no listed role: `held`): their sessions were opened without that factor,
+/// so they end with the grant. The next sign-in asks for the code, or allows only enrolling one.
+/// Returns whether sessions were ended.
+///
+/// And a privileged role (or one that grants roles) voids a temporary password an admin chose
+/// that the holder has not changed yet: else one admin could set it, have the role approved,
+/// and sign in as a privileged account they alone know the password of. A new password then
+/// needs a second person ([`resets`]).
+pub(crate) async fn end_sessions_without_factor(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    user_id: i64,
+    role: &str,
+    held: &[String],
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let privileged = resets::needs_second_person(app, &[role.to_string()]);
+    if privileged && users_db::void_temporary_password(tx, user_id, now).await? {
+        users_db::revoke_sessions_of(tx, user_id, now).await?;
+        return Ok(true);
+    }
+    let listed = &app.policies.security.totp_required_roles;
+    if !listed.iter().any(|r| r == role) || held.iter().any(|r| listed.contains(r)) {
+        return Ok(false);
+    }
+    users_db::revoke_sessions_of(tx, user_id, now).await?;
+    Ok(true)
 }
 
 /// `user` as Cedar sees them, with the roles in force at `now` (not a signed-in session).
@@ -596,9 +667,11 @@ pub async fn grant_role_unattended(app: &App, user_id: i64, role: &str) -> Resul
         });
     }
     let grant = users_db::upsert_grant(&mut tx, user_id, role, None, now, None).await?;
+    let sessions_ended =
+        end_sessions_without_factor(app, &mut tx, user_id, role, &held, now).await?;
     let entry = Entry::ok(None, "role.grant", format!("user:{user_id}"))
         .with_reason("granted from the server console")
-        .with_details(json!({"role": role}));
+        .with_details(json!({"role": role, "sessions_ended": sessions_ended}));
     tx.commit(&entry, now).await?;
     Ok(grant)
 }

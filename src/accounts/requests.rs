@@ -94,7 +94,7 @@ pub async fn approve(app: &App, who: &Principal, id: i64) -> Result<RoleRequest>
         &Resource::Role(&r.role),
         &Facts {
             grantee: Some(r.user_id),
-            grantee_roles: Some(held),
+            grantee_roles: Some(held.clone()),
             requested_by: Some(r.requested_by),
             removes_last_admin,
             ..Facts::default()
@@ -109,6 +109,8 @@ pub async fn approve(app: &App, who: &Principal, id: i64) -> Result<RoleRequest>
         r.expires_at,
     )
     .await?;
+    let sessions_ended =
+        super::end_sessions_without_factor(app, &mut tx, r.user_id, &r.role, &held, now).await?;
     let r = db::decide(
         &mut tx,
         id,
@@ -122,7 +124,8 @@ pub async fn approve(app: &App, who: &Principal, id: i64) -> Result<RoleRequest>
         .with_policies(&decision.policy_ids)
         .with_details(
             json!({"request_id": r.id, "role": r.role, "username": r.username,
-                             "requested_by": r.requested_by_username, "expires_at": r.expires_at}),
+                             "requested_by": r.requested_by_username, "expires_at": r.expires_at,
+                             "sessions_ended": sessions_ended}),
         );
     let notice = notice(
         app,

@@ -277,6 +277,10 @@ pub async fn transition(app: &App, who: &Principal, id: i64, cmd: Command) -> Re
         if let Err(e) = crate::dbaccess::revoke_change(app, id, now).await {
             tracing::warn!(change = id, error = %e, "revoking database accounts after the change ended failed; the job retries");
         }
+        // The passwords revealed for it, where changeguard can set them itself.
+        if let Err(e) = crate::vault::machine::rotate_due(app, Some(id), now).await {
+            tracing::warn!(change = id, error = %e, "rotation after use failed; the job retries");
+        }
     }
     get(app, id).await
 }

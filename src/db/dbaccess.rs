@@ -88,6 +88,19 @@ pub async fn target(tx: &mut Tx, id: i64) -> Result<Target> {
         .await)?)
 }
 
+/// A target that is not deleted, read in the caller's transaction.
+pub async fn live_target(tx: &mut Tx, id: i64) -> Result<Option<Target>> {
+    let sql = concat!(
+        "SELECT ",
+        target_cols!(),
+        " FROM database_targets WHERE id = $1 AND deleted_at IS NULL"
+    );
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, Target>(sql)
+        .bind(id)
+        .fetch_optional(c)
+        .await)?)
+}
+
 pub async fn delete_target(
     tx: &mut Tx,
     system: &str,

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod gate;
 pub mod keys;
 pub mod notify;
+pub mod password_resets;
 pub mod role_requests;
 pub mod tokens;
 pub mod users;

@@ -198,3 +198,16 @@ pub fn effective(
         status
     }
 }
+
+/// Whether a request for a role is pending (not lapsed) for `user_id`.
+pub async fn has_pending(tx: &mut Tx, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
+    let n = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM role_requests WHERE user_id = $1 AND status = 'pending' \
+         AND lapses_at > $2"
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_one(c)
+    .await)?;
+    Ok(n > 0)
+}

@@ -464,6 +464,25 @@ pub async fn revoke_sessions_of(tx: &mut Tx, user_id: i64, now: DateTime<Utc>) -
     Ok(())
 }
 
+/// Ends a temporary password an admin chose that its holder has not changed yet (it answers
+/// `temporary_password_expired` from now on). True when there was one.
+pub async fn void_temporary_password(
+    tx: &mut Tx,
+    user_id: i64,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let n = on_tx!(tx, |c| sqlx::query(
+        "UPDATE users SET password_temporary_until = $2 WHERE id = $1 \
+         AND password_temporary_until IS NOT NULL AND password_temporary_until > $2"
+    )
+    .bind(user_id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
 // ---------------------------------------------------------------- role grants
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]

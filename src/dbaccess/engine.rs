@@ -318,6 +318,62 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Sets `password` on the existing account `user` (rotation by the machine). Setting the same
+/// password again is harmless, so a rotation interrupted after this step is finished by doing it
+/// again. Sessions opened with the old password are left alone: the account may be an
+/// application's, and ending its sessions would be an outage.
+pub async fn set_password(
+    a: &Admin<'_>,
+    user: &str,
+    password: &SecretString,
+) -> Result<(), String> {
+    bounded(set_password_unbounded(a, user, password)).await
+}
+
+async fn set_password_unbounded(
+    a: &Admin<'_>,
+    user: &str,
+    password: &SecretString,
+) -> Result<(), String> {
+    if !valid_ident(user) {
+        return Err("invalid account name".into());
+    }
+    let pw = password.expose_secret();
+    if !pw.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err("invalid generated password".into());
+    }
+    match a.engine {
+        "postgres" => {
+            let mut c = pg(a).await?;
+            if !pg_role_exists(&mut c, user).await? {
+                return Err("the account does not exist on the target".into());
+            }
+            let sql = format!("ALTER ROLE {} PASSWORD {}", pg_ident(user), sql_literal(pw));
+            // Not through exec_pg: its error would quote the statement, password included.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map_err(|_| "ALTER ROLE failed on the target".to_string())?;
+            let _ = c.close().await;
+        }
+        "mysql" => {
+            let mut c = my(a).await?;
+            let sql = format!(
+                "ALTER USER {}@'%' IDENTIFIED BY {}",
+                sql_literal(user),
+                sql_literal(pw)
+            );
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .map_err(|_| "ALTER USER failed on the target".to_string())?;
+            let _ = c.close().await;
+        }
+        other => return Err(format!("unknown engine {other}")),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,16 +246,22 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         if let Err(failed) = audit_refusal(app, refused, &response, now).await {
             return failed;
         }
-        if info.operation == "auth.login" && response.status() == StatusCode::UNAUTHORIZED {
+        if info.operation == "auth.login"
+            && matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+            )
+        {
             pad_failed_login(started).await;
         }
     }
     response
 }
 
-/// No failed login is answered sooner than this after it arrived: well above the argon2 work
-/// and the audit write, so an existing username (whose failure is audited) and an unknown one
-/// (whose failure is not) cost the same time to the one who asks.
+/// No failed or delayed login (401, 429) is answered sooner than this after it arrived: well
+/// above the argon2 work and the audit write, so an existing username (whose failure is
+/// audited) and an unknown one (whose failure is not), checked or throttled, cost the same time
+/// to the one who asks.
 pub(crate) const FAILED_LOGIN_FLOOR: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// Waits until [`FAILED_LOGIN_FLOOR`] has passed since `started` (the answer's shape in time,

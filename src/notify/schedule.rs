@@ -129,6 +129,10 @@ pub async fn tick(app: &App, now: DateTime<Utc>) -> Result<Ran> {
                 if revoked > 0 || failing > 0 {
                     tracing::info!(revoked, failing, "just-in-time database accounts revoked");
                 }
+                let rotated = crate::vault::machine::rotate_due(app, None, now).await?;
+                if rotated > 0 {
+                    tracing::info!(rotated, "credentials rotated on their database targets");
+                }
                 let late = crate::changes::notify_overdue_at(app, now).await?;
                 if late > 0 {
                     tracing::info!(overdue = late, "overdue changes told");

@@ -17,6 +17,18 @@ pub struct CreateCredential {
     pub rotation_days: Option<i64>,
     /// Owning department; default: the system's owner department.
     pub department: Option<String>,
+    /// A password's account on a database target of the same system: changeguard then rotates
+    /// it itself (`{"generate": true}`, and after every use for a change).
+    pub target: Option<CredentialTarget>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialTarget {
+    /// A database target of the credential's system.
+    pub database_id: i64,
+    /// The account's name on the target (letters, digits, `_`).
+    pub account: String,
 }
 
 /// Metadata, the last reveal and the rotation state: never the secret.
@@ -75,6 +87,9 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
     let department = req.department.clone().unwrap_or(system.owner_department);
     text::required("department", &department, 100, Lines::One)?;
     let mut tx = Deed::open(app).await?;
+    if let Some(t) = &req.target {
+        super::machine::check_target(&mut tx, &req.system, &req.kind, t).await?;
+    }
     let key = app.vault.sealing_key(&mut tx).await?;
     let id = db::insert_credential(
         &mut tx,
@@ -85,6 +100,10 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
             kind: &req.kind,
             department: &department,
             rotation_days: req.rotation_days,
+            target: req
+                .target
+                .as_ref()
+                .map(|t| (t.database_id, t.account.as_str())),
             created_by: who.user_id,
         },
         &key.id,
@@ -107,7 +126,8 @@ pub async fn create(app: &App, who: &Principal, req: CreateCredential) -> Result
         "credential.create",
         format!("credential:{id}"),
     )
-    .with_details(json!({"name": req.name.trim(), "system": req.system, "account": req.account.trim(), "kind": req.kind}));
+    .with_details(json!({"name": req.name.trim(), "system": req.system, "account": req.account.trim(), "kind": req.kind,
+                         "target": req.target.as_ref().map(|t| json!({"database_id": t.database_id, "account": t.account}))}));
     tx.commit(&entry, now).await?;
     get(app, id).await
 }
@@ -130,8 +150,11 @@ pub async fn get(app: &App, id: i64) -> Result<CredentialView> {
 #[serde(deny_unknown_fields)]
 pub struct RotateCredential {
     /// The new secret, already set on the target system.
-    #[schema(value_type = String, format = Password)]
-    pub secret: SecretString,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub secret: Option<SecretString>,
+    /// `true`: changeguard makes a random password and sets it on the credential's database
+    /// target itself (instead of `secret`).
+    pub generate: Option<bool>,
 }
 
 /// Stores a new secret (a new version with a new data key); clears "rotate after use".
@@ -144,7 +167,19 @@ pub async fn rotate(
     req: RotateCredential,
 ) -> Result<CredentialView> {
     let now = app.now();
-    check_secret(&req.secret)?;
+    let secret = match (req.secret, req.generate) {
+        (Some(secret), None | Some(false)) => {
+            check_secret(&secret)?;
+            Some(secret)
+        }
+        (None, Some(true)) => None,
+        _ => {
+            return Err(Error::invalid(
+                "invalid_field",
+                "须给出 secret 或 \"generate\": true 之一 / Give either secret or \"generate\": true",
+            ));
+        }
+    };
     // Who may rotate is decided before the write transaction: nothing may wait on the pool
     // while a transaction holds the (SQLite) write lock.
     let known = db::get_credential(&app.db, id).await.map_err(not_found)?;
@@ -165,16 +200,28 @@ pub async fn rotate(
             policy_ids: manager.policy_ids,
         });
     }
+    let Some(secret) = secret else {
+        let by = super::machine::By::Person {
+            who,
+            as_assignee: !manager.allowed,
+            policy_ids: &manager.policy_ids,
+        };
+        super::machine::rotate(app, id, by, now).await?;
+        return get(app, id).await;
+    };
     let mut tx = Deed::open(app).await?;
     let c = db::get_credential_tx(&mut tx, id)
         .await
         .map_err(not_found)?;
+    if c.target_database_id.is_some() && db::pending_of(&mut tx, id).await?.is_some() {
+        return Err(super::machine::rotation_pending());
+    }
     let key = app.vault.sealing_key(&mut tx).await?;
     let version = c.version + 1;
     let sealed = app.vault.seal(
         &key,
         binding(id, version),
-        req.secret.expose_secret().as_bytes(),
+        secret.expose_secret().as_bytes(),
     )?;
     db::store_secret(&mut tx, id, version, &sealed, now).await?;
     // As a manager: the policies that let them manage credentials; as the assignee (not a

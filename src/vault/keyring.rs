@@ -44,71 +44,173 @@ fn key_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-/// `changeguard keys rotate` promotes the next key in the database, then renames the key files
-/// (the current one aside, the next one into its place). A crash between the two leaves the
-/// next key file holding the database's current key: the renames are finished here, at the next
-/// start, and said in the log.
-fn finish_interrupted_rotation(dir: &Path, current_id: &str) -> anyhow::Result<()> {
+/// A rotation `changeguard keys rotate` promoted in the database but did not finish (a crash
+/// before its second re-wrap or its file moves): the key file still holds the old key and the
+/// next key file the database's current one. The instance starts holding both;
+/// [`super::rotate::finish_interrupted`] re-wraps what the old key still wraps, then moves the
+/// files.
+pub struct Interrupted {
+    pub old: Arc<MasterKey>,
+    pub current: Arc<MasterKey>,
+}
+
+/// What [`Keyring::start`] found.
+pub struct Started {
+    pub ring: Keyring,
+    /// A new key file was generated (the first start).
+    pub created: bool,
+    /// A rotation to finish once the service is built.
+    pub interrupted: Option<Interrupted>,
+}
+
+/// The key in `file`, if it is one of the database's master keys (id and check value).
+fn known_key(file: PathBuf, rows: &[db::MasterRow]) -> anyhow::Result<Option<MasterKey>> {
+    let key = load_existing(&KeySource {
+        var: VAR,
+        configured: None,
+        file,
+    })?;
+    let key = MasterKey::new(key).map_err(key_error)?;
+    let known = rows
+        .iter()
+        .any(|r| r.key_id == key.id && r.check_value == key.check_value);
+    Ok(known.then_some(key))
+}
+
+/// Looks for an interrupted rotation in the key directory (key file mode only). A next key file
+/// that cannot be read, or that is not the database's current key, is left alone: `keys rotate`
+/// resumes a rotation that was not promoted yet.
+fn interrupted_rotation(
+    dir: &Path,
+    rows: &[db::MasterRow],
+    current_id: &str,
+) -> anyhow::Result<Option<Interrupted>> {
     let next = dir.join(NEXT_KEY_FILE);
     if !next.exists() {
-        return Ok(());
+        return Ok(None);
     }
-    let id_of = |file: PathBuf| -> anyhow::Result<String> {
-        let key = load_existing(&KeySource {
-            var: VAR,
-            configured: None,
-            file,
-        })?;
-        Ok(MasterKey::new(key).map_err(key_error)?.id)
+    let current = match known_key(next.clone(), rows) {
+        Ok(Some(k)) if k.id == current_id => k,
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(file = %next.display(), error = %e, "the next master key file cannot be read; it is left as it is");
+            return Ok(None);
+        }
     };
-    if id_of(next.clone())? != current_id {
-        // A rotation that has not been promoted yet: `keys rotate` resumes it.
-        return Ok(());
-    }
     let file = dir.join(KEY_FILE);
-    if file.exists() {
-        let old = id_of(file.clone())?;
-        if old == current_id {
-            return Ok(());
+    if !file.exists() {
+        // Only the second move was left (an older version moved the key file aside first);
+        // another instance starting at the same moment may have done it.
+        match std::fs::rename(&next, &file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && file.exists() => {}
+            other => other?,
         }
-        let retired = dir.join(format!("{KEY_FILE}.retired-{old}"));
-        if retired.exists() {
-            anyhow::bail!(
-                "an interrupted key rotation left {} and {} behind, and {} exists already; \
-                 move the right key into place by hand. Nothing was changed.",
-                file.display(),
-                next.display(),
-                retired.display()
-            );
-        }
-        std::fs::rename(&file, &retired)?;
-        tracing::warn!(retired = %retired.display(), "master key {old} moved aside: its rotation was interrupted");
+        tracing::warn!(
+            key = current_id,
+            "an interrupted master key rotation was finished: {} now holds the current key",
+            file.display()
+        );
+        return Ok(None);
     }
-    std::fs::rename(&next, &file)?;
-    tracing::warn!(
-        key = current_id,
-        "an interrupted master key rotation was finished: {} now holds the current key",
-        file.display()
-    );
-    Ok(())
+    match known_key(file.clone(), rows)? {
+        Some(old) if old.id != current_id => Ok(Some(Interrupted {
+            old: Arc::new(old),
+            current: Arc::new(current),
+        })),
+        // The key file already holds the current key: the other file is a stale copy.
+        Some(_) => Ok(None),
+        None => anyhow::bail!(
+            "{} holds a key this database does not know, and {} holds its current master key \
+             {current_id}: move the right key into place by hand. Nothing was changed.",
+            file.display(),
+            next.display()
+        ),
+    }
+}
+
+/// Copies `from` to a new file `to` (never replacing one), owner-only, synced to disk.
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let bytes = std::fs::read(from)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(to)?;
+    out.write_all(&bytes)?;
+    out.sync_all()
+}
+
+/// The file moves that end a rotation: the old key file is linked to `….retired-<old id>`
+/// (never replacing another file), then the next key file atomically takes the key file's place,
+/// so a key file is there at every moment. Two instances doing it at once both succeed.
+pub fn promote_key_files(dir: &Path, old: &MasterKey, new: &MasterKey) -> anyhow::Result<PathBuf> {
+    let (file, next) = (dir.join(KEY_FILE), dir.join(NEXT_KEY_FILE));
+    let retired = dir.join(format!("{KEY_FILE}.retired-{}", old.id));
+    let id_in = |path: &Path| -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let key =
+            MasterKey::new(secrecy::SecretBox::new(Box::new(decode_key(text.trim())?))).ok()?;
+        Some(key.id)
+    };
+    match std::fs::hard_link(&file, &retired).or_else(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: a copy that never replaces a file, synced.
+        _ => copy_new(&file, &retired),
+    }) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if id_in(&retired).as_deref() != Some(&*old.id) {
+                anyhow::bail!(
+                    "{} exists and does not hold master key {}: move it away and run this again. \
+                     The key files were not changed.",
+                    retired.display(),
+                    old.id
+                );
+            }
+        }
+        Err(e) => anyhow::bail!("linking {} to {}: {e}", file.display(), retired.display()),
+    }
+    match std::fs::rename(&next, &file) {
+        Ok(()) => {}
+        // Another instance moved it a moment ago.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && id_in(&file).as_deref() == Some(&*new.id) => {}
+        Err(e) => anyhow::bail!("moving {} to {}: {e}", next.display(), file.display()),
+    }
+    Ok(retired)
 }
 
 impl Keyring {
-    /// Loads the master key and checks it against the database. Returns the keyring and
-    /// whether a new key file was generated.
+    /// Loads the master key and checks it against the database.
     pub async fn start(
         settings: &Settings,
         db: &Db,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<(Keyring, bool)> {
+    ) -> anyhow::Result<Started> {
         let dir = settings.key_dir();
         let file = dir.join(KEY_FILE);
         let rows = db::master_keys(db).await?;
         let current_row = rows.iter().find(|r| r.state == "current");
         if settings.master_key.is_none()
             && let Some(current) = current_row
+            && let Some(interrupted) = interrupted_rotation(&dir, &rows, &current.key_id)?
         {
-            finish_interrupted_rotation(&dir, &current.key_id)?;
+            let ring = Keyring {
+                keys: Arc::new(RwLock::new(vec![
+                    interrupted.current.clone(),
+                    interrupted.old.clone(),
+                ])),
+                dir,
+                configured: None,
+                configured_next: settings.master_key_next.clone(),
+            };
+            return Ok(Started {
+                ring,
+                created: false,
+                interrupted: Some(interrupted),
+            });
         }
         if settings.master_key.is_none()
             && !file.exists()
@@ -160,7 +262,11 @@ impl Keyring {
         if rows.iter().any(|r| r.state != "retired") {
             ring.reload(&rows);
         }
-        Ok((ring, created))
+        Ok(Started {
+            ring,
+            created,
+            interrupted: None,
+        })
     }
 
     /// A keyring holding exactly these keys (benchmarks, tools).

@@ -8,6 +8,7 @@
 pub mod crypto;
 pub mod factor;
 pub mod keyring;
+pub mod machine;
 pub mod rotate;
 pub mod totp;
 

@@ -186,9 +186,12 @@ pub(crate) async fn server_secret(
 
 pub async fn reveal(app: &App, who: &Principal, id: i64, req: RevealRequest) -> Result<Revealed> {
     let now = app.now();
-    let c = db::get_credential(&app.db, id).await.map_err(not_found)?;
     text::required("reason", &req.reason, 500, Lines::Many)?;
     let mut tx = Deed::open(app).await?;
+    // The credential too is read (and on PostgreSQL held) by the deciding transaction.
+    let c = db::get_credential_tx(&mut tx, id)
+        .await
+        .map_err(not_found)?;
     let facts = reveal_facts_held(app, &mut tx, who.user_id, &c, req.change_id, now).await?;
     let decision = decide(app, who, &c, &facts);
     let via_change = facts

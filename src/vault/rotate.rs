@@ -2,10 +2,8 @@
 //! transaction, while instances keep serving (they hold both keys during the rotation, see
 //! [`super::keyring`]). Ciphertexts are untouched; only the wrapped data keys change.
 
-use std::path::Path;
-
 use super::crypto::{self, MasterKey};
-use super::keyring::{KEY_FILE, NEXT_KEY_FILE, NEXT_VAR};
+use super::keyring::{Interrupted, NEXT_KEY_FILE, NEXT_VAR, promote_key_files};
 use crate::App;
 use crate::audit::Entry;
 use crate::db::vault as db;
@@ -68,10 +66,7 @@ pub async fn rotate(app: &App) -> anyhow::Result<Rotation> {
     // Secrets an instance sealed with the old key just before the promotion.
     rewrapped += rewrap_all(app, &old, &new).await?;
     let retired_file = if file_mode {
-        let retired = dir.join(format!("{KEY_FILE}.retired-{}", old.id));
-        move_file(&dir.join(KEY_FILE), &retired)?;
-        move_file(&dir.join(NEXT_KEY_FILE), &dir.join(KEY_FILE))?;
-        Some(retired)
+        Some(promote_key_files(&dir, &old, &new)?)
     } else {
         None
     };
@@ -83,14 +78,37 @@ pub async fn rotate(app: &App) -> anyhow::Result<Rotation> {
     })
 }
 
-/// Re-wraps in batches; a batch that fails (a busy SQLite file under load) is rolled back and
-/// retried a few times: each batch is idempotent.
+/// Finishes a rotation a crash interrupted after its promotion (see [`Interrupted`]): re-wraps
+/// every secret the old key still wraps, then moves the key files, audited
+/// `vault.master_key.rotation_finished`. Several instances starting at once all succeed.
+pub async fn finish_interrupted(app: &App, interrupted: Interrupted) -> anyhow::Result<()> {
+    let Interrupted { old, current } = interrupted;
+    let rewrapped = rewrap_all(app, &old, &current).await?;
+    let dir = app.settings.key_dir();
+    let retired = promote_key_files(&dir, &old, &current)?;
+    let entry = key_entry("vault.master_key.rotation_finished", &old, &current).with_details(
+        serde_json::json!({
+            "old_key_id": old.id, "new_key_id": current.id, "rewrapped": rewrapped
+        }),
+    );
+    Deed::audit_alone(app, &entry, app.now()).await?;
+    tracing::warn!(
+        key = %current.id,
+        rewrapped,
+        retired = %retired.display(),
+        "an interrupted master key rotation was finished: every secret is wrapped by the current key"
+    );
+    Ok(())
+}
+
 /// The audit entry of a rotation step: key ids only, never key material.
 fn key_entry(action: &str, old: &MasterKey, new: &MasterKey) -> Entry {
     Entry::ok(None, action, format!("master_key:{}", new.id))
         .with_details(serde_json::json!({"old_key_id": old.id, "new_key_id": new.id}))
 }
 
+/// Re-wraps in batches; a batch that fails (a busy SQLite file under load) is rolled back and
+/// retried a few times: each batch is idempotent.
 async fn rewrap_all(app: &App, old: &MasterKey, new: &MasterKey) -> anyhow::Result<u64> {
     let mut tries = 0;
     loop {
@@ -127,9 +145,4 @@ async fn rewrap_batches(app: &App, old: &MasterKey, new: &MasterKey) -> anyhow::
         tx.commit_bookkeeping(Bookkeeping::Rewrap).await?;
         n += rows.len() as u64;
     }
-}
-
-fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::rename(from, to)
-        .map_err(|e| anyhow::anyhow!("moving {} to {}: {e}", from.display(), to.display()))
 }

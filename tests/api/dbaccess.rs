@@ -474,3 +474,178 @@ crate::both_backends!(
         second.stop().await;
     }
 );
+
+/// Runs statements as the MariaDB root of this machine.
+async fn mysql_root(stmts: &[String]) {
+    let mut c = sqlx::MySqlConnection::connect(&mysql_url().unwrap())
+        .await
+        .unwrap();
+    for s in stmts {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(s.clone()))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+// A password credential on a database target is rotated by changeguard itself: on demand
+// (`generate`), and after use when the change it was revealed for completes. A rotation the
+// target refused stays pending and is finished by the minute job (as after a crash between the
+// steps); the old password stops working each time, the revealed one works until then.
+crate::both_backends!(rotation_after_use_is_done_by_the_machine, |srv| {
+    let v = setup(srv).await;
+    let secret = enrol(srv, &v.op).await;
+    let Some(t) = mysql_target().await else {
+        return;
+    };
+    let target = register(srv, &v, &t).await;
+    let app_user = format!("app_{}", suffix());
+    mysql_root(&[
+        format!("CREATE USER '{app_user}'@'%' IDENTIFIED BY 'Initial0pass'"),
+        format!("GRANT SELECT ON {}.* TO '{app_user}'@'%'", t.database),
+    ])
+    .await;
+    let create = |extra: Value| {
+        let mut doc = json!({"name": format!("app {}", suffix()), "system": "core-db",
+                             "account": app_user, "kind": "password", "secret": "Initial0pass"});
+        for (k, x) in extra.as_object().unwrap() {
+            doc[k] = x.clone();
+        }
+        let admin = v.admin.clone();
+        async move { srv.post("/api/v1/credentials", &admin, doc).await }
+    };
+    // The target must be a live target of the credential's own system, for a password, and
+    // the account a plain name.
+    for bad in [
+        json!({"target": {"database_id": target, "account": "x'; DROP USER root; --"}}),
+        json!({"target": {"database_id": 999_999, "account": app_user}}),
+        json!({"kind": "token", "target": {"database_id": target, "account": app_user}}),
+    ] {
+        problem(
+            create(bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_target",
+        )
+        .await;
+    }
+    let r = create(json!({"target": {"database_id": target, "account": app_user}})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cred = body(r).await;
+    assert_eq!(cred["target_account"], app_user.as_str(), "{cred}");
+    let id = cred["id"].as_i64().unwrap();
+    let rotate = |token: String, doc: Value| async move {
+        srv.post(&format!("/api/v1/credentials/{id}/rotate"), &token, doc)
+            .await
+    };
+    problem(
+        rotate(v.admin.clone(), json!({"secret": "x", "generate": true})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    )
+    .await;
+
+    // On demand: a new random password is set on the target; the old one stops working.
+    let r = rotate(v.admin.clone(), json!({"generate": true})).await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", body(r).await);
+    assert!(connect(&t, &app_user, "Initial0pass").await.is_err());
+
+    // Revealed for a change, it works on the target, until the change completes.
+    srv.advance(TimeDelta::seconds(70));
+    let change = change_in_progress(srv, &v, &v.op).await;
+    let step = aligned_step(srv);
+    let r = srv
+        .post(
+            &format!("/api/v1/credentials/{id}/reveal"),
+            &v.op,
+            json!({"reason": "数据修复 / data fix", "totp": totp::code_at(&secret, step)}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let revealed = body(r).await["secret"].as_str().unwrap().to_string();
+    assert!(connect(&t, &app_user, &revealed).await.is_ok());
+    // changeguard rotates it, so nobody is reminded to.
+    let reminders = body(srv.get("/api/v1/me/credential-reminders", &v.op).await).await;
+    assert_eq!(reminders, json!([]), "{reminders}");
+    let op = srv.token("op.zhang", USER_PASSWORD).await;
+    let r = srv
+        .post(
+            &format!("/api/v1/changes/{change}/complete"),
+            &op,
+            json!({"outcome": "succeeded", "notes": "完成 / done"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        connect(&t, &app_user, &revealed).await.is_err(),
+        "the revealed password is dead after the change"
+    );
+    let c = body(
+        srv.get(&format!("/api/v1/credentials/{id}"), &v.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(c["version"], 3, "{c}");
+    assert_eq!(c["rotate_after_use"], false, "{c}");
+
+    // The target refuses (its admin account is locked): the new version stays pending, a
+    // second rotation waits for it, and the job finishes it once the target takes it.
+    mysql_root(&[format!("ALTER USER '{}'@'%' ACCOUNT LOCK", t.admin_user)]).await;
+    let r = rotate(v.admin.clone(), json!({"generate": true})).await;
+    problem(
+        r,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "database_target_unavailable",
+    )
+    .await;
+    problem(
+        rotate(v.admin.clone(), json!({"secret": "a manual one 2026"})).await,
+        StatusCode::CONFLICT,
+        "rotation_pending",
+    )
+    .await;
+    let c = body(
+        srv.get(&format!("/api/v1/credentials/{id}"), &v.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(c["version"], 3, "nothing promoted: {c}");
+    mysql_root(&[format!("ALTER USER '{}'@'%' ACCOUNT UNLOCK", t.admin_user)]).await;
+    // Not before it settled (a rotation may still be under way) ...
+    changeguard::vault::machine::rotate_due(&srv.app, None, srv.now())
+        .await
+        .unwrap();
+    let c = body(
+        srv.get(&format!("/api/v1/credentials/{id}"), &v.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(c["version"], 3, "{c}");
+    // ... then by the job, on one instance; running it again changes nothing.
+    srv.advance(TimeDelta::minutes(3));
+    let done = changeguard::vault::machine::rotate_due(&srv.app, None, srv.now())
+        .await
+        .unwrap();
+    assert_eq!(done, 1);
+    changeguard::vault::machine::rotate_due(&srv.app, None, srv.now())
+        .await
+        .unwrap();
+    let c = body(
+        srv.get(&format!("/api/v1/credentials/{id}"), &v.admin)
+            .await,
+    )
+    .await;
+    assert_eq!(c["version"], 4, "{c}");
+
+    // Audited, never with a password.
+    let trail = changeguard::db::audit::list(&srv.app.db, 500, None)
+        .await
+        .unwrap();
+    let done = trail
+        .iter()
+        .filter(|e| e.action == "credential.rotate" && e.details.contains("\"generated\":true"))
+        .count();
+    assert_eq!(done, 3, "three rotations set on the target");
+    for e in &trail {
+        assert!(!e.details.contains(&revealed), "{}", e.details);
+    }
+});

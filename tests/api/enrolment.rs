@@ -159,6 +159,7 @@ crate::both_backends!(
         let admin = token(&first);
         enrol_and_confirm(srv, &admin).await;
 
+        let mut ids = Vec::new();
         for (username, role) in [("op.zhang", "tech_operator"), ("audit.liu", "auditor")] {
             let user = body(
                 srv.post(
@@ -178,6 +179,7 @@ crate::both_backends!(
                 )
                 .await;
             assert_eq!(r.status(), StatusCode::CREATED, "{role}");
+            ids.push(user["id"].as_i64().unwrap());
         }
 
         // A listed role: the temporary password first, then the second factor.
@@ -224,6 +226,40 @@ crate::both_backends!(
         );
         let again = login(srv, "audit.liu", USER_PASSWORD, None).await;
         assert_eq!(again["enrolment_required"], false, "{again}");
+
+        // A listed role granted later ends the sessions opened without a factor: the next
+        // sign-in may only enrol one.
+        let before = token(&again);
+        let r = srv
+            .post(
+                &format!("/api/v1/users/{}/roles", ids[1]),
+                &admin,
+                json!({"role": "tech_operator"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(
+            srv.get("/api/v1/me", &before).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            srv.get("/api/v1/me", &auditor).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let next = login(srv, "audit.liu", USER_PASSWORD, None).await;
+        assert_eq!(next["enrolment_required"], true, "{next}");
+        only_enrolment(srv, &token(&next)).await;
+        // A role the list does not name ends nothing.
+        let r = srv
+            .post(
+                &format!("/api/v1/users/{}/roles", ids[1]),
+                &admin,
+                json!({"role": "viewer"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let me = body(srv.get("/api/v1/me", &token(&next)).await).await;
+        assert_eq!(me["enrolment_required"], true, "{me}");
     }
 );
 

@@ -381,8 +381,10 @@ impl TestServer {
             .await;
         assert_eq!(r.status(), StatusCode::CREATED, "create {username}");
         let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-        self.grant(admin, id, roles).await;
+        // As a bank does: the person changes the temporary password before privilege is
+        // granted (a privileged grant voids a temporary password nobody changed).
         self.change_temporary_password(username).await;
+        self.grant(admin, id, roles).await;
         (id, self.token(username, USER_PASSWORD).await)
     }
 

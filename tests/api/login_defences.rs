@@ -91,6 +91,13 @@ crate::both_backends!(
             let r = console_login(srv, "op.zhang", "a wrong guess, again", "10.0.0.5", None).await;
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         }
+        // Two more after their delays (1 s, 2 s): the next delay (4 s) outlasts the three
+        // delayed answers below, each held to the 400 ms floor.
+        for wait in [2, 3] {
+            srv.advance(chrono::TimeDelta::seconds(wait));
+            let r = console_login(srv, "op.zhang", "a wrong guess, again", "10.0.0.5", None).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
         let r = console_login(srv, "op.zhang", USER_PASSWORD, "10.0.0.5", None).await;
         assert_eq!(
             r.status(),
@@ -141,5 +148,29 @@ crate::both_backends!(
             // the audit write that only an existing username's failure costs.
             assert!(took >= Duration::from_millis(400), "{username}: {took:?}");
         }
+        // A delayed attempt (429, decided before any password work) takes as long: its speed
+        // tells nothing either.
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let r = reqwest::Client::new()
+                .post(srv.url("/api/v1/auth/login"))
+                .header("x-forwarded-for", "10.0.0.9")
+                .json(&json!({"username": "nobody.else", "password": "a wrong guess, again"}))
+                .send()
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(400),
+                "{}: {took:?}",
+                r.status()
+            );
+            statuses.push(r.status());
+        }
+        assert!(
+            statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+            "{statuses:?}"
+        );
     }
 );

@@ -472,3 +472,206 @@ crate::both_backends!(people_see_and_end_their_sessions, |srv| {
         "no full ids"
     );
 });
+
+// One admin must not reset another admin's password and sign in as them (then be the "second
+// person" of their own requests): a privileged account's reset waits for a second person.
+crate::both_backends!(a_privileged_password_reset_needs_a_second_person, |srv| {
+    use crate::harness::ADMIN_PASSWORD;
+    let admin = srv.admin().await;
+    let second = srv.second_admin().await;
+    // A third admin, from the server's console.
+    let wang = changeguard::accounts::create_user(
+        &srv.app,
+        None,
+        changeguard::accounts::CreateUser {
+            username: "admin.wang".into(),
+            display_name: "王管理员".into(),
+            department: "科技部".into(),
+            email: "admin.wang@bank.example".into(),
+            password: secrecy::SecretString::from(ADMIN_PASSWORD),
+        },
+    )
+    .await
+    .unwrap();
+    changeguard::accounts::grant_role_unattended(&srv.app, wang.id, "admin")
+        .await
+        .unwrap();
+    let wang_token = srv.token("admin.wang", ADMIN_PASSWORD).await;
+    let reset = |token: String, password: &'static str| {
+        let path = format!("/api/v1/users/{}", wang.id);
+        async move {
+            srv.call(
+                Method::PATCH,
+                &path,
+                Some(&token),
+                Some(json!({"password": password, "display_name": "王管理员（新）"})),
+            )
+            .await
+        }
+    };
+
+    // The reset is filed, not done; the other fields are changed.
+    let r = reset(admin.clone(), "chosen by one admin 2026").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let filed = body(r).await;
+    assert_eq!(filed["status"], "pending", "{filed}");
+    assert_eq!(filed["username"], "admin.wang");
+    assert_eq!(filed["requested_by_username"], "admin");
+    assert!(filed.get("password_hash").is_none(), "{filed}");
+    let id = filed["id"].as_i64().unwrap();
+    let user = body(
+        srv.get(&format!("/api/v1/users/{}", wang.id), &second)
+            .await,
+    )
+    .await;
+    assert_eq!(user["display_name"], "王管理员（新）");
+    // Nothing else changed: the old password and session still work, the chosen one does not.
+    assert_eq!(
+        srv.get("/api/v1/me", &wang_token).await.status(),
+        StatusCode::OK
+    );
+    problem(
+        srv.login("admin.wang", "chosen by one admin 2026").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    problem(
+        reset(admin.clone(), "another choice 2026").await,
+        StatusCode::CONFLICT,
+        "request_pending",
+    )
+    .await;
+
+    // Neither the one who chose it nor the account's holder approves it.
+    let approve = format!("/api/v1/password-resets/{id}/approve");
+    for token in [&admin, &wang_token] {
+        problem(
+            srv.call(Method::POST, &approve, Some(token), None).await,
+            StatusCode::FORBIDDEN,
+            "self_approval",
+        )
+        .await;
+    }
+    let pending = body(
+        srv.get("/api/v1/password-resets?status=pending", &second)
+            .await,
+    )
+    .await;
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    problem(
+        srv.get("/api/v1/password-resets?status=later", &second)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_status",
+    )
+    .await;
+
+    // A second person approves: the password is set (temporary), the sessions end.
+    let r = srv.call(Method::POST, &approve, Some(&second), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["status"], "active");
+    assert_eq!(
+        srv.get("/api/v1/me", &wang_token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = srv.login("admin.wang", "chosen by one admin 2026").await;
+    assert_eq!(body(r).await["must_change_password"], true);
+    problem(
+        srv.call(Method::POST, &approve, Some(&second), None).await,
+        StatusCode::CONFLICT,
+        "request_decided",
+    )
+    .await;
+
+    // The holder may refuse a reset they did not ask for; the chosen password never works.
+    let r = reset(second.clone(), "chosen by the second 2026").await;
+    let id = body(r).await["id"].as_i64().unwrap();
+    let r = srv.login("admin.wang", "chosen by one admin 2026").await;
+    let temporary = body(r).await["access_token"].as_str().unwrap().to_string();
+    let r = srv
+        .post(
+            "/api/v1/me/password",
+            &temporary,
+            json!({"current_password": "chosen by one admin 2026", "new_password": USER_PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let wang_token = srv.token("admin.wang", USER_PASSWORD).await;
+    let r = srv
+        .post(
+            &format!("/api/v1/password-resets/{id}/refuse"),
+            &wang_token,
+            json!({"reason": "我没有申请 / I did not ask for this"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["status"], "refused");
+    problem(
+        srv.login("admin.wang", "chosen by the second 2026").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+
+    // Every step is audited, never with the password or its hash.
+    let entries = trail(srv, &second).await;
+    for action in [
+        "password_reset.request",
+        "password_reset.approve",
+        "password_reset.refuse",
+    ] {
+        assert!(
+            entries.iter().any(|e| e["action"] == action),
+            "{action} missing"
+        );
+    }
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(!text.contains("chosen by"), "a password in the trail");
+    assert!(!text.contains("$argon2"), "a hash in the trail");
+
+    // A temporary password nobody changed dies when privilege is approved: else one admin
+    // could choose it, have the role approved, and sign in as the privileged account alone.
+    let fresh = create(srv, &admin, "he.fresh").await;
+    let r = request_role(srv, &admin, fresh, "compliance").await;
+    let request = body(r).await["id"].as_i64().unwrap();
+    let r = srv
+        .post(
+            &format!("/api/v1/role-grants/{request}/approve"),
+            &second,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    problem(
+        srv.login("he.fresh", TEMP_PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "temporary_password_expired",
+    )
+    .await;
+    // A reset of an account with a privileged role pending waits for a second person too.
+    let pending = create(srv, &admin, "he.pending").await;
+    let r = request_role(srv, &admin, pending, "compliance").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{pending}"),
+            Some(&admin),
+            Some(json!({"password": "chosen while pending 2026"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    // An account without privilege is reset at once, as before.
+    let plain = create(srv, &admin, "op.plain").await;
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/users/{plain}"),
+            Some(&admin),
+            Some(json!({"password": "reset at once 2026"})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+});

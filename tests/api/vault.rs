@@ -1057,6 +1057,62 @@ crate::both_backends!(
             );
             again.stop().await;
         }
+
+        // A crash after the promotion, before the second re-wrap: a secret an instance sealed
+        // with the old key just before the promotion is still wrapped by it. The next start
+        // re-wraps it before it moves the old key aside; two instances starting at once both
+        // succeed.
+        let key_of = |text: &str| {
+            let bytes = changeguard::keys::decode_key(text.trim()).unwrap();
+            changeguard::vault::crypto::MasterKey::new(secrecy::SecretBox::new(Box::new(bytes)))
+                .unwrap()
+        };
+        let (old_key, current_key) = (key_of(&old), key_of(&new_key));
+        let mut tx = changeguard::deed::Deed::open(&srv.app).await.unwrap();
+        let rows = changeguard::db::vault::wrapped_by(&mut tx, &r.new_key_id, 1)
+            .await
+            .unwrap();
+        let sealed =
+            changeguard::vault::crypto::rewrap(&current_key, &old_key, &rows[0].sealed).unwrap();
+        changeguard::db::vault::store_wrapped(&mut tx, &rows[0], &sealed)
+            .await
+            .unwrap();
+        tx.commit_bookkeeping(changeguard::deed::Bookkeeping::Rewrap)
+            .await
+            .unwrap();
+        std::fs::rename(&file, &next).unwrap();
+        std::fs::rename(&retired, &file).unwrap();
+        let (a, b) = tokio::join!(srv.second_instance(), srv.second_instance());
+        let counts = changeguard::db::vault::wrapped_counts(&srv.app.db)
+            .await
+            .unwrap();
+        assert_eq!(counts, vec![(r.new_key_id.clone(), 6)]);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), new_key);
+        assert_eq!(std::fs::read_to_string(&retired).unwrap(), old);
+        assert!(!next.exists());
+        let trail = changeguard::db::audit::list(&srv.app.db, 50, None)
+            .await
+            .unwrap();
+        let finished: Vec<_> = trail
+            .iter()
+            .filter(|e| e.action == "vault.master_key.rotation_finished")
+            .collect();
+        assert!(
+            finished
+                .iter()
+                .any(|e| e.details.contains("\"rewrapped\":1")),
+            "{finished:?}"
+        );
+        a.stop().await;
+        b.stop().await;
+
+        // A next key file that cannot be read is left alone, with a warning.
+        std::fs::write(&next, "not a key").unwrap();
+        let c = srv.second_instance().await;
+        assert_eq!(std::fs::read_to_string(&next).unwrap(), "not a key");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), new_key);
+        c.stop().await;
+        std::fs::remove_file(&next).unwrap();
     }
 );
 

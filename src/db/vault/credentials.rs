@@ -20,6 +20,11 @@ pub struct Credential {
     /// The change the secret was last revealed for, while `rotate_after_use`.
     pub rotate_reason_change_id: Option<i64>,
     pub secret_changed_at: DateTime<Utc>,
+    /// The database target the account is on: changeguard rotates its password itself
+    /// (`POST …/rotate` `{"generate": true}`, and after use).
+    pub target_database_id: Option<i64>,
+    /// The account's name on that target.
+    pub target_account: Option<String>,
     pub last_revealed_at: Option<DateTime<Utc>>,
     pub last_revealed_by: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -30,7 +35,8 @@ macro_rules! cred_select {
     () => {
         "SELECT c.id, c.name, c.system_key AS system, c.account, c.kind, c.department, \
          c.rotation_days, c.version, c.rotate_after_use, c.rotate_reason_change_id, \
-         c.secret_changed_at, c.last_revealed_at, u.username AS last_revealed_by, c.created_at, \
+         c.secret_changed_at, c.target_database_id, c.target_account, c.last_revealed_at, \
+         u.username AS last_revealed_by, c.created_at, \
          c.updated_at FROM credentials c LEFT JOIN users u ON u.id = c.last_revealed_by"
     };
 }
@@ -42,6 +48,8 @@ pub struct NewCredential<'a> {
     pub kind: &'a str,
     pub department: &'a str,
     pub rotation_days: Option<i64>,
+    /// The database target and account name, for rotation by the machine.
+    pub target: Option<(i64, &'a str)>,
     pub created_by: i64,
 }
 
@@ -58,8 +66,9 @@ pub async fn insert_credential(
         sqlx::query_scalar::<_, i64>(
         "INSERT INTO credentials (name, system_key, account, kind, department, rotation_days, \
          version, key_id, master_key_id, wrapped_key, nonce, ciphertext, rotate_after_use, \
-         secret_changed_at, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0, '', $7, $8, $8, $8, FALSE, $9, $10, $9, $9) RETURNING id"
+         secret_changed_at, created_by, created_at, updated_at, target_database_id, target_account) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, '', $7, $8, $8, $8, FALSE, $9, $10, $9, $9, $11, $12) \
+         RETURNING id"
     )
     .bind(n.name)
     .bind(n.system)
@@ -71,6 +80,8 @@ pub async fn insert_credential(
     .bind(&empty)
     .bind(now)
     .bind(n.created_by)
+    .bind(n.target.map(|t| t.0))
+    .bind(n.target.map(|t| t.1))
     .fetch_one(c)
     .await
     })?)
@@ -172,12 +183,14 @@ pub async fn mark_revealed(
     Ok(())
 }
 
-/// Credentials flagged "rotate after use" for changes assigned to `user_id`.
+/// Credentials flagged "rotate after use" for changes assigned to `user_id` (those on a
+/// database target are rotated by changeguard itself).
 pub async fn rotation_reminders(db: &Db, user_id: i64) -> Result<Vec<Credential>> {
     let sql = concat!(
         cred_select!(),
         " JOIN change_requests r ON r.id = c.rotate_reason_change_id \
-         WHERE c.rotate_after_use AND r.assignee_id = $1 ORDER BY c.name"
+         WHERE c.rotate_after_use AND c.target_database_id IS NULL AND r.assignee_id = $1 \
+         ORDER BY c.name"
     );
     Ok(on_pool!(db, |p| sqlx::query_as::<_, Credential>(sql)
         .bind(user_id)
@@ -185,13 +198,13 @@ pub async fn rotation_reminders(db: &Db, user_id: i64) -> Result<Vec<Credential>
         .await)?)
 }
 
-/// Every credential still flagged "rotate after use", with the assignee of the change it was
-/// revealed for.
+/// Every credential still flagged "rotate after use" that a person rotates (none on a database
+/// target), with the assignee of the change it was revealed for.
 pub async fn rotation_due(db: &Db) -> Result<Vec<(Credential, i64)>> {
     let due = on_pool!(db, |p| sqlx::query_as::<_, (i64, i64)>(
         "SELECT c.id, r.assignee_id FROM credentials c \
          JOIN change_requests r ON r.id = c.rotate_reason_change_id \
-         WHERE c.rotate_after_use ORDER BY c.id"
+         WHERE c.rotate_after_use AND c.target_database_id IS NULL ORDER BY c.id"
     )
     .fetch_all(p)
     .await)?;

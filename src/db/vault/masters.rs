@@ -90,12 +90,14 @@ pub async fn promote_master(tx: &mut Tx, old: &str, new: &str, now: DateTime<Utc
     Ok(())
 }
 
-/// How many sealed rows each master key wraps (credentials and TOTP secrets).
+/// How many sealed rows each master key wraps (credentials, their pending versions, TOTP
+/// secrets, webhooks).
 pub async fn wrapped_counts(db: &Db) -> Result<Vec<(String, i64)>> {
     Ok(on_pool!(db, |p| {
         sqlx::query_as::<_, (String, i64)>(
             "SELECT master_key_id, COUNT(*) FROM (SELECT master_key_id FROM credentials \
          UNION ALL SELECT master_key_id FROM totp UNION ALL SELECT master_key_id FROM totp_pending \
+         UNION ALL SELECT master_key_id FROM credential_pending \
          UNION ALL SELECT master_key_id FROM webhooks WHERE master_key_id IS NOT NULL) t \
          GROUP BY master_key_id ORDER BY master_key_id",
         )

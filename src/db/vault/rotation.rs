@@ -19,7 +19,7 @@ struct WrapDb {
 
 /// Up to `limit` rows still wrapped by `master_key_id`, locked for the transaction.
 pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<Vec<WrappedRow>> {
-    let (creds, totps, pending, hooks) = match tx.backend() {
+    let (creds, totps, pending, hooks, next_versions) = match tx.backend() {
         Backend::Postgres => (
             "SELECT id, key_id, master_key_id, wrapped_key FROM credentials \
              WHERE master_key_id = $1 ORDER BY id LIMIT $2 FOR UPDATE",
@@ -29,6 +29,8 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2 FOR UPDATE",
             "SELECT id, key_id, master_key_id, wrapped_key FROM webhooks \
              WHERE master_key_id = $1 ORDER BY id LIMIT $2 FOR UPDATE",
+            "SELECT credential_id AS id, key_id, master_key_id, wrapped_key FROM credential_pending \
+             WHERE master_key_id = $1 ORDER BY credential_id LIMIT $2 FOR UPDATE",
         ),
         Backend::Sqlite => (
             "SELECT id, key_id, master_key_id, wrapped_key FROM credentials \
@@ -39,6 +41,8 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
              WHERE master_key_id = $1 ORDER BY user_id LIMIT $2",
             "SELECT id, key_id, master_key_id, wrapped_key FROM webhooks \
              WHERE master_key_id = $1 ORDER BY id LIMIT $2",
+            "SELECT credential_id AS id, key_id, master_key_id, wrapped_key FROM credential_pending \
+             WHERE master_key_id = $1 ORDER BY credential_id LIMIT $2",
         ),
     };
     // One table per batch: a batch holding credential rows and then waiting for a TOTP row
@@ -49,6 +53,7 @@ pub async fn wrapped_by(tx: &mut Tx, master_key_id: &str, limit: i64) -> Result<
         ("totp", totps),
         ("totp_pending", pending),
         ("webhooks", hooks),
+        ("credential_pending", next_versions),
     ] {
         let left = limit - out.len() as i64;
         if left <= 0 || !out.is_empty() {
@@ -85,6 +90,10 @@ pub async fn store_wrapped(tx: &mut Tx, row: &WrappedRow, new: &Sealed) -> Resul
         }
         "webhooks" => {
             "UPDATE webhooks SET master_key_id = $3, wrapped_key = $4 WHERE id = $1 AND key_id = $2"
+        }
+        "credential_pending" => {
+            "UPDATE credential_pending SET master_key_id = $3, wrapped_key = $4 \
+             WHERE credential_id = $1 AND key_id = $2"
         }
         _ => {
             "UPDATE totp_pending SET master_key_id = $3, wrapped_key = $4 \

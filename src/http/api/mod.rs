@@ -10,6 +10,7 @@ pub mod delegations;
 pub mod gate;
 pub mod me;
 pub mod notifications;
+pub mod password_resets;
 pub mod role_grants;
 pub mod roles;
 pub mod service_accounts;
@@ -42,6 +43,9 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(role_grants::list))
         .routes(routes!(role_grants::approve))
         .routes(routes!(role_grants::refuse))
+        .routes(routes!(password_resets::list))
+        .routes(routes!(password_resets::approve))
+        .routes(routes!(password_resets::refuse))
         .routes(routes!(roles::list))
         .routes(routes!(roles::check))
         .routes(routes!(roles::holders))

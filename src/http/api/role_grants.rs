@@ -25,16 +25,24 @@ pub async fn list(
     State(app): State<App>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<RoleRequest>>> {
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(RequestStatus::parse(s).ok_or_else(|| {
-            Error::invalid(
-                "invalid_status",
-                "status 须为 pending、active、refused 或 expired / status must be pending, active, refused or expired",
-            )
-        })?),
-    };
-    Ok(Json(requests::list(&app, status).await?))
+    Ok(Json(requests::list(&app, q.status()?).await?))
+}
+
+impl ListQuery {
+    /// The status asked for, if any.
+    pub fn status(&self) -> Result<Option<RequestStatus>, Error> {
+        self.status
+            .as_deref()
+            .map(|s| {
+                RequestStatus::parse(s).ok_or_else(|| {
+                    Error::invalid(
+                        "invalid_status",
+                        "status 须为 pending、active、refused 或 expired / status must be pending, active, refused or expired",
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// A second person (neither the one who asked nor the grantee) approves: the role is in force.

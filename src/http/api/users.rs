@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::App;
 use crate::accounts::self_service::{self, SessionView};
-use crate::accounts::{self, CreateUser, GrantRole, Granted, UpdateUser, UserView};
+use crate::accounts::{self, CreateUser, GrantRole, Granted, UpdateUser, Updated, UserView};
+use crate::db::password_resets::PasswordReset;
 use crate::db::role_requests::RoleRequest;
 use crate::db::users::{self as users_db, Grant, User};
 use crate::http::guard::Auth;
@@ -43,14 +44,20 @@ pub async fn get(State(app): State<App>, Path(id): Path<i64>) -> ApiResult<Json<
 /// Changes a user; `{"active": false}` disables them and ends their sessions.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", operation_id = "user.update",
     params(("id" = i64, Path)), request_body = UpdateUser, security(("bearer" = ["user.manage"])),
-    responses((status = 200, body = User), (status = 403, body = Problem, description = "last_admin"), (status = 404, body = Problem)))]
+    responses((status = 200, body = User),
+               (status = 202, body = PasswordReset, description = "the user holds privilege: the new password waits for a second person (`status` is `pending`); the other fields are changed"),
+               (status = 403, body = Problem, description = "last_admin"), (status = 404, body = Problem),
+               (status = 409, body = Problem, description = "request_pending")))]
 pub async fn update(
     State(app): State<App>,
     Auth(who): Auth,
     Path(id): Path<i64>,
     Json(req): Json<UpdateUser>,
-) -> ApiResult<Json<User>> {
-    Ok(Json(accounts::update_user(&app, &who, id, req).await?))
+) -> ApiResult<Response> {
+    Ok(match accounts::update_user(&app, &who, id, req).await? {
+        Updated::Done(u) => Json(u).into_response(),
+        Updated::ResetPending(r) => (StatusCode::ACCEPTED, Json(r)).into_response(),
+    })
 }
 
 /// Grants a role (optionally until `expires_at`). A privileged role (`policies/roles.toml`) is

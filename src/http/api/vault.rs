@@ -19,7 +19,7 @@ use crate::vault::{
 #[utoipa::path(post, path = "/api/v1/credentials", tag = "vault", operation_id = "credential.create",
     request_body = CreateCredential, security(("bearer" = ["credential.manage"])),
     responses((status = 201, body = CredentialView), (status = 409, body = Problem, description = "credential_exists"),
-               (status = 422, body = Problem, description = "unknown_system, invalid_kind, invalid_secret, invalid_field")))]
+               (status = 422, body = Problem, description = "unknown_system, invalid_kind, invalid_secret, invalid_field, invalid_target")))]
 pub async fn create(
     State(app): State<App>,
     Auth(who): Auth,
@@ -70,8 +70,12 @@ pub async fn reveal(
 /// credential; the assignee of the change it was revealed for rotates that one.
 #[utoipa::path(post, path = "/api/v1/credentials/{id}/rotate", tag = "vault", operation_id = "credential.rotate",
     params(("id" = i64, Path)), request_body = RotateCredential, security(("bearer" = ["credential.read"])),
-    responses((status = 200, body = CredentialView), (status = 403, body = Problem, description = "not_rotator"),
-               (status = 404, body = Problem)))]
+    responses((status = 200, body = CredentialView, description = "the new version is stored (with `generate`: set on the database target too)"),
+               (status = 403, body = Problem, description = "not_rotator"),
+               (status = 404, body = Problem),
+               (status = 409, body = Problem, description = "rotation_pending"),
+               (status = 422, body = Problem, description = "invalid_field, invalid_secret, no_target"),
+               (status = 500, body = Problem, description = "database_target_unavailable: the target did not take the new password; changeguard retries by itself")))]
 pub async fn rotate(
     State(app): State<App>,
     Auth(who): Auth,

@@ -197,7 +197,10 @@ pub async fn login(
             if let Err(failed) = audit_refusal(&app, r, &resp, app.now()).await {
                 return failed;
             }
-            if resp.status() == StatusCode::UNAUTHORIZED {
+            if matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+            ) {
                 crate::http::guard::pad_failed_login(started).await;
             }
             let mut page = render(
