@@ -108,6 +108,9 @@ pub fn shipped_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// A change the test makes to the server's settings before it starts.
+pub type SettingsEdit = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 pub struct Options {
     pub policies: PathBuf,
     /// Join an existing database and key directory (a second instance) instead of a fresh one.
@@ -134,7 +137,7 @@ pub struct Options {
     /// `CHANGEGUARD_METRICS_LISTEN` on a loopback port of its own ([`TestServer::metrics_base`]).
     pub metrics_listen: bool,
     /// Any other settings (e.g. `CHANGEGUARD_LDAP_*`), applied last.
-    pub settings: Option<Arc<dyn Fn(&mut Settings) + Send + Sync>>,
+    pub settings: Option<SettingsEdit>,
 }
 
 impl Default for Options {

@@ -16,7 +16,7 @@ use crate::http::problem::{ApiResult, Json, Path, Problem};
     request_body = ChangePassword, security(("bearer" = [])),
     responses((status = 204), (status = 401, body = Problem),
                (status = 403, body = Problem, description = "wrong_password, not_for_service_accounts"),
-               (status = 422, body = Problem, description = "weak_password, password_unchanged"),
+               (status = 422, body = Problem, description = "weak_password, password_unchanged, directory_account_password"),
                (status = 429, body = Problem, description = "too_many_requests, with Retry-After")))]
 pub async fn change_password(
     State(app): State<App>,

@@ -47,7 +47,8 @@ pub async fn get(State(app): State<App>, Path(id): Path<i64>) -> ApiResult<Json<
     responses((status = 200, body = User),
                (status = 202, body = PasswordReset, description = "the user holds privilege: the new password waits for a second person (`status` is `pending`); the other fields are changed"),
                (status = 403, body = Problem, description = "last_admin"), (status = 404, body = Problem),
-               (status = 409, body = Problem, description = "request_pending")))]
+               (status = 409, body = Problem, description = "request_pending"),
+               (status = 422, body = Problem, description = "weak_password, invalid_email, invalid_text, service_account_password, directory_account_password")))]
 pub async fn update(
     State(app): State<App>,
     Auth(who): Auth,
