@@ -83,7 +83,7 @@ pub struct AppInner {
     /// How many refused writes of each person the trail still takes in this window.
     pub refusal_budget: audit::refusal_budget::RefusalBudget,
     /// The bank's directory for sign-in (`CHANGEGUARD_LDAP_URL`); `None`: off.
-    pub directory: Option<directory::Connection>,
+    pub directory: Option<directory::Directory>,
 }
 
 impl Deref for App {
@@ -190,6 +190,20 @@ impl App {
             );
         }
         let directory = directory::config::connection(&settings).map_err(anyhow::Error::new)?;
+        if directory.is_some() && policies.directory.user_base.trim().is_empty() {
+            anyhow::bail!(
+                "CHANGEGUARD_LDAP_URL is set: policies/directory.toml must name user_base (where people are searched)"
+            );
+        }
+        if directory
+            .as_ref()
+            .is_some_and(|c| c.transport == directory::config::Transport::Plain)
+        {
+            tracing::warn!(
+                "目录连接未加密（CHANGEGUARD_LDAP_TLS=off），密码以明文传输 / CHANGEGUARD_LDAP_TLS=off: directory passwords cross the network in the clear"
+            );
+        }
+        let directory = directory.map(directory::Directory::new);
         let app = App(Arc::new(AppInner {
             directory,
             tokens: Tokens::new(&jwt_key),

@@ -76,7 +76,7 @@ pub(crate) fn check_username(u: &str) -> Result<()> {
     }
 }
 
-fn check_email(v: &str) -> Result<()> {
+pub(crate) fn check_email(v: &str) -> Result<()> {
     let ok = v.len() <= 254
         && v.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
@@ -251,6 +251,10 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, req: UpdateUser) -
     // transaction: a grant committed meanwhile is seen).
     let reset_waits = new_hash.is_some()
         && (resets::needs_second_person(app, &users_db::roles_of_tx(&mut tx, id, now).await?)
+            || resets::needs_second_person(
+                app,
+                &crate::db::approvals::delegated_roles(&mut tx, id, now).await?,
+            )
             || crate::db::role_requests::has_pending(&mut tx, id, now).await?);
     let password_now = new_hash.as_deref().filter(|_| !reset_waits);
     let user = users_db::update(

@@ -26,10 +26,9 @@ const LIST_LIMIT: i64 = 500;
 
 /// Whether a password reset of somebody holding `roles` needs a second person.
 pub fn needs_second_person(app: &App, roles: &[String]) -> bool {
-    let catalogue = &app.policies.roles;
-    roles.iter().any(|r| {
-        catalogue.is_privileged(r) || catalogue.get(r).is_some_and(|x| !x.grantable.is_empty())
-    })
+    roles
+        .iter()
+        .any(|r| app.policies.roles.needs_dual_control(r))
 }
 
 /// Files the reset of `user`'s password to `hash` (inside the update's deed). Returns the

@@ -288,15 +288,19 @@ pub(crate) async fn verify_password(
     Ok(ok)
 }
 
-/// Whether a role `user_id` holds at `now` is one `policies/security.toml` names for a second
-/// factor at login.
+/// Whether a role `user_id` holds at `now`, or may exercise through a delegation to them, is one
+/// `policies/security.toml` names for a second factor at login.
 async fn second_factor_required(app: &App, user_id: i64, now: DateTime<Utc>) -> Result<bool> {
     let required = &app.policies.security.totp_required_roles;
     if required.is_empty() {
         return Ok(false);
     }
     let roles = users_db::roles_of(&app.db, user_id, now).await?;
-    Ok(roles.iter().any(|r| required.contains(r)))
+    if roles.iter().any(|r| required.contains(r)) {
+        return Ok(true);
+    }
+    let delegated = crate::db::approvals::delegated_roles_now(&app.db, user_id, now).await?;
+    Ok(delegated.iter().any(|r| required.contains(r)))
 }
 
 /// Whether `user_id` must still enrol a second factor: a role of theirs needs one and none is

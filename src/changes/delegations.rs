@@ -120,6 +120,23 @@ pub async fn delegate(app: &App, who: &Principal, req: Delegate) -> Result<Deleg
             "该期间已有您的委托，请先撤销 / You already have a delegation in this period: revoke it first",
         ));
     }
+    // The delegate comes to decide in the delegator's roles: where one of those needs a second
+    // factor and the delegate has none (or still holds a password an admin set), their
+    // sessions end, as when such a role is granted to them.
+    let mut held = delegate.roles.clone();
+    held.extend(adb::delegated_roles(&mut tx, delegate.user_id, now).await?);
+    let mut sessions_ended = false;
+    for role in &who.roles {
+        sessions_ended |= crate::accounts::end_sessions_without_factor(
+            app,
+            &mut tx,
+            delegate.user_id,
+            role,
+            &held,
+            now,
+        )
+        .await?;
+    }
     let id = adb::insert_delegation(
         &mut tx,
         &NewDelegation {
@@ -146,8 +163,10 @@ pub async fn delegate(app: &App, who: &Principal, req: Delegate) -> Result<Deleg
         assignee: Some(delegate.user_id),
         ..Parties::default()
     };
-    let entry = Entry::by(who, "delegation.create", format!("delegation:{id}"))
-        .with_details(json!({"delegate": delegate.username, "from": from, "to": to}));
+    let entry = Entry::by(who, "delegation.create", format!("delegation:{id}")).with_details(
+        json!({"delegate": delegate.username, "from": from, "to": to,
+                             "sessions_ended": sessions_ended}),
+    );
     crate::notify::commit_with_bulletin(
         app,
         tx,

@@ -383,16 +383,29 @@ pub async fn expire_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
 /// rescheduled. Safe with several instances: the mark is taken in the deed that tells.
 pub async fn notify_overdue_at(app: &App, now: DateTime<Utc>) -> Result<usize> {
     let mut n = 0;
+    // One change that cannot be told (a broken row, a template) holds up none of the others;
+    // it is tried again next minute.
     for id in db::overdue_in_progress(&app.db, now).await? {
-        let mut tx = Deed::open(app).await?;
-        if !db::mark_overdue_notified(&mut tx, id, now).await? {
-            continue;
+        match notify_overdue(app, id, now).await {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(change = id, error = %e, "an overdue change could not be told; the job retries")
+            }
         }
-        crate::notify::enqueue_change(app, &mut tx, id, "overdue", None, now).await?;
-        let entry = Entry::ok(None, "change.overdue", format!("change:{id}"))
-            .with_reason("still in progress after its planned end");
-        tx.commit(&entry, now).await?;
-        n += 1;
     }
     Ok(n)
+}
+
+/// Tells of change `id` being overdue, once. Ok(false): it was told already.
+async fn notify_overdue(app: &App, id: i64, now: DateTime<Utc>) -> Result<bool> {
+    let mut tx = Deed::open(app).await?;
+    if !db::mark_overdue_notified(&mut tx, id, now).await? {
+        return Ok(false);
+    }
+    crate::notify::enqueue_change(app, &mut tx, id, "overdue", None, now).await?;
+    let entry = Entry::ok(None, "change.overdue", format!("change:{id}"))
+        .with_reason("still in progress after its planned end");
+    tx.commit(&entry, now).await?;
+    Ok(true)
 }

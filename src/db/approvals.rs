@@ -257,6 +257,44 @@ pub async fn in_force_to(
         .await)?)
 }
 
+/// The roles a delegate may come to exercise: those held now by the people who delegated to
+/// `delegate` for a period not over yet (running or to come, not revoked). A delegate decides
+/// in those roles, so they count for the second factor at login and for dual control of a
+/// password reset as the delegate's own do.
+pub async fn delegated_roles(
+    tx: &mut Tx,
+    delegate: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, String>(
+        DELEGATED_ROLES
+    )
+    .bind(delegate)
+    .bind(now)
+    .fetch_all(c)
+    .await)?)
+}
+
+/// [`delegated_roles`] outside a transaction (at login).
+pub async fn delegated_roles_now(
+    db: &Db,
+    delegate: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, String>(
+        DELEGATED_ROLES
+    )
+    .bind(delegate)
+    .bind(now)
+    .fetch_all(p)
+    .await)?)
+}
+
+const DELEGATED_ROLES: &str = "SELECT DISTINCT g.role FROM delegations d \
+     JOIN role_grants g ON g.user_id = d.delegator_id \
+     WHERE d.delegate_id = $1 AND d.revoked_at IS NULL AND d.ends_at > $2 \
+     AND (g.expires_at IS NULL OR g.expires_at > $2) ORDER BY g.role";
+
 /// The delegates in force now of several people (for reminders): (delegator, delegate).
 pub async fn delegates_of(tx: &mut Tx, delegators: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>> {
     let mut out = Vec::new();

@@ -30,9 +30,30 @@ pub async fn active_accounts(db: &Db) -> Result<Vec<User>> {
     .await)?)
 }
 
+/// Which directory entry an account belongs to.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Identity {
+    #[sqlx(rename = "directory_dn")]
+    pub dn: Option<String>,
+    #[sqlx(rename = "directory_id")]
+    pub id: Option<String>,
+}
+
+/// The entry account `user_id` was made for.
+pub async fn identity(tx: &mut Tx, user_id: i64) -> Result<Identity> {
+    Ok(on_tx!(tx, |c| sqlx::query_as::<_, Identity>(
+        "SELECT directory_dn, directory_id FROM users WHERE id = $1"
+    )
+    .bind(user_id)
+    .fetch_one(c)
+    .await)?)
+}
+
 /// What the directory says of a person.
 pub struct Attributes<'a> {
     pub dn: &'a str,
+    /// The entry's lasting identifier, when the directory gives one.
+    pub id: Option<&'a str>,
     pub display_name: &'a str,
     pub department: &'a str,
     pub email: &'a str,
@@ -47,8 +68,8 @@ pub async fn insert(
 ) -> Result<User> {
     let sql = format!(
         "INSERT INTO users (username, display_name, department, email, password_hash, active, \
-         kind, created_at, updated_at, directory_dn) \
-         VALUES ($1, $2, $3, $4, '!directory', TRUE, 'directory', $5, $5, $6) RETURNING {COLS}"
+         kind, created_at, updated_at, directory_dn, directory_id) \
+         VALUES ($1, $2, $3, $4, '!directory', TRUE, 'directory', $5, $5, $6, $7) RETURNING {COLS}"
     );
     Ok(on_tx!(tx, |c| sqlx::query_as::<_, User>(
         sqlx::AssertSqlSafe(sql.as_str())
@@ -59,15 +80,17 @@ pub async fn insert(
     .bind(a.email)
     .bind(now)
     .bind(a.dn)
+    .bind(a.id)
     .fetch_one(c)
     .await)?)
 }
 
-/// Brings a directory account's attributes up to date.
+/// Brings a directory account's attributes up to date (its identifier is kept once known).
 pub async fn update(tx: &mut Tx, id: i64, a: &Attributes<'_>, now: DateTime<Utc>) -> Result<User> {
     let sql = format!(
         "UPDATE users SET display_name = $2, department = $3, email = $4, directory_dn = $5, \
-         updated_at = $6 WHERE id = $1 AND kind = 'directory' RETURNING {COLS}"
+         directory_id = COALESCE(directory_id, $7), updated_at = $6 \
+         WHERE id = $1 AND kind = 'directory' RETURNING {COLS}"
     );
     Ok(on_tx!(tx, |c| sqlx::query_as::<_, User>(
         sqlx::AssertSqlSafe(sql.as_str())
@@ -78,6 +101,7 @@ pub async fn update(tx: &mut Tx, id: i64, a: &Attributes<'_>, now: DateTime<Utc>
     .bind(a.email)
     .bind(a.dn)
     .bind(now)
+    .bind(a.id)
     .fetch_one(c)
     .await)?)
 }

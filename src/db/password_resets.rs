@@ -39,6 +39,22 @@ macro_rules! reset_select {
     };
 }
 
+/// Marks the pending requests past their time (of one user, or of all) expired and drops their
+/// hashes.
+const LAPSE: &str = "UPDATE password_resets SET status = 'expired', password_hash = NULL \
+     WHERE ($1 IS NULL OR user_id = $1) AND status = 'pending' AND lapses_at <= $2";
+
+/// The minute job: no password hash of a lapsed request is kept (nobody files again for
+/// everybody). Returns how many lapsed.
+pub async fn lapse_due(db: &Db, now: DateTime<Utc>) -> Result<u64> {
+    Ok(on_pool!(db, |p| sqlx::query(LAPSE)
+        .bind(None::<i64>)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|x| x.rows_affected()))?)
+}
+
 /// Files a reset; `StoreError::Unique` when one is already pending for this user. A pending
 /// request past its time is marked expired first (and its hash dropped), so it blocks nothing.
 pub async fn insert(
@@ -49,15 +65,12 @@ pub async fn insert(
     lapses_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<PasswordReset> {
-    on_tx!(tx, |c| sqlx::query(
-        "UPDATE password_resets SET status = 'expired', password_hash = NULL \
-         WHERE user_id = $1 AND status = 'pending' AND lapses_at <= $2"
-    )
-    .bind(user_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|x| x.rows_affected()))?;
+    on_tx!(tx, |c| sqlx::query(LAPSE)
+        .bind(Some(user_id))
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|x| x.rows_affected()))?;
     let id = on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
         "INSERT INTO password_resets (user_id, password_hash, requested_by, requested_at, \
          lapses_at, status) VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING id"

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{Connection, DirectoryPolicy, DisabledBy, Transport};
+use super::dn;
 
 /// How long connecting and each operation may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,6 +24,9 @@ pub struct Down(pub String);
 #[derive(Debug, Clone)]
 pub struct Person {
     pub dn: String,
+    /// The entry's lasting identifier (`id_attribute`; binary values such as AD's `objectGUID`
+    /// in hex), when it has one.
+    pub id: Option<String>,
     pub display_name: Option<String>,
     pub department: Option<String>,
     pub email: Option<String>,
@@ -127,14 +132,45 @@ pub fn user_filter(policy: &DirectoryPolicy, username: &str) -> String {
         .replace("{username}", &ldap_escape(username))
 }
 
-/// Finds the one entry for `username` (none, or several: `None`).
+/// The entry's value of `attr`, text or (AD's `objectGUID`) binary in hex.
+fn identifier(entry: &SearchEntry, attr: &str) -> Option<String> {
+    first(entry, attr).or_else(|| {
+        entry
+            .bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+            .and_then(|(_, v)| v.first())
+            .filter(|v| !v.is_empty())
+            .map(hex::encode)
+    })
+}
+
+/// AD's `accountExpires` (100-ns intervals since 1601-01-01 UTC; 0 and `i64::MAX` mean never)
+/// has passed at `now`.
+pub fn account_expired(value: &str, now: DateTime<Utc>) -> bool {
+    const EPOCH_DIFF_SECS: i64 = 11_644_473_600;
+    match value.trim().parse::<i64>() {
+        Ok(0) | Ok(i64::MAX) | Err(_) => false,
+        Ok(ticks) => {
+            let secs = ticks / 10_000_000 - EPOCH_DIFF_SECS;
+            DateTime::from_timestamp(secs, 0).is_some_and(|at| at <= now)
+        }
+    }
+}
+
+/// Finds the one entry for `username` (none, several, or one whose `username_attribute` is not
+/// the typed name: `None`).
 pub async fn find(
     ldap: &mut Ldap,
     policy: &DirectoryPolicy,
     username: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<Person>, Down> {
     let filter = user_filter(policy, username);
     let attrs = vec![
+        policy.username_attribute.as_str(),
+        policy.id_attribute.as_str(),
+        "accountExpires",
         policy.display_name_attribute.as_str(),
         policy.department_attribute.as_str(),
         policy.email_attribute.as_str(),
@@ -162,10 +198,24 @@ pub async fn find(
         return Ok(None);
     };
     let entry = SearchEntry::construct(raw);
+    // Whatever the filter matched, the entry is this person only if it carries the typed name.
+    let named = all(&entry, &policy.username_attribute)
+        .iter()
+        .any(|v| v.trim().to_lowercase() == username);
+    if !named {
+        tracing::warn!(
+            attribute = %policy.username_attribute,
+            "directory: the entry found does not carry the typed name in username_attribute; nobody signs in with it"
+        );
+        return Ok(None);
+    }
     let disabled = match policy.disabled_by {
-        DisabledBy::UserAccountControl => first(&entry, "userAccountControl")
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .is_some_and(|uac| uac & 2 != 0),
+        DisabledBy::UserAccountControl => {
+            first(&entry, "userAccountControl")
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .is_some_and(|uac| uac & 2 != 0)
+                || first(&entry, "accountExpires").is_some_and(|v| account_expired(&v, now))
+        }
         DisabledBy::Attribute => first(&entry, &policy.disabled_attribute).is_some(),
         DisabledBy::Gone => false,
     };
@@ -189,6 +239,7 @@ pub async fn find(
         }
     }
     Ok(Some(Person {
+        id: identifier(&entry, &policy.id_attribute),
         display_name: first(&entry, &policy.display_name_attribute),
         department: first(&entry, &policy.department_attribute),
         email: first(&entry, &policy.email_attribute),
@@ -210,14 +261,59 @@ pub async fn check_password(
     Ok(ok)
 }
 
-/// Whether `group` (a DN or a name) is one of `groups` (DNs).
-pub fn is_member(groups: &[String], group: &str) -> bool {
-    let norm = |s: &str| s.replace(' ', "").to_lowercase();
-    groups.iter().any(|g| {
-        norm(g) == norm(group)
-            || g.split(',')
-                .next()
-                .and_then(|rdn| rdn.split_once('='))
-                .is_some_and(|(_, v)| v.trim().eq_ignore_ascii_case(group.trim()))
-    })
+/// Whether `group` (a DN, or a name: the first RDN's value of a group below `group_base`) is
+/// one of `groups` (DNs). A group of the same name elsewhere in the tree does not count.
+pub fn is_member(groups: &[dn::Dn], group: &str, group_base: Option<&dn::Dn>) -> bool {
+    if group.contains('=') {
+        let Some(want) = dn::parse(group) else {
+            return false;
+        };
+        return groups.contains(&want);
+    }
+    let Some(base) = group_base else {
+        return false;
+    };
+    let name = dn::normalize_value(group);
+    groups
+        .iter()
+        .any(|g| g.is_under(base) && g.name() == Some(name.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_expiry_in_ad_ticks() {
+        let now = DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(!account_expired("0", now));
+        assert!(!account_expired("9223372036854775807", now));
+        // 2026-01-01T00:00:00Z and 2027-01-01T00:00:00Z as FILETIME.
+        assert!(account_expired("134116992000000000", now));
+        assert!(!account_expired("134432352000000000", now));
+    }
+
+    #[test]
+    fn groups_by_name_count_only_below_the_base() {
+        let groups: Vec<dn::Dn> = [
+            "cn=operators,ou=groups,dc=bank",
+            "CN=Auditors,OU=Elsewhere,DC=bank",
+        ]
+        .iter()
+        .filter_map(|g| dn::parse(g))
+        .collect();
+        let base = dn::parse("ou=groups,dc=bank").unwrap();
+        assert!(is_member(&groups, "operators", Some(&base)));
+        assert!(is_member(&groups, "Operators", Some(&base)));
+        assert!(!is_member(&groups, "auditors", Some(&base)));
+        assert!(!is_member(&groups, "operators", None));
+        assert!(is_member(
+            &groups,
+            "CN=Auditors, OU=Elsewhere, DC=Bank",
+            None
+        ));
+        assert!(!is_member(&groups, "cn=auditors,dc=bank", None));
+    }
 }

@@ -40,6 +40,18 @@ pub struct DirectoryPolicy {
     /// `{username}` is replaced by the typed username, escaped (RFC 4515).
     #[serde(default = "default_filter")]
     pub user_filter: String,
+    /// The attribute holding the sign-in name: the entry found must carry the typed name there
+    /// (AD `sAMAccountName`, OpenLDAP `uid`), whatever else the filter matches.
+    #[serde(default = "default_username_attribute")]
+    pub username_attribute: String,
+    /// The attribute that stays the same for one person across renames and moves (AD
+    /// `objectGUID`, OpenLDAP `entryUUID`): an account here belongs to that entry only.
+    #[serde(default = "default_id_attribute")]
+    pub id_attribute: String,
+    /// Where groups given by name (not DN) must be: `cn=operators` counts only under this base,
+    /// never a group of the same name elsewhere in the tree.
+    #[serde(default)]
+    pub group_base: String,
     #[serde(default = "default_display")]
     pub display_name_attribute: String,
     #[serde(default = "default_department")]
@@ -67,6 +79,12 @@ pub struct DirectoryPolicy {
 fn default_filter() -> String {
     "(sAMAccountName={username})".into()
 }
+fn default_username_attribute() -> String {
+    "sAMAccountName".into()
+}
+fn default_id_attribute() -> String {
+    "objectGUID".into()
+}
 fn default_display() -> String {
     "displayName".into()
 }
@@ -91,6 +109,9 @@ impl Default for DirectoryPolicy {
         DirectoryPolicy {
             user_base: String::new(),
             user_filter: default_filter(),
+            username_attribute: default_username_attribute(),
+            id_attribute: default_id_attribute(),
+            group_base: String::new(),
             display_name_attribute: default_display(),
             department_attribute: default_department(),
             email_attribute: default_email(),
@@ -113,15 +134,51 @@ impl DirectoryPolicy {
         let src = read(path)?;
         let p: DirectoryPolicy = parse_toml(path, &src)?;
         let at = |needle: &str| src.find(needle).map(|o| line_of(&src, o));
-        if p.user_filter.matches("{username}").count() != 1
+        if !p.user_filter.contains("{username}")
             || !p.user_filter.starts_with('(')
             || !p.user_filter.ends_with(')')
         {
             return Err(PolicyFileError::at(
                 path,
                 at("user_filter"),
-                "user_filter must be one LDAP filter in parentheses holding {username} once",
+                "user_filter must be one LDAP filter in parentheses holding {username}",
             ));
+        }
+        let compared = format!("({}={{username}})", p.username_attribute).to_lowercase();
+        if !p.user_filter.to_lowercase().contains(&compared) {
+            return Err(PolicyFileError::at(
+                path,
+                at("user_filter"),
+                format!(
+                    "user_filter must compare username_attribute with the typed name: it holds no `{compared}`"
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("username_attribute", &p.username_attribute),
+            ("id_attribute", &p.id_attribute),
+            ("display_name_attribute", &p.display_name_attribute),
+            ("department_attribute", &p.department_attribute),
+            ("email_attribute", &p.email_attribute),
+            ("member_of_attribute", &p.member_of_attribute),
+            ("disabled_attribute", &p.disabled_attribute),
+        ] {
+            if !is_attribute_name(v) {
+                return Err(PolicyFileError::at(
+                    path,
+                    at(name),
+                    format!("{name}: `{v}` is not an LDAP attribute name"),
+                ));
+            }
+        }
+        for (name, v) in [("user_base", &p.user_base), ("group_base", &p.group_base)] {
+            if !v.trim().is_empty() && super::dn::parse(v).is_none() {
+                return Err(PolicyFileError::at(
+                    path,
+                    at(name),
+                    format!("{name}: `{v}` is not a DN"),
+                ));
+            }
         }
         if cron::Schedule::try_from(p.sync_schedule.as_str()).is_err() {
             return Err(PolicyFileError::at(
@@ -138,11 +195,29 @@ impl DirectoryPolicy {
             if g.group.trim().is_empty() {
                 return Err(PolicyFileError::at(path, line, "groups: empty group"));
             }
-            if p.nested_groups && !g.group.contains('=') {
+            let is_dn = g.group.contains('=');
+            if is_dn && super::dn::parse(&g.group).is_none() {
+                return Err(PolicyFileError::at(
+                    path,
+                    line,
+                    format!("groups: `{}` is not a DN", g.group),
+                ));
+            }
+            if p.nested_groups && !is_dn {
                 return Err(PolicyFileError::at(
                     path,
                     line,
                     format!("groups: with nested_groups, `{}` must be a DN", g.group),
+                ));
+            }
+            if !is_dn && p.group_base.trim().is_empty() {
+                return Err(PolicyFileError::at(
+                    path,
+                    line,
+                    format!(
+                        "groups: `{}` is a name: set group_base so that only the group of that name under it counts",
+                        g.group
+                    ),
                 ));
             }
             for r in &g.roles {
@@ -160,12 +235,12 @@ impl DirectoryPolicy {
                         format!("groups: `{r}` is a role for machines, not for people"),
                     ));
                 }
-                if roles.is_privileged(r) {
+                if roles.needs_dual_control(r) {
                     return Err(PolicyFileError::at(
                         path,
                         line,
                         format!(
-                            "groups: `{r}` is privileged (dual control): grant it in changeguard, with a second person's approval, not through the directory"
+                            "groups: `{r}` is privileged or grants roles (dual control): grant it in changeguard, with a second person's approval, not through the directory"
                         ),
                     ));
                 }
@@ -173,6 +248,14 @@ impl DirectoryPolicy {
         }
         Ok(p)
     }
+}
+
+/// An attribute type name (RFC 4512 descr): a letter, then letters, digits and `-`.
+fn is_attribute_name(v: &str) -> bool {
+    let mut c = v.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic())
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '-')
+        && v.len() <= 64
 }
 
 /// Whether to speak TLS to the directory.

@@ -9,9 +9,12 @@
 
 pub mod client;
 pub mod config;
+pub mod dn;
 pub mod sync;
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -25,6 +28,42 @@ use crate::deed::Deed;
 use crate::error::{Error, Result};
 
 pub use config::{Connection, DirectoryPolicy};
+
+/// How many look-ups of names not known here may ask the directory at once: anybody can type a
+/// made-up name, and that must not turn into unbounded traffic to the bank's directory.
+const NEW_NAME_LOOKUPS: usize = 8;
+/// How long a look-up of a new name waits for its turn before the answer is 503.
+const NEW_NAME_WAIT: Duration = Duration::from_secs(5);
+/// How long `/readyz` trusts its last look at the directory (the probe needs no login).
+const READY_FOR: Duration = Duration::from_secs(10);
+
+/// The directory this instance signs people in with.
+pub struct Directory {
+    pub conn: Connection,
+    new_names: tokio::sync::Semaphore,
+    ready: Mutex<Option<(Instant, bool)>>,
+}
+
+impl Directory {
+    pub fn new(conn: Connection) -> Directory {
+        Directory {
+            conn,
+            new_names: tokio::sync::Semaphore::new(NEW_NAME_LOOKUPS),
+            ready: Mutex::new(None),
+        }
+    }
+
+    /// What the last conversation with the directory showed, for `/readyz`.
+    fn note(&self, answered: bool) {
+        *self.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), answered));
+    }
+}
+
+/// Whether `username` may be looked up in the directory at all: the shape of a local username
+/// (lowercase letters, digits, `.`, `_`, `-`); anything else never reaches a filter.
+pub fn is_directory_name(username: &str) -> bool {
+    crate::accounts::check_username(username).is_ok()
+}
 
 /// The answer to a directory user while the directory does not answer.
 pub fn unavailable(subject: Option<String>) -> Error {
@@ -63,7 +102,7 @@ pub async fn refuse_local_password(app: &App, user_id: i64) -> Result<()> {
 /// Whether a login for `username` goes to the directory: it is configured and the username has
 /// no local password account. Ok(Some(name)): the directory account already known here.
 pub async fn handles(app: &App, username: &str) -> Result<Option<Option<String>>> {
-    if app.directory.is_none() {
+    if app.directory.is_none() || !is_directory_name(username) {
         return Ok(None);
     }
     match db::by_username(&app.db, username).await? {
@@ -73,14 +112,39 @@ pub async fn handles(app: &App, username: &str) -> Result<Option<Option<String>>
     }
 }
 
-/// The roles `groups` map to.
+/// The roles `groups` (DNs) map to.
 pub fn mapped_roles(policy: &DirectoryPolicy, groups: &[String]) -> BTreeSet<String> {
+    let groups: Vec<dn::Dn> = groups.iter().filter_map(|g| dn::parse(g)).collect();
+    let base = dn::parse(&policy.group_base);
     policy
         .groups
         .iter()
-        .filter(|g| client::is_member(groups, &g.group))
+        .filter(|g| client::is_member(&groups, &g.group, base.as_ref()))
         .flat_map(|g| g.roles.iter().cloned())
         .collect()
+}
+
+/// Whether the account here and the entry found are the same person: the lasting identifier
+/// when both have one, else the DN.
+fn same_person(stored: &db::Identity, p: &client::Person) -> bool {
+    match (&stored.id, &p.id) {
+        (Some(a), Some(b)) => a == b,
+        _ => stored
+            .dn
+            .as_deref()
+            .is_none_or(|d| dn::parse(d).is_some_and(|d| Some(d) == dn::parse(&p.dn))),
+    }
+}
+
+/// Text from the directory as changeguard keeps it: no control characters, at most `max`
+/// characters.
+fn tidy(v: Option<&str>, max: usize) -> String {
+    let v: String = v
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    v.trim().chars().take(max).collect()
 }
 
 /// Two incompatible roles among `roles`, if any.
@@ -118,9 +182,13 @@ async fn bring_roles(
     if let Some(pair) = incompatible(app, &after) {
         return Ok(Err(pair));
     }
+    let held_before: Vec<String> = held.iter().cloned().collect();
     let mut added = Vec::new();
     for role in mapped.difference(&from_directory) {
         if db::add_grant(tx, user.id, role, now).await? {
+            // A role that needs a second factor, to somebody with none: their sessions end.
+            crate::accounts::end_sessions_without_factor(app, tx, user.id, role, &held_before, now)
+                .await?;
             added.push(role.clone());
         }
     }
@@ -133,8 +201,41 @@ async fn bring_roles(
     Ok(Ok((added, removed)))
 }
 
+/// Asks the directory for `username`'s entry with the service account. New names (`known`
+/// is `None`) wait for one of a few slots.
+async fn look_up(
+    d: &Directory,
+    policy: &DirectoryPolicy,
+    username: &str,
+    known: bool,
+    now: DateTime<Utc>,
+) -> std::result::Result<Option<client::Person>, client::Down> {
+    let _slot = if known {
+        None
+    } else {
+        let wait = tokio::time::timeout(NEW_NAME_WAIT, d.new_names.acquire());
+        match wait.await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return Err(client::Down(
+                    "too many look-ups of new names at once".into(),
+                ));
+            }
+        }
+    };
+    let mut ldap = client::service(&d.conn)
+        .await
+        .inspect_err(|_| d.note(false))?;
+    let found = client::find(&mut ldap, policy, username, now).await;
+    let _ = ldap.unbind().await;
+    d.note(found.is_ok());
+    found
+}
+
 /// Authenticates `username` against the directory and brings its account up to date.
-/// `known`: the directory account already here. The caller counted the attempt.
+/// `known`: the directory account already here. The caller counted the attempt. An account
+/// whose entry is gone or disabled in the directory is disabled here at once, as the sync
+/// would.
 pub async fn sign_in(
     app: &App,
     username: &str,
@@ -142,7 +243,7 @@ pub async fn sign_in(
     known: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<User> {
-    let Some(conn) = &app.directory else {
+    let Some(d) = &app.directory else {
         return Err(invalid_credentials(None));
     };
     let policy = &app.policies.directory;
@@ -150,37 +251,58 @@ pub async fn sign_in(
     if password.expose_secret().is_empty() {
         return Err(invalid_credentials(known));
     }
-    let looked_up = async {
-        let mut ldap = client::service(conn).await?;
-        let found = client::find(&mut ldap, policy, username).await;
-        let _ = ldap.unbind().await;
-        let found = found?;
-        let ok = match &found {
-            Some(p) if !p.disabled => client::check_password(conn, &p.dn, password).await?,
-            _ => false,
-        };
-        Ok::<_, client::Down>(found.filter(|_| ok))
-    }
-    .await;
-    let person = match looked_up {
-        Ok(Some(p)) => p,
-        Ok(None) => return Err(invalid_credentials(known)),
-        Err(e) => {
-            tracing::warn!(error = %e, "directory sign-in: the directory does not answer");
-            return Err(unavailable(known));
+    let down = |e: client::Down| {
+        tracing::warn!(error = %e, "directory sign-in: the directory does not answer");
+        unavailable(known.clone())
+    };
+    let found = look_up(d, policy, username, known.is_some(), now)
+        .await
+        .map_err(down)?;
+    let person = match found {
+        Some(p) if !p.disabled => p,
+        gone_or_disabled => {
+            if known.is_some() {
+                let why = sync::why_ended(gone_or_disabled.is_some());
+                sync::end_account(app, username, why, now).await?;
+            }
+            return Err(invalid_credentials(known));
         }
     };
-    let display_name = person.display_name.as_deref().unwrap_or(username);
+    if !client::check_password(&d.conn, &person.dn, password)
+        .await
+        .map_err(down)?
+    {
+        return Err(invalid_credentials(known));
+    }
+    let display_name = match tidy(person.display_name.as_deref(), 100) {
+        name if name.is_empty() => username.to_string(),
+        name => name,
+    };
+    let email = tidy(person.email.as_deref(), 254);
     let attrs = Attributes {
         dn: &person.dn,
-        display_name,
-        department: person.department.as_deref().unwrap_or(""),
-        email: person.email.as_deref().unwrap_or(""),
+        id: person.id.as_deref(),
+        display_name: &display_name,
+        department: &tidy(person.department.as_deref(), 100),
+        email: if crate::accounts::check_email(&email).is_ok() {
+            &email
+        } else {
+            ""
+        },
     };
     let mapped = mapped_roles(policy, &person.groups);
     let mut tx = Deed::open(app).await?;
     let (user, created) = match db::by_username_tx(&mut tx, username).await? {
         Some(u) if u.kind == AccountKind::Directory => {
+            if u.active && !same_person(&db::identity(&mut tx, u.id).await?, &person) {
+                drop(tx);
+                sync::end_account(app, username, sync::ANOTHER_ENTRY, now).await?;
+                return Err(Error::Forbidden {
+                    code: "directory_identity_changed",
+                    message: "该用户名在目录中已属于另一位人员，原账号已停用，请联系管理员 / This username now belongs to another person in the directory; the earlier account here is disabled: ask an administrator".into(),
+                    policy_ids: Vec::new(),
+                });
+            }
             (db::update(&mut tx, u.id, &attrs, now).await?, false)
         }
         Some(_) => return Err(invalid_credentials(None)),
@@ -231,10 +353,17 @@ pub async fn sign_in(
     Ok(user)
 }
 
-/// Whether the directory answers (the service bind), for `/readyz`. `None`: not configured.
+/// Whether the directory answers (the service bind), for `/readyz`; a look at most every
+/// [`READY_FOR`], however often the probe asks. `None`: not configured.
 pub async fn reachable(app: &App) -> Option<bool> {
-    let conn = app.directory.as_ref()?;
-    Some(match client::service(conn).await {
+    let d = app.directory.as_ref()?;
+    let cached = *d.ready.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, ok)) = cached
+        && at.elapsed() < READY_FOR
+    {
+        return Some(ok);
+    }
+    let ok = match client::service(&d.conn).await {
         Ok(mut ldap) => {
             let _ = ldap.unbind().await;
             true
@@ -243,5 +372,7 @@ pub async fn reachable(app: &App) -> Option<bool> {
             tracing::warn!(error = %e, "readiness: the directory does not answer");
             false
         }
-    })
+    };
+    d.note(ok);
+    Some(ok)
 }

@@ -246,23 +246,27 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         if let Err(failed) = audit_refusal(app, refused, &response, now).await {
             return failed;
         }
-        if info.operation == "auth.login"
-            && matches!(
-                response.status(),
-                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
-            )
-        {
+        if info.operation == "auth.login" && is_failed_login(response.status()) {
             pad_failed_login(started).await;
         }
     }
     response
 }
 
-/// No failed or delayed login (401, 429) is answered sooner than this after it arrived: well
+/// No failed or delayed login (401, 429, 503) is answered sooner than this after it arrived: well
 /// above the argon2 work and the audit write, so an existing username (whose failure is
 /// audited) and an unknown one (whose failure is not), checked or throttled, cost the same time
 /// to the one who asks.
 pub(crate) const FAILED_LOGIN_FLOOR: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// The answers to a login that are held to [`FAILED_LOGIN_FLOOR`]: refused (401), delayed
+/// (429), or the directory not answering (503, which must not be quicker than a refusal).
+pub(crate) fn is_failed_login(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    )
+}
 
 /// Waits until [`FAILED_LOGIN_FLOOR`] has passed since `started` (the answer's shape in time,
 /// not the domain's clock).

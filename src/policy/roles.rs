@@ -173,6 +173,12 @@ impl RoleCatalog {
         ALWAYS_PRIVILEGED.contains(&role) || self.roles.get(role).is_some_and(|r| r.privileged)
     }
 
+    /// Whether granting `role` (or resetting the password of its holder) needs a second person:
+    /// it is privileged, or it grants roles.
+    pub fn needs_dual_control(&self, role: &str) -> bool {
+        self.is_privileged(role) || self.get(role).is_some_and(|r| !r.grantable.is_empty())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Role> {
         self.roles.get(name)
     }

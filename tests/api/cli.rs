@@ -403,3 +403,57 @@ async fn nothing_secret_reaches_the_logs() {
         assert!(!printed.contains(key.trim()), "{file} was printed");
     }
 }
+
+#[test]
+fn policies_check_refuses_a_directory_mapping_that_would_weaken_the_rules() {
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "user_filter = \"(mail={username})\"\n",
+            "user_filter",
+            "(samaccountname={username})",
+        ),
+        (
+            "[[groups]]\ngroup = \"operators\"\nroles = [\"tech_operator\"]\n",
+            "\"operators\"",
+            "group_base",
+        ),
+        (
+            "[[groups]]\ngroup = \"cn=audit,ou=groups,dc=bank\"\nroles = [\"auditor\"]\n",
+            "cn=audit",
+            "grants roles",
+        ),
+        ("group_base = \"groups\"\n", "group_base", "is not a DN"),
+        (
+            "id_attribute = \"object GUID\"\n",
+            "id_attribute",
+            "not an LDAP attribute name",
+        ),
+    ];
+    for (toml, at, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&shipped_policies(), dir.path());
+        // Here an auditor may grant the viewer role: a role that grants roles.
+        let roles = dir.path().join("roles.toml");
+        let r = std::fs::read_to_string(&roles).unwrap();
+        let r = r.replace(
+            "[roles.auditor]\n",
+            "[roles.auditor]\ngrantable = [\"viewer\"]\n",
+        );
+        std::fs::write(&roles, r).unwrap();
+        let text = format!("# a comment first\n{toml}");
+        std::fs::write(dir.path().join("directory.toml"), &text).unwrap();
+        let line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
+        let out = changeguard()
+            .args(["policies", "check"])
+            .env("CHANGEGUARD_POLICIES_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("directory.toml:{line}:")),
+            "{toml}: {err}"
+        );
+        assert!(err.contains(reason), "{toml}: {err}");
+    }
+}

@@ -221,30 +221,46 @@ impl Drop for Slapd {
     }
 }
 
-/// The shipped policies with a `directory.toml` for this OpenLDAP, in `dir`.
-fn policies(dir: &Path) -> PathBuf {
-    let to = dir.join("dir-policies");
-    copy_dir(&crate::harness::shipped_policies(), &to);
-    std::fs::write(
-        to.join("directory.toml"),
-        format!(
-            "user_base = \"ou=people,{SUFFIX}\"\nuser_filter = \"(uid={{username}})\"\n\
-             department_attribute = \"departmentNumber\"\ndisabled_by = \"gone\"\n\n\
-             [[groups]]\ngroup = \"cn=operators,ou=groups,{SUFFIX}\"\nroles = [\"tech_operator\"]\n\n\
-             [[groups]]\ngroup = \"auditors\"\nroles = [\"auditor\"]\n"
-        ),
+/// The `directory.toml` for this OpenLDAP.
+fn directory_toml() -> String {
+    format!(
+        "user_base = \"ou=people,{SUFFIX}\"\nuser_filter = \"(uid={{username}})\"\n\
+         username_attribute = \"uid\"\nid_attribute = \"entryUUID\"\n\
+         group_base = \"ou=groups,{SUFFIX}\"\n\
+         department_attribute = \"departmentNumber\"\ndisabled_by = \"gone\"\n\n\
+         [[groups]]\ngroup = \"cn=operators,ou=groups,{SUFFIX}\"\nroles = [\"tech_operator\"]\n\n\
+         [[groups]]\ngroup = \"auditors\"\nroles = [\"auditor\"]\n"
     )
-    .unwrap();
+}
+
+/// The shipped policies with `toml` as `directory.toml`, in `dir`.
+fn policies(dir: &Path, toml: &str) -> PathBuf {
+    let to = dir.join(format!("dir-policies-{}", uuid::Uuid::new_v4()));
+    copy_dir(&crate::harness::shipped_policies(), &to);
+    std::fs::write(to.join("directory.toml"), toml).unwrap();
     to
 }
 
 /// A second instance on `srv`'s database, signing in against `slapd`.
 async fn with_directory(srv: &TestServer, slapd: &Slapd, tls: &str) -> TestServer {
+    with_policy(srv, slapd, tls, &directory_toml(), false).await
+}
+
+/// [`with_directory`] with this `directory.toml`, and with the shipped second factor at login
+/// when `second_factor` is set.
+async fn with_policy(
+    srv: &TestServer,
+    slapd: &Slapd,
+    tls: &str,
+    toml: &str,
+    second_factor: bool,
+) -> TestServer {
     let url = slapd.url();
     let ca = slapd.tls.then(|| slapd.ca());
     let tls = tls.to_string();
     let opts = Options {
-        policies: policies(srv.dir.path()),
+        policies: policies(srv.dir.path(), toml),
+        second_factor_at_login: second_factor,
         settings: Some(Arc::new(move |s| {
             s.ldap_url = Some(url.clone());
             s.ldap_tls = tls.clone();
@@ -413,5 +429,216 @@ both_backends!(incompatible_mapped_roles_refuse_the_sign_in, |first| {
             .any(|e| e["code"] == "directory_roles_incompatible"),
         "{refused:?}"
     );
+    srv.stop().await;
+});
+
+/// Removes `uid` and adds a new entry of the same name: another person, with `password`.
+fn reuse_name(slapd: &Slapd, uid: &str, password: &str) {
+    slapd.modify(
+        "modify",
+        &format!("dn: uid={uid},ou=people,{SUFFIX}\nchangetype: delete\n"),
+    );
+    slapd.modify(
+        "add",
+        &format!(
+            "dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\n\
+             cn: Newcomer\nsn: Newcomer\nuserPassword: {password}\n"
+        ),
+    );
+}
+
+async fn active(srv: &TestServer, id: i64) -> bool {
+    let admin = srv.admin().await;
+    let r = srv.get(&format!("/api/v1/users/{id}"), &admin).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    body(r).await["active"].as_bool().unwrap()
+}
+
+both_backends!(a_reused_username_never_inherits_the_account, |first| {
+    let slapd = Slapd::start(true);
+    let srv = with_directory(first, &slapd, "on").await;
+    let zhang = srv.token("zhang.wei", ZHANG_PW).await;
+    let zhang_id = me(&srv, &zhang).await["id"].as_i64().unwrap();
+    let li = srv.token("li.na", ZHANG_PW).await;
+    let li_id = me(&srv, &li).await["id"].as_i64().unwrap();
+
+    // zhang.wei leaves; a newcomer gets the same name: they are told, the old account ends.
+    reuse_name(&slapd, "zhang.wei", "the newcomer's password");
+    let r = srv.login("zhang.wei", "the newcomer's password").await;
+    problem(r, StatusCode::FORBIDDEN, "directory_identity_changed").await;
+    assert!(!active(&srv, zhang_id).await);
+    let r = srv.get("/api/v1/me", &zhang).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = srv.login("zhang.wei", "the newcomer's password").await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+
+    // The sync finds the same for li.na (nobody signed in with the name since).
+    reuse_name(&slapd, "li.na", "another newcomer's password");
+    let synced = changeguard::directory::sync::run(&srv.app, srv.now())
+        .await
+        .unwrap();
+    assert_eq!(synced.disabled, vec!["li.na".to_string()]);
+    assert!(!active(&srv, li_id).await);
+    let ended = audited(first, "directory.sync.disable").await;
+    assert!(
+        ended
+            .iter()
+            .filter(|e| e["reason"].as_str().unwrap_or("").contains("another"))
+            .count()
+            == 2,
+        "{ended:?}"
+    );
+    srv.stop().await;
+});
+
+both_backends!(
+    names_outside_the_username_shape_never_reach_the_directory,
+    |first| {
+        let mut slapd = Slapd::start(true);
+        // A filter that also matches on cn: the entry found must still carry the typed name in uid.
+        let toml = directory_toml().replace(
+            "user_filter = \"(uid={username})\"",
+            "user_filter = \"(|(uid={username})(cn={username}))\"",
+        );
+        let srv = with_policy(first, &slapd, "on", &toml, false).await;
+        // cn of zhang.wei's entry is "Zhang Wei" (not a username); li.na's cn is "Li Na".
+        slapd.modify(
+            "add",
+            &format!(
+                "dn: uid=w.other,ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: w.other\n\
+             cn: wang\nsn: Wang\nuserPassword: {ZHANG_PW}\n"
+            ),
+        );
+        let r = srv.login("wang", ZHANG_PW).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        // Upper case is the same name.
+        srv.token("Zhang.Wei", ZHANG_PW).await;
+
+        // With the directory down, a name of the right shape asks it (503, no sooner than a
+        // refusal); one of another shape never does (401).
+        slapd.stop();
+        let started = Instant::now();
+        let r = srv.login("new.person", ZHANG_PW).await;
+        problem(r, StatusCode::SERVICE_UNAVAILABLE, "directory_unavailable").await;
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        for name in ["zhang wei", "zhang*", "x(y)", "张伟"] {
+            let r = srv.login(name, ZHANG_PW).await;
+            problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        }
+        srv.stop().await;
+    }
+);
+
+both_backends!(a_disabled_entry_ends_the_account_at_sign_in, |first| {
+    let slapd = Slapd::start(true);
+    let toml = directory_toml().replace(
+        "disabled_by = \"gone\"",
+        "disabled_by = \"attribute\"\ndisabled_attribute = \"carLicense\"",
+    );
+    let srv = with_policy(first, &slapd, "on", &toml, false).await;
+    let token = srv.token("zhang.wei", ZHANG_PW).await;
+    let id = me(&srv, &token).await["id"].as_i64().unwrap();
+    // An admin cannot give a directory account a local password either.
+    let admin = srv.admin().await;
+    let r = srv
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&admin),
+            Some(json!({"password": "a local password for zhang"})),
+        )
+        .await;
+    problem(
+        r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "directory_account_password",
+    )
+    .await;
+
+    slapd.modify(
+        "modify",
+        &format!(
+            "dn: uid=zhang.wei,ou=people,{SUFFIX}\nchangetype: modify\nadd: carLicense\n\
+             carLicense: locked\n"
+        ),
+    );
+    let r = srv.login("zhang.wei", ZHANG_PW).await;
+    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    // At once, without waiting for the sync: the account and its session are over.
+    assert!(!active(&srv, id).await);
+    let r = srv.get("/api/v1/me", &token).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let ended = audited(first, "directory.sync.disable").await;
+    assert!(
+        ended
+            .iter()
+            .any(|e| e["reason"] == "disabled in the directory"),
+        "{ended:?}"
+    );
+    srv.stop().await;
+});
+
+both_backends!(
+    a_mapped_role_that_needs_a_second_factor_ends_sessions_without_one,
+    |first| {
+        let slapd = Slapd::start(true);
+        let srv = with_policy(first, &slapd, "on", &directory_toml(), true).await;
+        // li.na is an auditor (no second factor at login): a full session.
+        let r = srv.login("li.na", ZHANG_PW).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let doc = body(r).await;
+        assert_eq!(doc["enrolment_required"], false, "{doc}");
+        let li = doc["access_token"].as_str().unwrap().to_string();
+        me(&srv, &li).await;
+        // She joins the operators (tech_operator needs a second factor): at her next sign-in her
+        // old session ends and the new one only enrols a factor.
+        slapd.modify(
+            "modify",
+            &format!(
+                "dn: cn=operators,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\n\
+             member: uid=li.na,ou=people,{SUFFIX}\n"
+            ),
+        );
+        let r = srv.login("li.na", ZHANG_PW).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let doc = body(r).await;
+        assert_eq!(doc["enrolment_required"], true, "{doc}");
+        let r = srv.get("/api/v1/me", &li).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let new = doc["access_token"].as_str().unwrap();
+        let r = srv.get("/api/v1/changes", new).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "enrolment only");
+        srv.stop().await;
+    }
+);
+
+both_backends!(the_scheduler_runs_the_directory_sync, |first| {
+    let slapd = Slapd::start(true);
+    let srv = with_directory(first, &slapd, "on").await;
+    srv.token("li.na", ZHANG_PW).await;
+    slapd.modify(
+        "modify",
+        &format!("dn: uid=li.na,ou=people,{SUFFIX}\nchangetype: delete\n"),
+    );
+    // The next slot of the schedule (every 15 minutes), which no background tick has reached.
+    let next = srv.now() + chrono::TimeDelta::minutes(15);
+    let other = with_directory(first, &slapd, "on").await;
+    let ran = changeguard::notify::schedule::tick(&srv.app, next)
+        .await
+        .unwrap();
+    assert!(
+        ran.0.iter().any(|(job, _)| *job == "directory_sync"),
+        "{ran:?}"
+    );
+    assert!(!audited(first, "directory.sync.disable").await.is_empty());
+    // Once per slot, across instances: another instance with the directory finds it taken.
+    let again = changeguard::notify::schedule::tick(&other.app, next)
+        .await
+        .unwrap();
+    assert!(
+        !again.0.iter().any(|(job, _)| *job == "directory_sync"),
+        "{again:?}"
+    );
+    other.stop().await;
     srv.stop().await;
 });

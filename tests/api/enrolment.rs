@@ -276,3 +276,75 @@ fn the_shipped_policies_ask_a_second_factor_of_the_privileged_and_the_operators(
         .collect();
     assert_eq!(roles, ["admin", "manager", "compliance", "tech_operator"]);
 }
+
+/// A person made from the server's console (no temporary password) with `roles`.
+async fn person(srv: &TestServer, username: &str, roles: &[&str]) -> changeguard::db::users::User {
+    let user = changeguard::accounts::create_user(
+        &srv.app,
+        None,
+        changeguard::accounts::CreateUser {
+            username: username.into(),
+            display_name: format!("{username} 测试"),
+            department: "科技部".into(),
+            email: format!("{username}@bank.example"),
+            password: secrecy::SecretString::from(USER_PASSWORD),
+        },
+    )
+    .await
+    .unwrap();
+    for role in roles {
+        changeguard::accounts::grant_role_unattended(&srv.app, user.id, role)
+            .await
+            .unwrap();
+    }
+    user
+}
+
+crate::both_backends!(
+    a_delegate_decides_in_the_delegators_role_so_needs_its_second_factor,
+    options = shipped(),
+    |srv| {
+        let manager = person(srv, "mgr.zhao", &["manager"]).await;
+        person(srv, "viewer.qian", &["viewer"]).await;
+        // A viewer needs no second factor: a full session with the password alone.
+        let before = login(srv, "viewer.qian", USER_PASSWORD, None).await;
+        assert_eq!(before["enrolment_required"], false, "{before}");
+        let session = token(&before);
+        assert_eq!(
+            srv.get("/api/v1/changes", &session).await.status(),
+            StatusCode::OK
+        );
+
+        // The manager names the viewer as substitute (from the domain: the manager's own
+        // sign-in needs a factor of their own, which is another test's business).
+        let now = srv.now();
+        let who = changeguard::accounts::principal_for(&srv.app, manager, now)
+            .await
+            .unwrap();
+        let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        changeguard::changes::delegations::delegate(
+            &srv.app,
+            &who,
+            changeguard::changes::delegations::Delegate {
+                delegate: "viewer.qian".into(),
+                from: (now + chrono::TimeDelta::hours(1)).with_timezone(&offset),
+                to: (now + chrono::TimeDelta::days(3)).with_timezone(&offset),
+                reason: "出差 / away".into(),
+            },
+        )
+        .await
+        .unwrap();
+
+        // Deciding as a manager: the session without a factor is over, and the next one only
+        // enrols a factor (even before the delegation starts: it is granted).
+        problem(
+            srv.get("/api/v1/changes", &session).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        )
+        .await;
+        let after = login(srv, "viewer.qian", USER_PASSWORD, None).await;
+        assert_eq!(after["enrolment_required"], true, "{after}");
+        only_enrolment(srv, &token(&after)).await;
+    }
+);

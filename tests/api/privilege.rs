@@ -675,3 +675,50 @@ crate::both_backends!(a_privileged_password_reset_needs_a_second_person, |srv| {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
 });
+
+crate::both_backends!(
+    a_delegate_of_a_manager_is_reset_only_with_a_second_person,
+    |srv| {
+        let admin = srv.admin().await;
+        let (_, manager) = srv.user_with(&admin, "mgr.sun", &["manager"]).await;
+        let (viewer, _) = srv.user_with(&admin, "viewer.li", &["viewer"]).await;
+        let reset = |password: &'static str| {
+            let path = format!("/api/v1/users/{viewer}");
+            let admin = admin.clone();
+            async move {
+                srv.call(
+                    Method::PATCH,
+                    &path,
+                    Some(&admin),
+                    Some(json!({"password": password})),
+                )
+                .await
+            }
+        };
+        // A viewer's password: one admin resets it.
+        assert_eq!(
+            reset("one admin may reset this 2026").await.status(),
+            StatusCode::OK
+        );
+        // Named substitute of a manager (from tomorrow), the viewer comes to approve as one: a
+        // reset needs a second person from now on.
+        let from = (srv.now() + chrono::TimeDelta::days(1)).to_rfc3339();
+        let to = (srv.now() + chrono::TimeDelta::days(4)).to_rfc3339();
+        let r = srv
+            .post(
+                "/api/v1/me/delegations",
+                &manager,
+                json!({"delegate": "viewer.li", "from": from, "to": to, "reason": "休假 / leave"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = reset("no longer one admin alone 2026").await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(body(r).await["status"], "pending");
+        // Nobody decides: the minute job lets it lapse and drops its hash, once.
+        let later = srv.now() + chrono::TimeDelta::days(30);
+        let lapse = || changeguard::db::password_resets::lapse_due(&srv.app.db, later);
+        assert_eq!(lapse().await.unwrap(), 1);
+        assert_eq!(lapse().await.unwrap(), 0);
+    }
+);

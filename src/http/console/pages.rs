@@ -197,10 +197,7 @@ pub async fn login(
             if let Err(failed) = audit_refusal(&app, r, &resp, app.now()).await {
                 return failed;
             }
-            if matches!(
-                resp.status(),
-                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
-            ) {
+            if crate::http::guard::is_failed_login(resp.status()) {
                 crate::http::guard::pad_failed_login(started).await;
             }
             let mut page = render(
