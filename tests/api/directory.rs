@@ -409,13 +409,7 @@ both_backends!(incompatible_mapped_roles_refuse_the_sign_in, |first| {
     let admin = srv.admin().await;
     srv.grant(&admin, id, &["admin"]).await;
     // She joins the operators: tech_operator is incompatible with admin.
-    slapd.modify(
-        "modify",
-        &format!(
-            "dn: cn=operators,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\n\
-             member: uid=li.na,ou=people,{SUFFIX}\n"
-        ),
-    );
+    li_na_joins_the_operators(&slapd);
     let r = srv.login("li.na", ZHANG_PW).await;
     let doc = problem(r, StatusCode::FORBIDDEN, "directory_roles_incompatible").await;
     assert!(
@@ -431,6 +425,17 @@ both_backends!(incompatible_mapped_roles_refuse_the_sign_in, |first| {
     );
     srv.stop().await;
 });
+
+/// li.na becomes a member of the operators (who are given tech_operator).
+fn li_na_joins_the_operators(slapd: &Slapd) {
+    slapd.modify(
+        "modify",
+        &format!(
+            "dn: cn=operators,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\n\
+             member: uid=li.na,ou=people,{SUFFIX}\n"
+        ),
+    );
+}
 
 /// Removes `uid` and adds a new entry of the same name: another person, with `password`.
 fn reuse_name(slapd: &Slapd, uid: &str, password: &str) {
@@ -592,13 +597,7 @@ both_backends!(
         me(&srv, &li).await;
         // She joins the operators (tech_operator needs a second factor): at her next sign-in her
         // old session ends and the new one only enrols a factor.
-        slapd.modify(
-            "modify",
-            &format!(
-                "dn: cn=operators,ou=groups,{SUFFIX}\nchangetype: modify\nadd: member\n\
-             member: uid=li.na,ou=people,{SUFFIX}\n"
-            ),
-        );
+        li_na_joins_the_operators(&slapd);
         let r = srv.login("li.na", ZHANG_PW).await;
         assert_eq!(r.status(), StatusCode::OK);
         let doc = body(r).await;
