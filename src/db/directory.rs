@@ -49,11 +49,21 @@ pub async fn identity(tx: &mut Tx, user_id: i64) -> Result<Identity> {
     .await)?)
 }
 
+/// The username of the account made for the entry with lasting identifier `id`, if any.
+pub async fn username_of_entry(tx: &mut Tx, id: &str) -> Result<Option<String>> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, String>(
+        "SELECT username FROM users WHERE directory_id = $1"
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?)
+}
+
 /// What the directory says of a person.
 pub struct Attributes<'a> {
     pub dn: &'a str,
     /// The entry's lasting identifier, when the directory gives one.
-    pub id: Option<&'a str>,
+    pub id: &'a str,
     pub display_name: &'a str,
     pub department: &'a str,
     pub email: &'a str,

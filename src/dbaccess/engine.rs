@@ -108,6 +108,25 @@ async fn sessions_of(c: &mut sqlx::MySqlConnection, user: &str) -> Result<Vec<i6
     .map_err(err)
 }
 
+/// Whether the admin account may see every session (PROCESS, or SUPER on older servers):
+/// without it `PROCESSLIST` shows only its own, and a dropped account's open sessions would
+/// survive unseen. No account is issued, and none counts as revoked, without it.
+async fn sees_all_sessions(c: &mut sqlx::MySqlConnection) -> Result<(), String> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
+         WHERE PRIVILEGE_TYPE IN ('PROCESS', 'SUPER') AND GRANTEE = CONCAT(\
+         QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', 1)), '@', \
+         QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', -1)))",
+    )
+    .fetch_one(c)
+    .await
+    .map_err(err)?;
+    if n == 0 {
+        return Err("the target's admin account lacks the PROCESS privilege: it cannot see (nor end) the sessions of the accounts it would issue".into());
+    }
+    Ok(())
+}
+
 /// Runs one statement (already checked and quoted) on a PostgreSQL target.
 async fn exec_pg(c: &mut sqlx::PgConnection, sql: String) -> Result<(), String> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -218,6 +237,7 @@ async fn create_unbounded(
                 return Err("invalid privilege in the target's grants".into());
             }
             let mut c = my(a).await?;
+            sees_all_sessions(&mut c).await?;
             let account = format!("{}@'%'", sql_literal(user));
             let create = format!("CREATE USER {account} IDENTIFIED BY {}", sql_literal(pw));
             sqlx::raw_sql(sqlx::AssertSqlSafe(create))
@@ -269,6 +289,9 @@ async fn drop_pg(c: &mut sqlx::PgConnection, user: &str) -> Result<(), String> {
         .map_err(err)?;
     if exists {
         let u = pg_ident(user);
+        // REASSIGN OWNED needs membership in the role: an admin with CREATEROLE (not a
+        // superuser) takes it first (PostgreSQL 15 and older do not give it to the creator).
+        let _ = exec_pg(c, format!("GRANT {u} TO CURRENT_USER")).await;
         let sql =
             format!("REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}");
         exec_pg(c, sql).await?;
@@ -300,6 +323,7 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
             );
             // An older server refuses the syntax: the KILL and DROP below still run.
             let _ = exec_my(&mut c, lock).await;
+            sees_all_sessions(&mut c).await?;
             for id in sessions_of(&mut c, user).await? {
                 // A session that ended meanwhile is fine; one still there is caught below.
                 let _ = exec_my(&mut c, format!("KILL {id}")).await;

@@ -25,8 +25,8 @@ pub struct Down(pub String);
 pub struct Person {
     pub dn: String,
     /// The entry's lasting identifier (`id_attribute`; binary values such as AD's `objectGUID`
-    /// in hex), when it has one.
-    pub id: Option<String>,
+    /// in hex).
+    pub id: String,
     pub display_name: Option<String>,
     pub department: Option<String>,
     pub email: Option<String>,
@@ -158,14 +158,25 @@ pub fn account_expired(value: &str, now: DateTime<Utc>) -> bool {
     }
 }
 
-/// Finds the one entry for `username` (none, several, or one whose `username_attribute` is not
-/// the typed name: `None`).
+/// What the directory answers for a username.
+#[derive(Debug)]
+pub enum Found {
+    Person(Person),
+    /// No entry.
+    Gone,
+    /// Several entries, one that does not carry the typed name, or one without its lasting
+    /// identifier: nobody signs in with the name, and nothing here is changed because of it
+    /// (others may be able to make a name ambiguous).
+    Unclear(&'static str),
+}
+
+/// Finds the one entry for `username`.
 pub async fn find(
     ldap: &mut Ldap,
     policy: &DirectoryPolicy,
     username: &str,
     now: DateTime<Utc>,
-) -> Result<Option<Person>, Down> {
+) -> Result<Found, Down> {
     let filter = user_filter(policy, username);
     let attrs = vec![
         policy.username_attribute.as_str(),
@@ -185,30 +196,27 @@ pub async fn find(
         .map_err(|e| down("search", e))?
         .success()
         .map_err(|e| down("search", e))?;
-    if entries.len() != 1 {
-        if entries.len() > 1 {
-            tracing::warn!(
-                found = entries.len(),
-                "directory: the username matches several entries; nobody signs in with it"
-            );
-        }
-        return Ok(None);
+    if entries.len() > 1 {
+        return Ok(Found::Unclear("the username matches several entries"));
     }
     let Some(raw) = entries.into_iter().next() else {
-        return Ok(None);
+        return Ok(Found::Gone);
     };
     let entry = SearchEntry::construct(raw);
     // Whatever the filter matched, the entry is this person only if it carries the typed name.
     let named = all(&entry, &policy.username_attribute)
         .iter()
-        .any(|v| v.trim().to_lowercase() == username);
+        .any(|v| v.trim().eq_ignore_ascii_case(username));
     if !named {
-        tracing::warn!(
-            attribute = %policy.username_attribute,
-            "directory: the entry found does not carry the typed name in username_attribute; nobody signs in with it"
-        );
-        return Ok(None);
+        return Ok(Found::Unclear(
+            "the entry found does not carry the typed name in username_attribute",
+        ));
     }
+    let Some(id) = identifier(&entry, &policy.id_attribute) else {
+        return Ok(Found::Unclear(
+            "the entry found has no id_attribute (check the attribute name and that the service account may read it)",
+        ));
+    };
     let disabled = match policy.disabled_by {
         DisabledBy::UserAccountControl => {
             first(&entry, "userAccountControl")
@@ -238,8 +246,8 @@ pub async fn find(
             }
         }
     }
-    Ok(Some(Person {
-        id: identifier(&entry, &policy.id_attribute),
+    Ok(Found::Person(Person {
+        id,
         display_name: first(&entry, &policy.display_name_attribute),
         department: first(&entry, &policy.department_attribute),
         email: first(&entry, &policy.email_attribute),
@@ -261,7 +269,7 @@ pub async fn check_password(
     Ok(ok)
 }
 
-/// Whether `group` (a DN, or a name: the first RDN's value of a group below `group_base`) is
+/// Whether `group` (a DN, or a name: the `cn` of a group directly below `group_base`) is
 /// one of `groups` (DNs). A group of the same name elsewhere in the tree does not count.
 pub fn is_member(groups: &[dn::Dn], group: &str, group_base: Option<&dn::Dn>) -> bool {
     if group.contains('=') {
@@ -276,7 +284,7 @@ pub fn is_member(groups: &[dn::Dn], group: &str, group_base: Option<&dn::Dn>) ->
     let name = dn::normalize_value(group);
     groups
         .iter()
-        .any(|g| g.is_under(base) && g.name() == Some(name.as_str()))
+        .any(|g| g.is_child_of(base) && g.cn() == Some(name.as_str()))
 }
 
 #[cfg(test)]
@@ -308,6 +316,15 @@ mod tests {
         assert!(is_member(&groups, "operators", Some(&base)));
         assert!(is_member(&groups, "Operators", Some(&base)));
         assert!(!is_member(&groups, "auditors", Some(&base)));
+        // Deeper down (a sub-OU somebody else administers) or another RDN type: no.
+        let deeper: Vec<dn::Dn> = [
+            "cn=ops,ou=team,ou=groups,dc=bank",
+            "ou=ops,ou=groups,dc=bank",
+        ]
+        .iter()
+        .filter_map(|g| dn::parse(g))
+        .collect();
+        assert!(!is_member(&deeper, "ops", Some(&base)));
         assert!(!is_member(&groups, "operators", None));
         assert!(is_member(
             &groups,

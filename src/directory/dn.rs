@@ -12,14 +12,18 @@ type Ava = (String, String);
 pub struct Dn(Vec<Vec<Ava>>);
 
 impl Dn {
-    /// Whether this entry is below `base` (at any depth, never `base` itself).
-    pub fn is_under(&self, base: &Dn) -> bool {
-        self.0.len() > base.0.len() && self.0.ends_with(&base.0)
+    /// Whether this entry is directly below `base`.
+    pub fn is_child_of(&self, base: &Dn) -> bool {
+        self.0.len() == base.0.len() + 1 && self.0.ends_with(&base.0)
     }
 
-    /// The value of the entry's own RDN (`cn=operators,…` → `operators`), normalized.
-    pub fn name(&self) -> Option<&str> {
-        self.0.first()?.first().map(|(_, v)| v.as_str())
+    /// The value of the entry's own RDN when it is a single `cn` (`cn=operators,…` →
+    /// `operators`), normalized.
+    pub fn cn(&self) -> Option<&str> {
+        match self.0.first()?.as_slice() {
+            [(kind, v)] if kind == "cn" => Some(v.as_str()),
+            _ => None,
+        }
     }
 }
 
@@ -105,13 +109,13 @@ mod tests {
         let a = parse("CN=Ops Team,OU=Groups, DC=Bank,DC=local").unwrap();
         let b = parse("cn=ops  team,ou=groups,dc=bank,dc=local").unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.name(), Some("ops team"));
+        assert_eq!(a.cn(), Some("ops team"));
     }
 
     #[test]
     fn escaped_commas_stay_in_the_value() {
         let a = parse(r"CN=Ops\, Night,OU=Groups,DC=bank").unwrap();
-        assert_eq!(a.name(), Some("ops, night"));
+        assert_eq!(a.cn(), Some("ops, night"));
         assert_eq!(a.0.len(), 3);
         // Hex escapes (UTF-8 bytes) and the same name written plainly.
         let b = parse(r"cn=\E5\8F\98\E6\9B\B4,ou=groups").unwrap();
@@ -119,21 +123,29 @@ mod tests {
     }
 
     #[test]
-    fn below_a_base_and_not_elsewhere() {
+    fn directly_below_a_base_and_not_elsewhere() {
         let base = parse("ou=groups,dc=bank").unwrap();
-        assert!(parse("cn=ops,ou=groups,dc=bank").unwrap().is_under(&base));
         assert!(
-            parse("cn=ops,ou=x,ou=groups,dc=bank")
+            parse("cn=ops,ou=groups,dc=bank")
                 .unwrap()
-                .is_under(&base)
+                .is_child_of(&base)
         );
-        assert!(!parse("cn=ops,ou=people,dc=bank").unwrap().is_under(&base));
-        assert!(!base.is_under(&base));
+        assert!(
+            !parse("cn=ops,ou=x,ou=groups,dc=bank")
+                .unwrap()
+                .is_child_of(&base)
+        );
+        assert!(
+            !parse("cn=ops,ou=people,dc=bank")
+                .unwrap()
+                .is_child_of(&base)
+        );
+        assert!(!base.is_child_of(&base));
         // A value that merely ends like the base is not below it.
         assert!(
-            !parse(r"cn=ops\,ou=groups,dc=bank")
+            !parse(r"cn=ops\,ou=groups,dc=bank,dc=x")
                 .unwrap()
-                .is_under(&parse("ou=groups,dc=bank").unwrap())
+                .is_child_of(&base)
         );
     }
 

@@ -124,16 +124,24 @@ pub fn mapped_roles(policy: &DirectoryPolicy, groups: &[String]) -> BTreeSet<Str
         .collect()
 }
 
-/// Whether the account here and the entry found are the same person: the lasting identifier
-/// when both have one, else the DN.
+/// Whether the account here and the entry found are the same person: the lasting identifier;
+/// an account made before identifiers were kept, by its DN (it adopts the identifier then).
 fn same_person(stored: &db::Identity, p: &client::Person) -> bool {
-    match (&stored.id, &p.id) {
-        (Some(a), Some(b)) => a == b,
-        _ => stored
+    match &stored.id {
+        Some(id) => *id == p.id,
+        None => stored
             .dn
             .as_deref()
-            .is_none_or(|d| dn::parse(d).is_some_and(|d| Some(d) == dn::parse(&p.dn))),
+            .is_some_and(|d| dn::parse(d).is_some_and(|d| Some(d) == dn::parse(&p.dn))),
     }
+}
+
+/// Zero-width and bidirectional formatting characters (Unicode `Cf` that matter in names):
+/// they could make one approver's name look like another's.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}')
 }
 
 /// Text from the directory as changeguard keeps it: no control characters, at most `max`
@@ -142,7 +150,7 @@ fn tidy(v: Option<&str>, max: usize) -> String {
     let v: String = v
         .unwrap_or_default()
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
         .collect();
     v.trim().chars().take(max).collect()
 }
@@ -209,7 +217,7 @@ async fn look_up(
     username: &str,
     known: bool,
     now: DateTime<Utc>,
-) -> std::result::Result<Option<client::Person>, client::Down> {
+) -> std::result::Result<client::Found, client::Down> {
     let _slot = if known {
         None
     } else {
@@ -233,9 +241,7 @@ async fn look_up(
 }
 
 /// Authenticates `username` against the directory and brings its account up to date.
-/// `known`: the directory account already here. The caller counted the attempt. An account
-/// whose entry is gone or disabled in the directory is disabled here at once, as the sync
-/// would.
+/// `known`: the directory account already here. The caller counted the attempt.
 pub async fn sign_in(
     app: &App,
     username: &str,
@@ -258,15 +264,15 @@ pub async fn sign_in(
     let found = look_up(d, policy, username, known.is_some(), now)
         .await
         .map_err(down)?;
+    // Gone or disabled: refused; the account here is ended by the sync, never by a sign-in
+    // attempt (which anybody can make, e.g. after locking a colleague out with wrong passwords).
     let person = match found {
-        Some(p) if !p.disabled => p,
-        gone_or_disabled => {
-            if known.is_some() {
-                let why = sync::why_ended(gone_or_disabled.is_some());
-                sync::end_account(app, username, why, now).await?;
-            }
+        client::Found::Person(p) if !p.disabled => p,
+        client::Found::Unclear(why) => {
+            tracing::warn!(reason = why, "directory sign-in refused");
             return Err(invalid_credentials(known));
         }
+        _ => return Err(invalid_credentials(known)),
     };
     if !client::check_password(&d.conn, &person.dn, password)
         .await
@@ -281,7 +287,7 @@ pub async fn sign_in(
     let email = tidy(person.email.as_deref(), 254);
     let attrs = Attributes {
         dn: &person.dn,
-        id: person.id.as_deref(),
+        id: &person.id,
         display_name: &display_name,
         department: &tidy(person.department.as_deref(), 100),
         email: if crate::accounts::check_email(&email).is_ok() {
@@ -306,7 +312,20 @@ pub async fn sign_in(
             (db::update(&mut tx, u.id, &attrs, now).await?, false)
         }
         Some(_) => return Err(invalid_credentials(None)),
-        None => (db::insert(&mut tx, username, &attrs, now).await?, true),
+        None => {
+            // Renamed in the directory: the person has an account here already, under the old
+            // name (one person, one account: never one to request and another to approve).
+            if let Some(old) = db::username_of_entry(&mut tx, &person.id).await? {
+                return Err(Error::Forbidden {
+                    code: "directory_account_renamed",
+                    message: format!(
+                        "您在目录中的账号在本系统已以用户名 {old} 存在，请联系管理员 / Your directory entry already has an account here, named {old}: ask an administrator"
+                    ),
+                    policy_ids: Vec::new(),
+                });
+            }
+            (db::insert(&mut tx, username, &attrs, now).await?, true)
+        }
     };
     if !user.active {
         // Disabled here (by an admin or the sync): the directory alone does not bring it back.

@@ -25,7 +25,7 @@ pub struct Synced {
 }
 
 /// Why an account ended: its entry is still there but disabled, or it is gone.
-pub(super) fn why_ended(disabled: bool) -> &'static str {
+fn why_ended(disabled: bool) -> &'static str {
     if disabled {
         "disabled in the directory"
     } else {
@@ -88,14 +88,19 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> Result<Synced> {
         out.checked += 1;
         let mut tx = Deed::open(app).await?;
         let why = match &found {
-            Some(p) if p.disabled => Some(why_ended(true)),
-            Some(p) => {
+            client::Found::Person(p) if p.disabled => Some(why_ended(true)),
+            client::Found::Person(p) => {
                 let stored = db::identity(&mut tx, user.id).await?;
                 (!super::same_person(&stored, p)).then_some(ANOTHER_ENTRY)
             }
-            None => Some(why_ended(false)),
+            client::Found::Gone => Some(why_ended(false)),
+            client::Found::Unclear(why) => {
+                // Nothing changes on an unclear answer: somebody may have made it so.
+                tracing::warn!(username = %user.username, reason = why, "directory sync: left as it is");
+                continue;
+            }
         };
-        let (None, Some(p)) = (why, found) else {
+        let (None, client::Found::Person(p)) = (why, found) else {
             drop(tx);
             if end_account(app, &user.username, why.unwrap_or(ANOTHER_ENTRY), now).await? {
                 out.disabled.push(user.username.clone());

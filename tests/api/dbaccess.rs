@@ -649,3 +649,31 @@ crate::both_backends!(rotation_after_use_is_done_by_the_machine, |srv| {
         assert!(!e.details.contains(&revealed), "{}", e.details);
     }
 });
+
+crate::both_backends!(
+    a_mariadb_admin_that_cannot_see_sessions_issues_no_account,
+    |srv| {
+        let v = setup(srv).await;
+        let secret = enrol(srv, &v.op).await;
+        let Some(t) = mysql_target().await else {
+            return;
+        };
+        // Without PROCESS (or SUPER) the admin sees only its own sessions: it could never end the
+        // sessions of an account it issued, so it issues none.
+        mysql_root(&[format!(
+            "REVOKE PROCESS, SUPER ON *.* FROM '{}'@'%'",
+            t.admin_user
+        )])
+        .await;
+        register(srv, &v, &t).await;
+        let change = change_in_progress(srv, &v, &v.op).await;
+        let step = aligned_step(srv);
+        let r = ask(srv, &v.op, change, t.engine, totp::code_at(&secret, step)).await;
+        problem(
+            r,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database_target_unavailable",
+        )
+        .await;
+    }
+);

@@ -517,7 +517,23 @@ both_backends!(
         let r = srv.login("wang", ZHANG_PW).await;
         problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
         // Upper case is the same name.
-        srv.token("Zhang.Wei", ZHANG_PW).await;
+        let token = srv.token("Zhang.Wei", ZHANG_PW).await;
+        // Somebody makes the name ambiguous (an entry whose cn is zhang.wei): nobody signs in
+        // with it, and the sync changes nothing because of it.
+        slapd.modify(
+            "add",
+            &format!(
+                "dn: uid=w.two,ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: w.two\n\
+                 cn: zhang.wei\nsn: Two\nuserPassword: {ZHANG_PW}\n"
+            ),
+        );
+        let r = srv.login("zhang.wei", ZHANG_PW).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        let synced = changeguard::directory::sync::run(&srv.app, srv.now())
+            .await
+            .unwrap();
+        assert!(synced.disabled.is_empty(), "{synced:?}");
+        me(&srv, &token).await;
 
         // With the directory down, a name of the right shape asks it (503, no sooner than a
         // refusal); one of another shape never does (401).
@@ -534,54 +550,63 @@ both_backends!(
     }
 );
 
-both_backends!(a_disabled_entry_ends_the_account_at_sign_in, |first| {
-    let slapd = Slapd::start(true);
-    let toml = directory_toml().replace(
-        "disabled_by = \"gone\"",
-        "disabled_by = \"attribute\"\ndisabled_attribute = \"carLicense\"",
-    );
-    let srv = with_policy(first, &slapd, "on", &toml, false).await;
-    let token = srv.token("zhang.wei", ZHANG_PW).await;
-    let id = me(&srv, &token).await["id"].as_i64().unwrap();
-    // An admin cannot give a directory account a local password either.
-    let admin = srv.admin().await;
-    let r = srv
-        .call(
-            reqwest::Method::PATCH,
-            &format!("/api/v1/users/{id}"),
-            Some(&admin),
-            Some(json!({"password": "a local password for zhang"})),
+both_backends!(
+    a_disabled_entry_is_refused_and_the_sync_ends_the_account,
+    |first| {
+        let slapd = Slapd::start(true);
+        let toml = directory_toml().replace(
+            "disabled_by = \"gone\"",
+            "disabled_by = \"attribute\"\ndisabled_attribute = \"carLicense\"",
+        );
+        let srv = with_policy(first, &slapd, "on", &toml, false).await;
+        let token = srv.token("zhang.wei", ZHANG_PW).await;
+        let id = me(&srv, &token).await["id"].as_i64().unwrap();
+        // An admin cannot give a directory account a local password either.
+        let admin = srv.admin().await;
+        let r = srv
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/users/{id}"),
+                Some(&admin),
+                Some(json!({"password": "a local password for zhang"})),
+            )
+            .await;
+        problem(
+            r,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "directory_account_password",
         )
         .await;
-    problem(
-        r,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "directory_account_password",
-    )
-    .await;
 
-    slapd.modify(
-        "modify",
-        &format!(
-            "dn: uid=zhang.wei,ou=people,{SUFFIX}\nchangetype: modify\nadd: carLicense\n\
+        slapd.modify(
+            "modify",
+            &format!(
+                "dn: uid=zhang.wei,ou=people,{SUFFIX}\nchangetype: modify\nadd: carLicense\n\
              carLicense: locked\n"
-        ),
-    );
-    let r = srv.login("zhang.wei", ZHANG_PW).await;
-    problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    // At once, without waiting for the sync: the account and its session are over.
-    assert!(!active(&srv, id).await);
-    let r = srv.get("/api/v1/me", &token).await;
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let ended = audited(first, "directory.sync.disable").await;
-    assert!(
-        ended
-            .iter()
-            .any(|e| e["reason"] == "disabled in the directory"),
-        "{ended:?}"
-    );
-    srv.stop().await;
-});
+            ),
+        );
+        let r = srv.login("zhang.wei", ZHANG_PW).await;
+        problem(r, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+        // A sign-in attempt (anybody's) never disables an account here; the sync does, and its
+        // session ends with it.
+        assert!(active(&srv, id).await);
+        let synced = changeguard::directory::sync::run(&srv.app, srv.now())
+            .await
+            .unwrap();
+        assert_eq!(synced.disabled, vec!["zhang.wei".to_string()]);
+        assert!(!active(&srv, id).await);
+        let r = srv.get("/api/v1/me", &token).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let ended = audited(first, "directory.sync.disable").await;
+        assert!(
+            ended
+                .iter()
+                .any(|e| e["reason"] == "disabled in the directory"),
+            "{ended:?}"
+        );
+        srv.stop().await;
+    }
+);
 
 both_backends!(
     a_mapped_role_that_needs_a_second_factor_ends_sessions_without_one,

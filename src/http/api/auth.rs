@@ -27,7 +27,7 @@ pub struct LoginRequest {
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", operation_id = "auth.login",
     request_body = LoginRequest, security(()),
     responses((status = 200, body = LoginOk), (status = 401, body = Problem, description = "invalid_credentials, temporary_password_expired, totp_required, totp_invalid, totp_replayed"),
-               (status = 403, body = Problem, description = "directory_roles_incompatible: the directory's groups would give incompatible roles; directory_identity_changed: the username names another directory entry now (the earlier account is disabled)"),
+               (status = 403, body = Problem, description = "directory_roles_incompatible: the directory's groups would give incompatible roles; directory_identity_changed: the username names another directory entry now (the earlier account is disabled); directory_account_renamed: the directory entry already has an account here under another name"),
                (status = 429, body = Problem, description = "too_many_requests, with Retry-After"),
                (status = 503, body = Problem, description = "directory_unavailable: a directory account while the directory cannot be reached")))]
 pub async fn login(
