@@ -467,6 +467,25 @@ both_backends!(a_reused_username_never_inherits_the_account, |first| {
     let li = srv.token("li.na", ZHANG_PW).await;
     let li_id = me(&srv, &li).await["id"].as_i64().unwrap();
 
+    // li.na is renamed in the directory (same entry): no second account for her.
+    slapd.modify(
+        "modify",
+        &format!(
+            "dn: uid=li.na,ou=people,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=na.li\n\
+             deleteoldrdn: 1\n"
+        ),
+    );
+    let r = srv.login("na.li", ZHANG_PW).await;
+    let doc = problem(r, StatusCode::FORBIDDEN, "directory_account_renamed").await;
+    assert!(doc["detail"].as_str().unwrap().contains("li.na"), "{doc}");
+    slapd.modify(
+        "modify",
+        &format!(
+            "dn: uid=na.li,ou=people,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=li.na\n\
+             deleteoldrdn: 1\n"
+        ),
+    );
+
     // zhang.wei leaves; a newcomer gets the same name: they are told, the old account ends.
     reuse_name(&slapd, "zhang.wei", "the newcomer's password");
     let r = srv.login("zhang.wei", "the newcomer's password").await;
