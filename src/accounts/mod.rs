@@ -463,7 +463,33 @@ pub async fn revoke_role(app: &App, who: &Principal, user_id: i64, role: &str) -
 /// that the holder has not changed yet: else one admin could set it, have the role approved,
 /// and sign in as a privileged account they alone know the password of. A new password then
 /// needs a second person ([`resets`]).
+///
+/// The people `user_id` delegated approval to come to decide in `role` too: the same holds for
+/// them (their own roles and those delegated to them, but `role`, are what they held).
 pub(crate) async fn end_sessions_without_factor(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    user_id: i64,
+    role: &str,
+    held: &[String],
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut ended = end_own_sessions_without_factor(app, tx, user_id, role, held, now).await?;
+    for delegate in crate::db::approvals::delegates_not_over(tx, user_id, now).await? {
+        let mut theirs = users_db::roles_of_tx(tx, delegate, now).await?;
+        theirs.extend(
+            crate::db::approvals::delegated_roles(tx, delegate, now)
+                .await?
+                .into_iter()
+                .filter(|r| r != role),
+        );
+        ended |= end_own_sessions_without_factor(app, tx, delegate, role, &theirs, now).await?;
+    }
+    Ok(ended)
+}
+
+/// [`end_sessions_without_factor`] for one person.
+pub(crate) async fn end_own_sessions_without_factor(
     app: &App,
     tx: &mut crate::db::Tx,
     user_id: i64,

@@ -127,7 +127,7 @@ pub async fn delegate(app: &App, who: &Principal, req: Delegate) -> Result<Deleg
     held.extend(adb::delegated_roles(&mut tx, delegate.user_id, now).await?);
     let mut sessions_ended = false;
     for role in &who.roles {
-        sessions_ended |= crate::accounts::end_sessions_without_factor(
+        sessions_ended |= crate::accounts::end_own_sessions_without_factor(
             app,
             &mut tx,
             delegate.user_id,

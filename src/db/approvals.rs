@@ -275,6 +275,22 @@ pub async fn delegated_roles(
     .await)?)
 }
 
+/// The people `delegator` delegated to for a period not over yet (running or to come).
+pub async fn delegates_not_over(
+    tx: &mut Tx,
+    delegator: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>> {
+    Ok(on_tx!(tx, |c| sqlx::query_scalar::<_, i64>(
+        "SELECT DISTINCT delegate_id FROM delegations WHERE delegator_id = $1 \
+         AND revoked_at IS NULL AND ends_at > $2"
+    )
+    .bind(delegator)
+    .bind(now)
+    .fetch_all(c)
+    .await)?)
+}
+
 /// [`delegated_roles`] outside a transaction (at login).
 pub async fn delegated_roles_now(
     db: &Db,

@@ -346,5 +346,39 @@ crate::both_backends!(
         let after = login(srv, "viewer.qian", USER_PASSWORD, None).await;
         assert_eq!(after["enrolment_required"], true, "{after}");
         only_enrolment(srv, &token(&after)).await;
+
+        // A delegator who needs no factor yet (a head of department) names a substitute: their
+        // session stays; once the delegator is granted a role that needs one, it ends too.
+        let lead = person(srv, "lead.wu", &["tech_lead"]).await;
+        person(srv, "viewer.zhou", &["viewer"]).await;
+        let session = token(&login(srv, "viewer.zhou", USER_PASSWORD, None).await);
+        let who = changeguard::accounts::principal_for(&srv.app, lead.clone(), now)
+            .await
+            .unwrap();
+        changeguard::changes::delegations::delegate(
+            &srv.app,
+            &who,
+            changeguard::changes::delegations::Delegate {
+                delegate: "viewer.zhou".into(),
+                from: now.with_timezone(&offset),
+                to: (now + chrono::TimeDelta::days(2)).with_timezone(&offset),
+                reason: "培训 / training".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            srv.get("/api/v1/changes", &session).await.status(),
+            StatusCode::OK
+        );
+        changeguard::accounts::grant_role_unattended(&srv.app, lead.id, "tech_operator")
+            .await
+            .unwrap();
+        problem(
+            srv.get("/api/v1/changes", &session).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        )
+        .await;
     }
 );
