@@ -108,13 +108,13 @@ async fn sessions_of(c: &mut sqlx::MySqlConnection, user: &str) -> Result<Vec<i6
     .map_err(err)
 }
 
-/// Whether the admin account may see every session (PROCESS, or SUPER on older servers):
-/// without it `PROCESSLIST` shows only its own, and a dropped account's open sessions would
-/// survive unseen. No account is issued, and none counts as revoked, without it.
+/// Whether the admin account may see every session (PROCESS; SUPER alone does not show
+/// them): without it `PROCESSLIST` shows only its own, and a dropped account's open sessions
+/// would survive unseen. No account is issued, and none counts as revoked, without it.
 async fn sees_all_sessions(c: &mut sqlx::MySqlConnection) -> Result<(), String> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES \
-         WHERE PRIVILEGE_TYPE IN ('PROCESS', 'SUPER') AND GRANTEE = CONCAT(\
+         WHERE PRIVILEGE_TYPE = 'PROCESS' AND GRANTEE = CONCAT(\
          QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', 1)), '@', \
          QUOTE(SUBSTRING_INDEX(CURRENT_USER(), '@', -1)))",
     )
@@ -323,7 +323,13 @@ async fn drop_unbounded(a: &Admin<'_>, user: &str) -> Result<(), String> {
             );
             // An older server refuses the syntax: the KILL and DROP below still run.
             let _ = exec_my(&mut c, lock).await;
-            sees_all_sessions(&mut c).await?;
+            if let Err(e) = sees_all_sessions(&mut c).await {
+                // The account goes all the same; its sessions cannot be seen, so the drop does
+                // not count as done (it stays overdue and reported).
+                let drop = format!("DROP USER IF EXISTS {}@'%'", sql_literal(user));
+                let _ = exec_my(&mut c, drop).await;
+                return Err(e);
+            }
             for id in sessions_of(&mut c, user).await? {
                 // A session that ended meanwhile is fine; one still there is caught below.
                 let _ = exec_my(&mut c, format!("KILL {id}")).await;

@@ -32,7 +32,6 @@ pub struct Person {
     pub email: Option<String>,
     /// The groups (DNs) the person is a member of, as far as the mapping needs to know.
     pub groups: Vec<String>,
-    pub disabled: bool,
 }
 
 fn down(what: &str, e: impl std::fmt::Display) -> Down {
@@ -164,6 +163,8 @@ pub enum Found {
     Person(Person),
     /// No entry.
     Gone,
+    /// The entry is disabled (or, AD, expired).
+    Disabled,
     /// Several entries, one that does not carry the typed name, or one without its lasting
     /// identifier: nobody signs in with the name, and nothing here is changed because of it
     /// (others may be able to make a name ambiguous).
@@ -212,11 +213,7 @@ pub async fn find(
             "the entry found does not carry the typed name in username_attribute",
         ));
     }
-    let Some(id) = identifier(&entry, &policy.id_attribute) else {
-        return Ok(Found::Unclear(
-            "the entry found has no id_attribute (check the attribute name and that the service account may read it)",
-        ));
-    };
+
     let disabled = match policy.disabled_by {
         DisabledBy::UserAccountControl => {
             first(&entry, "userAccountControl")
@@ -226,6 +223,14 @@ pub async fn find(
         }
         DisabledBy::Attribute => first(&entry, &policy.disabled_attribute).is_some(),
         DisabledBy::Gone => false,
+    };
+    if disabled {
+        return Ok(Found::Disabled);
+    }
+    let Some(id) = identifier(&entry, &policy.id_attribute) else {
+        return Ok(Found::Unclear(
+            "the entry found has no id_attribute (check the attribute name and that the service account may read it)",
+        ));
     };
     let mut groups = all(&entry, &policy.member_of_attribute);
     if policy.nested_groups {
@@ -253,7 +258,6 @@ pub async fn find(
         email: first(&entry, &policy.email_attribute),
         dn: entry.dn,
         groups,
-        disabled,
     }))
 }
 

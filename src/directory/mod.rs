@@ -267,7 +267,7 @@ pub async fn sign_in(
     // Gone or disabled: refused; the account here is ended by the sync, never by a sign-in
     // attempt (which anybody can make, e.g. after locking a colleague out with wrong passwords).
     let person = match found {
-        client::Found::Person(p) if !p.disabled => p,
+        client::Found::Person(p) => p,
         client::Found::Unclear(why) => {
             tracing::warn!(reason = why, "directory sign-in refused");
             return Err(invalid_credentials(known));

@@ -88,7 +88,7 @@ pub async fn run(app: &App, now: DateTime<Utc>) -> Result<Synced> {
         out.checked += 1;
         let mut tx = Deed::open(app).await?;
         let why = match &found {
-            client::Found::Person(p) if p.disabled => Some(why_ended(true)),
+            client::Found::Disabled => Some(why_ended(true)),
             client::Found::Person(p) => {
                 let stored = db::identity(&mut tx, user.id).await?;
                 (!super::same_person(&stored, p)).then_some(ANOTHER_ENTRY)
