@@ -404,8 +404,14 @@ async fn run_target(
     )
     .await?;
     let mut watch = Conn::watcher(t).await?;
-    if !watch.accounts().await?.is_empty() {
-        bail!("{}: cg_ accounts exist before the run", t.engine);
+    // Accounts of other users of the shared server (the tests' `cg_admin_…`) may be there: only
+    // the accounts this run is issued are watched.
+    let before = watch.accounts().await?.len();
+    if before > 0 {
+        eprintln!(
+            "{}: {before} cg_ accounts of others on the target, not watched",
+            t.engine
+        );
     }
 
     // One change per operator whose window ends at a staggered time (3 s apart, from 3 min on),
