@@ -300,6 +300,34 @@ async fn person(srv: &TestServer, username: &str, roles: &[&str]) -> changeguard
     user
 }
 
+/// `delegator` names `delegate` as substitute from `from` hours from now, for `days` days (from
+/// the domain: a delegator's own sign-in needs a factor of their own, another test's business).
+async fn delegate(
+    srv: &TestServer,
+    delegator: changeguard::db::users::User,
+    delegate: &str,
+    from: i64,
+    days: i64,
+) {
+    let now = srv.now();
+    let who = changeguard::accounts::principal_for(&srv.app, delegator, now)
+        .await
+        .unwrap();
+    let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+    changeguard::changes::delegations::delegate(
+        &srv.app,
+        &who,
+        changeguard::changes::delegations::Delegate {
+            delegate: delegate.into(),
+            from: (now + chrono::TimeDelta::hours(from)).with_timezone(&offset),
+            to: (now + chrono::TimeDelta::days(days)).with_timezone(&offset),
+            reason: "出差 / away".into(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
 crate::both_backends!(
     a_delegate_decides_in_the_delegators_role_so_needs_its_second_factor,
     options = shipped(),
@@ -315,25 +343,8 @@ crate::both_backends!(
             StatusCode::OK
         );
 
-        // The manager names the viewer as substitute (from the domain: the manager's own
-        // sign-in needs a factor of their own, which is another test's business).
-        let now = srv.now();
-        let who = changeguard::accounts::principal_for(&srv.app, manager, now)
-            .await
-            .unwrap();
-        let offset = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
-        changeguard::changes::delegations::delegate(
-            &srv.app,
-            &who,
-            changeguard::changes::delegations::Delegate {
-                delegate: "viewer.qian".into(),
-                from: (now + chrono::TimeDelta::hours(1)).with_timezone(&offset),
-                to: (now + chrono::TimeDelta::days(3)).with_timezone(&offset),
-                reason: "出差 / away".into(),
-            },
-        )
-        .await
-        .unwrap();
+        // The manager names the viewer as substitute, from in an hour.
+        delegate(srv, manager, "viewer.qian", 1, 3).await;
 
         // Deciding as a manager: the session without a factor is over, and the next one only
         // enrols a factor (even before the delegation starts: it is granted).
@@ -352,21 +363,7 @@ crate::both_backends!(
         let lead = person(srv, "lead.wu", &["tech_lead"]).await;
         person(srv, "viewer.zhou", &["viewer"]).await;
         let session = token(&login(srv, "viewer.zhou", USER_PASSWORD, None).await);
-        let who = changeguard::accounts::principal_for(&srv.app, lead.clone(), now)
-            .await
-            .unwrap();
-        changeguard::changes::delegations::delegate(
-            &srv.app,
-            &who,
-            changeguard::changes::delegations::Delegate {
-                delegate: "viewer.zhou".into(),
-                from: now.with_timezone(&offset),
-                to: (now + chrono::TimeDelta::days(2)).with_timezone(&offset),
-                reason: "培训 / training".into(),
-            },
-        )
-        .await
-        .unwrap();
+        delegate(srv, lead.clone(), "viewer.zhou", 0, 2).await;
         assert_eq!(
             srv.get("/api/v1/changes", &session).await.status(),
             StatusCode::OK
