@@ -30,6 +30,24 @@ pub struct Admin<'a> {
     pub password: &'a SecretString,
 }
 
+impl<'a> Admin<'a> {
+    /// The admin account `user` with `password` on target `t`.
+    pub fn of(
+        t: &'a crate::db::dbaccess::Target,
+        user: &'a str,
+        password: &'a SecretString,
+    ) -> Self {
+        Admin {
+            engine: &t.engine,
+            host: &t.host,
+            port: u16::try_from(t.port).unwrap_or(0),
+            database: &t.database_name,
+            user,
+            password,
+        }
+    }
+}
+
 /// A role (PostgreSQL), database or user name: letters, digits and `_`, not starting with a
 /// digit, at most 63 characters.
 pub fn valid_ident(s: &str) -> bool {

@@ -381,14 +381,7 @@ pub async fn grant(
     entry.details["grants"] = json!(list);
     entry.details["expires_at"] = json!(expires_at);
     tx.commit(&entry, now).await?;
-    let admin = engine::Admin {
-        engine: &t.engine,
-        host: &t.host,
-        port: u16::try_from(t.port).unwrap_or(0),
-        database: &t.database_name,
-        user: &admin_user,
-        password: &admin_password,
-    };
+    let admin = engine::Admin::of(&t, &admin_user, &admin_password);
     // The revocation job settles an account only a minute after its record: a creation must
     // start well within that (a request that waited long for locks gives up instead).
     if app.now() - account.created_at > SETTLE - chrono::TimeDelta::seconds(30) {
@@ -518,14 +511,7 @@ async fn revoke_one(app: &App, a: &Account, now: DateTime<Utc>) -> std::result::
         .await
         .map_err(|e| e.to_string())?;
     drop(read);
-    let admin = engine::Admin {
-        engine: &t.engine,
-        host: &t.host,
-        port: u16::try_from(t.port).unwrap_or(0),
-        database: &t.database_name,
-        user: &user,
-        password: &password,
-    };
+    let admin = engine::Admin::of(&t, &user, &password);
     engine::drop_account(&admin, &a.username).await?;
     if now - a.created_at < SETTLE {
         return Ok(());

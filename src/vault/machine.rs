@@ -130,14 +130,7 @@ async fn finish(app: &App, id: i64, now: DateTime<Utc>) -> Result<()> {
         .map_err(keyring::crypto_error)?;
     // Only read: nothing to commit, and no lock may be held while the target is called.
     drop(tx);
-    let admin = engine::Admin {
-        engine: &t.engine,
-        host: &t.host,
-        port: u16::try_from(t.port).unwrap_or(0),
-        database: &t.database_name,
-        user: &admin_user,
-        password: &admin_password,
-    };
+    let admin = engine::Admin::of(&t, &admin_user, &admin_password);
     if let Err(e) = engine::set_password(&admin, &account, &password).await {
         tracing::warn!(credential = id, error = %e, "setting a rotated password on the database target failed; the job retries");
         return Err(target_unavailable());
