@@ -309,7 +309,15 @@ async fn drop_pg(c: &mut sqlx::PgConnection, user: &str) -> Result<(), String> {
         let u = pg_ident(user);
         // REASSIGN OWNED needs membership in the role: an admin with CREATEROLE (not a
         // superuser) takes it first (PostgreSQL 15 and older do not give it to the creator).
-        let _ = exec_pg(c, format!("GRANT {u} TO CURRENT_USER")).await;
+        // Only then: a superuser's grant would race another instance's drop for nothing.
+        let member: bool = sqlx::query_scalar("SELECT pg_has_role(CURRENT_USER, $1, 'MEMBER')")
+            .bind(user)
+            .fetch_one(&mut *c)
+            .await
+            .map_err(err)?;
+        if !member {
+            let _ = exec_pg(c, format!("GRANT {u} TO CURRENT_USER")).await;
+        }
         let sql =
             format!("REASSIGN OWNED BY {u} TO CURRENT_USER; DROP OWNED BY {u}; DROP ROLE {u}");
         exec_pg(c, sql).await?;
