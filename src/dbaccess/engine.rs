@@ -294,6 +294,14 @@ async fn pg_role_exists(c: &mut sqlx::PgConnection, user: &str) -> Result<bool, 
 
 /// Locks the role, ends its sessions, drops it (with what it owns).
 async fn drop_pg(c: &mut sqlx::PgConnection, user: &str) -> Result<(), String> {
+    // Two instances dropping one account at once would update its catalog row together
+    // ("tuple concurrently updated"): one waits for the other here (the lock ends with the
+    // connection) and then finds the account gone.
+    sqlx::query("SELECT pg_advisory_lock(hashtext('changeguard drop ' || $1))")
+        .bind(user)
+        .execute(&mut *c)
+        .await
+        .map_err(err)?;
     let exists = pg_role_exists(c, user).await?;
     if exists {
         // No new login while the sessions are ended.
