@@ -49,6 +49,8 @@ pub struct Deed<'a> {
     app: &'a App,
     tx: Tx,
     queued: bool,
+    /// This process's turn on the audit chain, from the deed's entry to its commit.
+    turn: Option<audit_db::HeadTurn>,
 }
 
 impl<'a> Deed<'a> {
@@ -58,6 +60,7 @@ impl<'a> Deed<'a> {
             app,
             tx: app.db.begin().await?,
             queued: false,
+            turn: None,
         })
     }
 
@@ -69,12 +72,34 @@ impl<'a> Deed<'a> {
     /// Appends the audit entry, commits, and wakes the sender if anything was queued.
     /// Returns the entry's sequence number.
     pub async fn commit(mut self, entry: &Entry, now: DateTime<Utc>) -> db::Result<i64> {
-        let seq = audit_db::append(&mut self.tx, &self.app.sealer, entry, now).await?;
+        let seq = self.append(entry, now).await?;
+        self.finish().await?;
+        Ok(seq)
+    }
+
+    async fn append(&mut self, entry: &Entry, now: DateTime<Utc>) -> db::Result<i64> {
+        let app = self.app;
+        audit_db::append(
+            &mut self.tx,
+            &app.sealer,
+            &app.chain,
+            &mut self.turn,
+            entry,
+            now,
+        )
+        .await
+    }
+
+    /// Commits; then the chain's head is this deed's entry, and the sender is woken.
+    async fn finish(self) -> db::Result<()> {
         self.tx.commit(Seal(())).await?;
+        if let Some(turn) = self.turn {
+            turn.committed();
+        }
         if self.queued {
             self.app.notifier.wake();
         }
-        Ok(seq)
+        Ok(())
     }
 
     /// Appends the audit entry before the deed's last writes, for a deed whose notice cites
@@ -84,17 +109,12 @@ impl<'a> Deed<'a> {
         entry: &Entry,
         now: DateTime<Utc>,
     ) -> db::Result<Recorded> {
-        let seq = audit_db::append(&mut self.tx, &self.app.sealer, entry, now).await?;
-        Ok(Recorded(seq))
+        Ok(Recorded(self.append(entry, now).await?))
     }
 
     /// Commits a deed whose entry [`Deed::record_first`] appended.
     pub async fn commit_recorded(self, _entry: Recorded) -> db::Result<()> {
-        self.tx.commit(Seal(())).await?;
-        if self.queued {
-            self.app.notifier.wake();
-        }
-        Ok(())
+        self.finish().await
     }
 
     /// Commits a write that is nobody's deed (see [`Bookkeeping`]); it may queue nothing.
@@ -103,11 +123,7 @@ impl<'a> Deed<'a> {
             !self.queued || why == Bookkeeping::ScheduledNotice,
             "bookkeeping ({why:?}) queued a notice"
         );
-        self.tx.commit(Seal(())).await?;
-        if self.queued {
-            self.app.notifier.wake();
-        }
-        Ok(())
+        self.finish().await
     }
 
     /// Audits an entry in a transaction of its own: a refusal decided before any write.

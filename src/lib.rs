@@ -67,6 +67,9 @@ pub struct AppInner {
     pub db: Db,
     pub policies: Policies,
     pub sealer: Sealer,
+    /// Where this process last left the audit chain, and its appends' turns
+    /// ([`db::audit::ChainHead`]).
+    pub chain: db::audit::ChainHead,
     pub tokens: Tokens,
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
@@ -208,6 +211,7 @@ impl App {
             directory,
             tokens: Tokens::new(&jwt_key),
             sealer: Sealer::new(audit_key),
+            chain: Default::default(),
             hasher,
             policies,
             db,

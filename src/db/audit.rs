@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Backend, Db, Result, Tx};
+use std::sync::Arc;
+
+use super::{Backend, Db, Result, StoreError, Tx};
 use crate::audit::{
     Entry, Record, Sealer, Verification, Verifier, rows_beyond_head, truncate_micros,
 };
@@ -17,24 +19,111 @@ macro_rules! cols {
     };
 }
 
-/// Appends `entry` inside `tx`: the entry commits or rolls back with what it records.
+/// The chain's head as this process last committed it, and the turn to append to it.
+///
+/// The appends of one process take turns here, from the append until their transaction has
+/// committed: they queue in the process instead of on the head row's lock in the database
+/// (which every writer of every instance needs), and the head need not be read before each
+/// append. What is remembered is only a guess: the append moves the head only if it still is
+/// that (another instance or `changeguard` on the command line may have moved it) and reads
+/// it, locked, when it is not. A guess never makes a wrong link; at worst one more read.
+#[derive(Debug, Clone, Default)]
+pub struct ChainHead(Arc<tokio::sync::Mutex<Option<Head>>>);
+
+/// A position on the chain: the last entry's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// A transaction's turn on the chain: held until the transaction ends.
+pub struct HeadTurn {
+    known: tokio::sync::OwnedMutexGuard<Option<Head>>,
+    /// The head after this transaction's appends (not committed yet).
+    appended: Option<Head>,
+}
+
+/// How long an append waits for this process's turn on the chain before it gives up (a deed
+/// stuck inside another's turn fails instead of hanging).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ChainHead {
+    async fn turn(&self) -> Result<HeadTurn> {
+        let known = tokio::time::timeout(TURN_WAIT, self.0.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))?;
+        Ok(HeadTurn {
+            known,
+            appended: None,
+        })
+    }
+}
+
+impl HeadTurn {
+    /// The transaction committed: its last entry is the head now.
+    pub fn committed(mut self) {
+        if let Some(head) = self.appended.take() {
+            *self.known = Some(head);
+        }
+    }
+}
+
+/// Appends `entry` inside `tx`: the entry commits or rolls back with what it records. The
+/// transaction takes this process's `turn` on the chain (if it has not yet) and keeps it
+/// until it ends; [`HeadTurn::committed`] after the commit.
 pub async fn append(
     tx: &mut Tx,
     sealer: &Sealer,
+    chain: &ChainHead,
+    turn: &mut Option<HeadTurn>,
     entry: &Entry,
     now: DateTime<Utc>,
 ) -> Result<i64> {
-    // PostgreSQL: lock the head row so appends from several instances queue up.
-    // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
-    let head_sql = match tx.backend() {
+    let turn = match turn {
+        Some(t) => t,
+        None => turn.insert(chain.turn().await?),
+    };
+    let guess = turn.appended.clone().or_else(|| turn.known.clone());
+    let prev = match guess {
+        Some(head) => head,
+        None => locked_head(tx).await?,
+    };
+    let mut record = sealed(sealer, entry, now, &prev);
+    if !link(tx, &record, &prev).await? {
+        // Moved by somebody else since: read it (and lock it) and link there.
+        let prev = locked_head(tx).await?;
+        record = sealed(sealer, entry, now, &prev);
+        if !link(tx, &record, &prev).await? {
+            return Err(StoreError::Sqlx(sqlx::Error::Protocol(
+                "the audit head moved while locked".into(),
+            )));
+        }
+    }
+    turn.appended = Some(Head {
+        seq: record.seq,
+        hash: record.hash.clone(),
+    });
+    Ok(record.seq)
+}
+
+/// The head as the database holds it. PostgreSQL: locked, so appends from several instances
+/// queue up; SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
+async fn locked_head(tx: &mut Tx) -> Result<Head> {
+    let sql = match tx.backend() {
         Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
         Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
     };
-    let (last_seq, last_hash) = on_tx!(tx, |c| sqlx::query_as::<_, (i64, String)>(head_sql)
+    let (seq, hash) = on_tx!(tx, |c| sqlx::query_as::<_, (i64, String)>(sql)
         .fetch_one(c)
         .await)?;
+    Ok(Head { seq, hash })
+}
+
+/// The entry as the record that follows `prev`, sealed.
+fn sealed(sealer: &Sealer, entry: &Entry, now: DateTime<Utc>, prev: &Head) -> Record {
     let mut record = Record {
-        seq: last_seq + 1,
+        seq: prev.seq + 1,
         at: truncate_micros(now),
         actor_id: entry.actor_id,
         actor: entry.actor.clone(),
@@ -46,17 +135,49 @@ pub async fn append(
         policy_ids: serde_json::to_string(&entry.policy_ids).unwrap_or_else(|_| "[]".into()),
         details: entry.details.to_string(),
         request_id: entry.request_id.clone(),
-        prev_hash: last_hash,
+        prev_hash: prev.hash.clone(),
         hash: String::new(),
     };
     record.hash = sealer.seal(&record);
-    let sql = concat!(
+    record
+}
+
+/// Stores `r` and moves the head to it, if the head still is `prev`; false (nothing written)
+/// if it is not. On PostgreSQL one statement (the head's row lock is taken here and held to
+/// the commit); on SQLite two, inside the one write transaction.
+async fn link(tx: &mut Tx, r: &Record, prev: &Head) -> Result<bool> {
+    const MOVE_HEAD: &str =
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4";
+    const PG: &str = concat!(
+        "WITH moved AS (UPDATE audit_head SET seq = $1, hash = $14 \
+         WHERE id = 1 AND seq = $1 - 1 AND hash = $13 RETURNING seq) \
+         INSERT INTO audit_log (",
+        cols!(),
+        ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM moved"
+    );
+    const SQLITE: &str = concat!(
         "INSERT INTO audit_log (",
         cols!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     );
-    let r = &record;
-    on_tx!(tx, |c| sqlx::query(sql)
+    if tx.backend() == Backend::Sqlite {
+        let moved = on_tx!(tx, |c| sqlx::query(MOVE_HEAD)
+            .bind(r.seq)
+            .bind(&r.hash)
+            .bind(prev.seq)
+            .bind(&prev.hash)
+            .execute(c)
+            .await
+            .map(|d| d.rows_affected()))?;
+        if moved != 1 {
+            return Ok(false);
+        }
+    }
+    let sql = match tx.backend() {
+        Backend::Postgres => PG,
+        Backend::Sqlite => SQLITE,
+    };
+    let written = on_tx!(tx, |c| sqlx::query(sql)
         .bind(r.seq)
         .bind(r.at)
         .bind(r.actor_id)
@@ -73,16 +194,8 @@ pub async fn append(
         .bind(&r.hash)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
-    on_tx!(tx, |c| sqlx::query(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
-    )
-    .bind(r.seq)
-    .bind(&r.hash)
-    .execute(c)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(record.seq)
+        .map(|d| d.rows_affected()))?;
+    Ok(written == 1)
 }
 
 /// Newest first; `before` is an exclusive sequence number.

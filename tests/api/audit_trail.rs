@@ -108,6 +108,63 @@ crate::both_backends!(the_database_refuses_edits_of_the_trail, |srv| {
     );
 });
 
+// Two instances on one database append to one chain. Each remembers where it left the chain
+// and finds that stale whenever the other wrote meanwhile, in turns and at the same time: no
+// write fails, the sequence stays gap-free and the chain verifies.
+crate::both_backends!(two_instances_append_to_one_chain, |srv| {
+    let admin = srv.admin().await;
+    let other = srv.second_instance().await;
+    let create = |on: &'static str, n: usize| {
+        let (srv, admin, other) = (srv, admin.clone(), &other);
+        async move {
+            let at = if on == "a" { srv } else { other };
+            let r = at
+                .post(
+                    "/api/v1/systems",
+                    &admin,
+                    json!({"key": format!("sys-{on}-{n}"), "name": "x", "owner_department": "科技部"}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED, "{on} {n}");
+        }
+    };
+    // In turns: every write follows one of the other instance.
+    for n in 0..4 {
+        create("a", n).await;
+        create("b", n).await;
+    }
+    // At the same time.
+    let mut both = Vec::new();
+    for n in 4..16 {
+        both.push(create("a", n));
+        both.push(create("b", n));
+    }
+    futures_util::future::join_all(both).await;
+
+    let entries = body(srv.get("/api/v1/audit?limit=100", &admin).await).await;
+    let created = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "system.create" && e["outcome"] == "ok")
+        .count();
+    assert_eq!(created, 32);
+    let seqs: Vec<i64> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    for w in seqs.windows(2) {
+        assert_eq!(w[0], w[1] + 1);
+    }
+    let v = verify(srv, &admin).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], seqs[0]);
+    let v = verify(&other, &admin).await;
+    assert_eq!(v["ok"], true, "{v}");
+});
+
 /// Somebody with full database access disables the protection and edits, deletes or reorders
 /// rows: verification names the first bad entry, through the API and the CLI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
