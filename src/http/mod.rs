@@ -5,24 +5,17 @@ pub mod api;
 pub mod client;
 pub mod console;
 pub mod contract;
+pub mod envelope;
 pub mod guard;
 pub mod ops;
 pub mod problem;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -115,101 +108,18 @@ pub fn metrics_router() -> Router {
         })
 }
 
-/// Body limit, problem documents for bare errors, metrics, request ids, access log, security
-/// headers, panic catching and a timeout: what every response goes through.
+/// The body limit and [`envelope::around`]: what every response goes through.
 pub fn with_common_layers(router: Router) -> Router {
-    let x_request_id = HeaderName::from_static("x-request-id");
     router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(problem_for_bare_errors))
-        .layer(middleware::from_fn(ops::track))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    // The URI's path only: query strings may carry feed tokens.
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                })
-                // One line per request is the access log, at debug (`CHANGEGUARD_LOG=info,tower_http=debug`):
-                // at info it cost more than the request itself under load, and every deed is
-                // in the audit trail and every request in the metrics. Server errors are logged
-                // at error by the layer's failure hook whatever the level.
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)))
-                .layer(PropagateRequestIdLayer::new(x_request_id))
-                .layer(security_header("x-content-type-options", "nosniff"))
-                .layer(security_header("x-frame-options", "DENY"))
-                .layer(security_header("referrer-policy", "no-referrer"))
-                .layer(security_header(
-                    "content-security-policy",
-                    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
-                ))
-                .layer(security_header("cache-control", "no-store"))
-                .layer(CatchPanicLayer::custom(|_panic| {
-                    tracing::error!("a request handler panicked; the process lives on");
-                    problem(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal_error",
-                        "服务器内部错误 / Internal server error",
-                        Default::default(),
-                    )
-                }))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Duration::from_secs(30),
-                )),
-        )
-}
-
-fn security_header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static(name),
-        HeaderValue::from_static(value),
-    )
-}
-
-/// Turns error responses that are not problem documents yet (405 from the router, 413 from a
-/// body limit, …) into problem documents, so clients only ever see one error shape.
-async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    // Problem documents, and the console's own HTML error pages, pass as they are.
-    let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(b"application/problem+json")
-            || v.as_bytes().starts_with(b"text/html")
-    });
-    if is_problem {
-        return resp;
-    }
-    let code = match status {
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal_error",
-        _ => "bad_request",
-    };
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let mut out = problem(status, code, reason, Default::default());
-    for name in [header::ALLOW, header::RETRY_AFTER] {
-        if let Some(v) = resp.headers().get(&name) {
-            out.headers_mut().insert(name, v.clone());
-        }
-    }
-    out
+        .layer(middleware::from_fn(envelope::around))
 }
 
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::header;
     use axum::routing::get;
     use tower::ServiceExt;
 

@@ -1,11 +1,9 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics; and request metrics.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
@@ -16,7 +14,7 @@ use super::problem::{Json, problem};
 use crate::App;
 
 /// The process's one metrics recorder (metrics are process-wide by nature).
-fn recorder() -> Option<&'static PrometheusHandle> {
+pub(super) fn recorder() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -101,23 +99,5 @@ pub async fn metrics_text() -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
-    resp
-}
-
-/// Counts requests and their latency by route template and status.
-pub async fn track(req: Request, next: Next) -> Response {
-    let _ = recorder();
-    let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
     resp
 }
