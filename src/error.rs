@@ -210,6 +210,14 @@ impl From<StoreError> for Error {
                 "already_exists",
                 "记录已存在 / A record with this key already exists",
             ),
+            StoreError::Busy | StoreError::Sqlx(sqlx::Error::PoolTimedOut) => {
+                tracing::warn!("no database turn within the wait: answering 503");
+                Error::Unavailable {
+                    code: "unavailable",
+                    message: "系统繁忙，请稍后重试 / The service is busy; try again shortly".into(),
+                    subject: None,
+                }
+            }
             other => Error::Internal(anyhow::Error::new(other)),
         }
     }

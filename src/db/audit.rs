@@ -52,7 +52,7 @@ impl ChainHead {
     async fn turn(&self) -> Result<HeadTurn> {
         let known = tokio::time::timeout(TURN_WAIT, self.0.clone().lock_owned())
             .await
-            .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))?;
+            .map_err(|_| StoreError::Busy)?;
         Ok(HeadTurn {
             known,
             appended: None,

@@ -92,6 +92,10 @@ pub enum StoreError {
     Unique,
     #[error("not found")]
     NotFound,
+    /// This process's turn (SQLite's writer, the audit chain) or a pooled connection did not
+    /// come in time: the service is busy, the request may be tried again.
+    #[error("busy: no turn within the wait")]
+    Busy,
     #[error("database: {0}")]
     Sqlx(sqlx::Error),
     #[error("migration: {0}")]
@@ -155,7 +159,7 @@ async fn sqlite_turn(
 ) -> Result<tokio::sync::OwnedMutexGuard<()>> {
     tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
         .await
-        .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))
+        .map_err(|_| StoreError::Busy)
 }
 
 impl Db {
@@ -251,7 +255,7 @@ impl Db {
                 tokio::time::timeout(WRITER_WAIT, writers.clone().lock_owned())
                     .await
                     .map(Some)
-                    .map_err(|_| StoreError::Sqlx(sqlx::Error::PoolTimedOut))
+                    .map_err(|_| StoreError::Busy)
             }
             Db::Postgres(..) => Ok(None),
         }

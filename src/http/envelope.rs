@@ -27,8 +27,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Set on every response that has not set its own.
-const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+/// Set on every response, whatever a handler set: no handler may weaken these.
+const ENFORCED_HEADERS: [(HeaderName, HeaderValue); 3] = [
     (
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
@@ -38,27 +38,42 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
         HeaderValue::from_static("DENY"),
     ),
     (
-        HeaderName::from_static("referrer-policy"),
-        HeaderValue::from_static("no-referrer"),
-    ),
-    (
         HeaderName::from_static("content-security-policy"),
         HeaderValue::from_static(
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
         ),
     ),
+];
+
+/// Set on every response that has not set its own (the console sends its pages with
+/// `Referrer-Policy: same-origin`; static assets may be cached).
+const DEFAULT_HEADERS: [(HeaderName, HeaderValue); 2] = [
+    (
+        HeaderName::from_static("referrer-policy"),
+        HeaderValue::from_static("no-referrer"),
+    ),
     (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
 ];
+
+/// A request id a client may choose: 1 to 128 of `A-Z a-z 0-9 . _ : -`. Anything else (spaces
+/// that would forge log fields, huge values that would bloat the audit trail) is replaced.
+fn acceptable_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=128).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
 
 /// The middleware (`axum::middleware::from_fn(envelope::around)`).
 pub async fn around(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    // The client's id is kept (a proxy or a pipeline may have set it), else a new one.
+    // The client's id is kept (a proxy or a pipeline may have set it) when it is a plain
+    // token, else replaced by a new one (the handlers and the audit trail see that one).
     let id = match req.headers().get(&X_REQUEST_ID) {
-        Some(v) => v.clone(),
-        None => {
+        Some(v) if acceptable_id(v) => v.clone(),
+        _ => {
             let v = HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("-"));
             req.headers_mut().insert(X_REQUEST_ID, v.clone());
@@ -107,7 +122,10 @@ pub async fn around(mut req: Request, next: Next) -> Response {
     }
     let headers = resp.headers_mut();
     headers.entry(X_REQUEST_ID).or_insert(id);
-    for (name, value) in SECURITY_HEADERS {
+    for (name, value) in ENFORCED_HEADERS {
+        headers.insert(name, value);
+    }
+    for (name, value) in DEFAULT_HEADERS {
         headers.entry(name).or_insert(value);
     }
     count(&method, route.as_ref(), status, latency);
@@ -243,6 +261,17 @@ mod tests {
         assert_eq!(method_label(&Method::PATCH), "PATCH");
         let odd = Method::from_bytes(b"BREW").unwrap();
         assert_eq!(method_label(&odd), "OTHER");
+    }
+
+    #[test]
+    fn only_plain_request_ids_are_kept() {
+        for ok in ["abc-123", "0190a1b2-c3d4.e5:f6_7", &"x".repeat(128)] {
+            assert!(acceptable_id(&HeaderValue::from_str(ok).unwrap()), "{ok}");
+        }
+        for bad in ["", "a b", "a=b", "a\"b", &"x".repeat(129), "你好"] {
+            let v = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            assert!(!acceptable_id(&v), "{bad}");
+        }
     }
 
     #[test]

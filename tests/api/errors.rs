@@ -113,6 +113,19 @@ crate::both_backends!(operations_endpoints_and_headers, |srv| {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
+    // One that would forge log fields, or a huge one, is replaced by a fresh id.
+    for forged in ["a status=200 actor=admin".to_string(), "x".repeat(129)] {
+        let r = srv
+            .client
+            .get(srv.url("/healthz"))
+            .header("x-request-id", &forged)
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap();
+        assert_ne!(id, forged);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
     let admin = srv.admin().await;
     let text = srv.get("/metrics", &admin).await.text().await.unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
