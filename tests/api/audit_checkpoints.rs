@@ -305,7 +305,7 @@ crate::both_backends!(the_digest_carries_the_latest_checkpoint, |srv| {
     let written = body(r).await;
     // A working day still ahead (the server's own scheduler has not run its digest), 08:31 bank
     // time.
-    let (_, ahead) = crate::changes::notice_today(srv, &admin).await;
+    let ahead = crate::changes::first_working_day_to_start(srv, &admin).await;
     let ran = changeguard::notify::schedule::tick(&srv.app, crate::changes::at(ahead, 8 * 60 + 31))
         .await
         .unwrap();

@@ -10,9 +10,9 @@ use changeguard::calendar::{NoticeRule, WorkingCalendar, load_dir};
 
 use crate::harness::{Backend, Options, TestServer, body, problem, shipped_policies};
 
-/// Today's notice and its earliest start, computed with the calendar module (never a clock
-/// override in the server). In late December next year's test calendar is loaded first.
-pub async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDate) {
+/// Today (bank time) and the calendar in force, computed with the calendar module (never a
+/// clock override in the server). In late December next year's test calendar is loaded first.
+async fn test_calendar(srv: &TestServer, admin: &str) -> (NaiveDate, WorkingCalendar) {
     let today = Utc::now().with_timezone(&Shanghai).date_naive();
     let mut cal =
         WorkingCalendar::new(load_dir(&shipped_policies().join("calendars/cn")).unwrap()).unwrap();
@@ -35,12 +35,32 @@ pub async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDat
         y["year"] = json!(year);
         cal = cal.with_year(serde_json::from_value(y).unwrap()).unwrap();
     }
+    (today, cal)
+}
+
+/// Today's notice and its earliest start (which may be a day off: the earliest start is the
+/// day after the third working day).
+pub async fn notice_today(srv: &TestServer, admin: &str) -> (NaiveDate, NaiveDate) {
+    let (today, cal) = test_calendar(srv, admin).await;
     (
         today,
         cal.earliest_start(today, &NoticeRule::default())
             .unwrap()
             .earliest_start,
     )
+}
+
+/// The first working day on or after the earliest start of a notice filed today.
+pub async fn first_working_day_to_start(srv: &TestServer, admin: &str) -> NaiveDate {
+    let (today, cal) = test_calendar(srv, admin).await;
+    let mut d = cal
+        .earliest_start(today, &NoticeRule::default())
+        .unwrap()
+        .earliest_start;
+    while !cal.is_working(d).unwrap() {
+        d = d.succ_opt().unwrap();
+    }
+    d
 }
 
 /// 00:00 of `d` in Shanghai, plus `minutes`.
