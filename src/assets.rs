@@ -168,22 +168,25 @@ pub async fn refuse(app: &App, who: &Principal, id: i64, reason: &str) -> Result
     decide(app, who, id, Some(reason.trim())).await
 }
 
-async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> Result<Disclosure> {
-    let now = app.now();
-    let mut tx = Deed::open(app).await?;
-    let mut d = db::disclosure_for_update(&mut tx, id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => Error::NotFound { what: "disclosure" },
-            o => o.into(),
-        })?;
+/// Which of the two approvals a person gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approver {
+    Manager,
+    Compliance,
+}
+
+/// Whether `who` may still decide `d` at all: it is undecided, not their own request, and
+/// they have not approved it already.
+fn may_decide(who: &Principal, d: &Disclosure) -> Result<()> {
     if d.status != "requested" {
+        let (zh, en) = match d.status.as_str() {
+            "approved" => ("已批准", "approved"),
+            "refused" => ("已拒绝", "refused"),
+            _ => ("已处理", "decided"),
+        };
         return Err(Error::conflict(
             "invalid_transition",
-            format!(
-                "披露申请已{} / The disclosure request is already {}",
-                d.status, d.status
-            ),
+            format!("披露申请{zh} / The disclosure request is already {en}"),
         ));
     }
     if d.requested_by == who.user_id {
@@ -202,31 +205,57 @@ async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> R
             policy_ids: vec![],
         });
     }
+    Ok(())
+}
+
+/// The approval `who` would give to `d` (manager's or compliance's, the first of their roles
+/// still missing), or why they may not approve it. The inbox asks the same question.
+pub fn approval_of(who: &Principal, d: &Disclosure) -> Result<Approver> {
+    may_decide(who, d)?;
     let holds = |r: &str| who.roles.iter().any(|x| x == r);
+    if holds("manager") && d.manager_approved_by.is_none() {
+        Ok(Approver::Manager)
+    } else if holds("compliance") && d.compliance_approved_by.is_none() {
+        Ok(Approver::Compliance)
+    } else {
+        Err(Error::Forbidden {
+            code: "approver_role_required",
+            message: "需要电子银行部管理员和合规部各一人审批；您的角色的审批已有 / One manager and one compliance officer approve; the approval your roles can give is already there".into(),
+            policy_ids: vec![],
+        })
+    }
+}
+
+async fn decide(app: &App, who: &Principal, id: i64, refusal: Option<&str>) -> Result<Disclosure> {
+    let now = app.now();
+    let mut tx = Deed::open(app).await?;
+    let mut d = db::disclosure_for_update(&mut tx, id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound { what: "disclosure" },
+            o => o.into(),
+        })?;
     let action = match refusal {
         Some(reason) => {
+            may_decide(who, &d)?;
             d.refused_by = Some(who.user_id);
             d.refused_at = Some(now);
             d.refusal_reason = Some(reason.to_string());
             d.status = "refused".into();
             "disclosure.refuse"
         }
-        None if holds("manager") && d.manager_approved_by.is_none() => {
-            d.manager_approved_by = Some(who.user_id);
-            d.manager_approved_at = Some(now);
-            "disclosure.approve"
-        }
-        None if holds("compliance") && d.compliance_approved_by.is_none() => {
-            d.compliance_approved_by = Some(who.user_id);
-            d.compliance_approved_at = Some(now);
-            "disclosure.approve"
-        }
         None => {
-            return Err(Error::Forbidden {
-                code: "approver_role_required",
-                message: "需要电子银行部管理员和合规部各一人审批；您的角色的审批已有 / One manager and one compliance officer approve; the approval your roles can give is already there".into(),
-                policy_ids: vec![],
-            });
+            match approval_of(who, &d)? {
+                Approver::Manager => {
+                    d.manager_approved_by = Some(who.user_id);
+                    d.manager_approved_at = Some(now);
+                }
+                Approver::Compliance => {
+                    d.compliance_approved_by = Some(who.user_id);
+                    d.compliance_approved_at = Some(now);
+                }
+            }
+            "disclosure.approve"
         }
     };
     if d.manager_approved_by.is_some() && d.compliance_approved_by.is_some() {

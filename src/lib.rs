@@ -25,6 +25,7 @@ pub mod directory;
 pub mod error;
 pub mod gate;
 pub mod http;
+pub mod inbox;
 pub mod keys;
 pub mod notify;
 pub mod policy;

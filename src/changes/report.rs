@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
 use super::rules::start_of_day;
@@ -29,8 +29,85 @@ pub struct ChangeReport {
     pub success_rate: Option<f64>,
 }
 
-/// Changes planned to start from `from` to `to` (inclusive, bank dates).
-pub async fn changes(app: &App, from: NaiveDate, to: NaiveDate) -> Result<ChangeReport> {
+/// One week (Monday to Sunday, bank dates) of the reports page's charts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Week {
+    pub monday: NaiveDate,
+    pub by_category: BTreeMap<String, i64>,
+    pub emergency: i64,
+    pub completed: i64,
+    pub succeeded: i64,
+    pub refused_insufficient_notice: i64,
+    pub unauthorized_changes: i64,
+}
+
+fn monday_of(d: NaiveDate) -> NaiveDate {
+    d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+/// The weeks touching `from`..=`to` (bank dates), each with the changes planned to start in it
+/// (inside the period), the late-notice refusals and the unauthorized changes reported in it.
+pub async fn weekly(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<Week>> {
+    let (start, end) = bounds(app, from, to)?;
+    if (to - from).num_days() > 366 {
+        return Err(Error::BadRequest {
+            code: "invalid_range",
+            message: "按周统计的期间最长一年 / Weekly figures cover a year at most".into(),
+        });
+    }
+    let tz = app.policies.change.timezone;
+    let (starts, refusals, unauthorized) = tokio::try_join!(
+        db::starts(&app.db, start, end),
+        db::refusal_times(&app.db, "insufficient_notice", start, end),
+        crate::db::gate::between(&app.db, start, end, true),
+    )?;
+    let mut weeks: BTreeMap<NaiveDate, Week> = BTreeMap::new();
+    let mut monday = monday_of(from);
+    while monday <= to {
+        weeks.insert(
+            monday,
+            Week {
+                monday,
+                by_category: BTreeMap::new(),
+                emergency: 0,
+                completed: 0,
+                succeeded: 0,
+                refused_insufficient_notice: 0,
+                unauthorized_changes: 0,
+            },
+        );
+        monday += chrono::Duration::days(7);
+    }
+    let week_of = |t: chrono::DateTime<chrono::Utc>| monday_of(t.with_timezone(&tz).date_naive());
+    for (at, category, emergency, outcome) in starts {
+        if let Some(w) = weeks.get_mut(&week_of(at)) {
+            *w.by_category.entry(category).or_default() += 1;
+            w.emergency += i64::from(emergency);
+            if let Some(o) = outcome {
+                w.completed += 1;
+                w.succeeded += i64::from(o == "succeeded");
+            }
+        }
+    }
+    for at in refusals {
+        if let Some(w) = weeks.get_mut(&week_of(at)) {
+            w.refused_insufficient_notice += 1;
+        }
+    }
+    for e in unauthorized {
+        if let Some(w) = weeks.get_mut(&week_of(e.occurred_at)) {
+            w.unauthorized_changes += 1;
+        }
+    }
+    Ok(weeks.into_values().collect())
+}
+
+/// `[00:00 of from, 00:00 after to)` in the bank's time zone, or why the range is not one.
+fn bounds(
+    app: &App,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
     if to < from {
         return Err(Error::BadRequest {
             code: "invalid_range",
@@ -44,6 +121,12 @@ pub async fn changes(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Change
     };
     let start = start_of_day(from, tz).ok_or_else(bad)?;
     let end = start_of_day(to.succ_opt().ok_or_else(bad)?, tz).ok_or_else(bad)?;
+    Ok((start, end))
+}
+
+/// Changes planned to start from `from` to `to` (inclusive, bank dates).
+pub async fn changes(app: &App, from: NaiveDate, to: NaiveDate) -> Result<ChangeReport> {
+    let (start, end) = bounds(app, from, to)?;
     let mut r = ChangeReport {
         from,
         to,

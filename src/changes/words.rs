@@ -25,6 +25,16 @@ pub fn risk(code: &str) -> (&str, &str) {
     }
 }
 
+/// (中文, English) for the outcome of a completed change.
+pub fn outcome(code: &str) -> (&str, &str) {
+    match code {
+        "succeeded" => ("成功", "succeeded"),
+        "failed" => ("失败", "failed"),
+        "rolled_back" => ("已回退", "rolled back"),
+        other => (other, other),
+    }
+}
+
 /// (中文, English) for a category's action (Art. 19: connect, remove, install, replace
 /// equipment; insert, update, delete data; schema changes).
 pub fn action(code: &str) -> (&str, &str) {
@@ -64,5 +74,14 @@ mod tests {
         }
         assert_eq!(both(risk("medium")), "中 / medium");
         assert_eq!(risk("odd"), ("odd", "odd"));
+        for o in [
+            crate::changes::Outcome::Succeeded,
+            crate::changes::Outcome::Failed,
+            crate::changes::Outcome::RolledBack,
+        ] {
+            let (zh, en) = outcome(o.as_str());
+            assert_ne!(zh, o.as_str());
+            assert!(!en.contains('_'));
+        }
     }
 }

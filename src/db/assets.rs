@@ -137,6 +137,19 @@ pub async fn disclosures_of(db: &Db, asset_id: i64) -> Result<Vec<Disclosure>> {
         .await)?)
 }
 
+/// Disclosure requests still undecided, oldest first.
+pub async fn undecided_disclosures(db: &Db, limit: i64) -> Result<Vec<Disclosure>> {
+    let sql = concat!(
+        "SELECT ",
+        disclosure_cols!(),
+        " FROM disclosures WHERE status = 'requested' ORDER BY id LIMIT $1"
+    );
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, Disclosure>(sql)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?)
+}
+
 pub async fn disclosure_for_update(tx: &mut Tx, id: i64) -> Result<Disclosure> {
     let sql = match tx.backend() {
         Backend::Postgres => concat!(

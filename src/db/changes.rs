@@ -292,24 +292,84 @@ pub struct ChangeFilter<'a> {
     pub status: Option<&'a str>,
     pub category: Option<&'a str>,
     pub system: Option<&'a str>,
+    /// The requester's username.
+    pub requester: Option<&'a str>,
+    /// The assignee's username.
+    pub assignee: Option<&'a str>,
+    pub risk: Option<&'a str>,
+    pub emergency: Option<bool>,
+    /// Words in the title or the description (case-insensitive, taken literally).
+    pub text: Option<&'a str>,
     /// Windows ending after this instant.
     pub from: Option<DateTime<Utc>>,
     /// Windows starting before this instant.
     pub to: Option<DateTime<Utc>>,
     /// Windows starting at or after this instant (index bound for calendar ranges).
     pub start_after: Option<DateTime<Utc>>,
+    pub sort: ChangeOrder,
     pub limit: i64,
+    pub offset: i64,
+}
+
+/// The orders a change list can be read in (a closed set: each is a fixed SQL clause).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOrder {
+    /// Planned start, earliest first.
+    #[default]
+    Start,
+    /// Planned start, latest first.
+    StartDesc,
+    /// Filing time, newest first.
+    Filed,
+    /// Last change of any field, newest first.
+    Updated,
+}
+
+/// `%words%` for LIKE with `\` as the escape, the words lower-cased and taken literally.
+fn contains_pattern(words: &str) -> String {
+    let mut p = String::with_capacity(words.len() + 2);
+    p.push('%');
+    for ch in words.trim().to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// The list query in one order (each a literal statement: the order is a closed set).
+macro_rules! list_sql {
+    ($order:literal) => {
+        concat!(
+            change_select!(),
+            " WHERE ($1 IS NULL OR c.status = $1) AND ($2 IS NULL OR c.category = $2) \
+             AND ($3 IS NULL OR EXISTS (SELECT 1 FROM change_systems s WHERE s.change_id = c.id \
+             AND s.system_key = $3)) AND ($4 IS NULL OR c.planned_end > $4) \
+             AND ($5 IS NULL OR c.planned_start < $5) AND ($6 IS NULL OR c.planned_start >= $6) \
+             AND ($9 IS NULL OR ru.username = $9) AND ($10 IS NULL OR au.username = $10) \
+             AND ($11 IS NULL OR c.risk = $11) AND ($12 IS NULL OR c.emergency = $12) \
+             AND ($13 IS NULL OR LOWER(c.title) LIKE $13 ESCAPE '\\' \
+                  OR LOWER(c.description) LIKE $13 ESCAPE '\\') ORDER BY ",
+            $order,
+            " LIMIT $7 OFFSET $8"
+        )
+    };
 }
 
 pub async fn list_changes(db: &Db, f: &ChangeFilter<'_>) -> Result<Vec<ChangeRow>> {
-    let sql = concat!(
-        change_select!(),
-        " WHERE ($1 IS NULL OR c.status = $1) AND ($2 IS NULL OR c.category = $2) \
-         AND ($3 IS NULL OR EXISTS (SELECT 1 FROM change_systems s WHERE s.change_id = c.id \
-         AND s.system_key = $3)) AND ($4 IS NULL OR c.planned_end > $4) \
-         AND ($5 IS NULL OR c.planned_start < $5) AND ($6 IS NULL OR c.planned_start >= $6) \
-         ORDER BY c.planned_start, c.id LIMIT $7"
-    );
+    let sql = match f.sort {
+        ChangeOrder::Start => list_sql!("c.planned_start, c.id"),
+        ChangeOrder::StartDesc => list_sql!("c.planned_start DESC, c.id DESC"),
+        ChangeOrder::Filed => list_sql!("c.created_at DESC, c.id DESC"),
+        ChangeOrder::Updated => list_sql!("c.updated_at DESC, c.id DESC"),
+    };
+    let text = f
+        .text
+        .filter(|t| !t.trim().is_empty())
+        .map(contains_pattern);
     Ok(on_pool!(db, |p| sqlx::query_as::<_, ChangeRow>(sql)
         .bind(f.status)
         .bind(f.category)
@@ -318,6 +378,12 @@ pub async fn list_changes(db: &Db, f: &ChangeFilter<'_>) -> Result<Vec<ChangeRow
         .bind(f.to)
         .bind(f.start_after)
         .bind(f.limit)
+        .bind(f.offset)
+        .bind(f.requester)
+        .bind(f.assignee)
+        .bind(f.risk)
+        .bind(f.emergency)
+        .bind(text.as_deref())
         .fetch_all(p)
         .await)?)
 }
@@ -641,6 +707,43 @@ pub async fn counts(
          WHERE planned_start >= $1 AND planned_start < $2 \
          GROUP BY category, status, outcome, emergency ORDER BY category, status"
     )
+    .bind(from)
+    .bind(to)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// Each change planned to start in `[from, to)`: its start, category, emergency flag and
+/// outcome (for the weekly figures of the reports page).
+pub async fn starts(
+    db: &Db,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, String, bool, Option<String>)>> {
+    Ok(on_pool!(db, |p| sqlx::query_as::<
+        _,
+        (DateTime<Utc>, String, bool, Option<String>),
+    >(
+        "SELECT planned_start, category, emergency, outcome FROM change_requests \
+         WHERE planned_start >= $1 AND planned_start < $2 ORDER BY planned_start"
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(p)
+    .await)?)
+}
+
+/// When each refusal with `code` in `[from, to)` was recorded.
+pub async fn refusal_times(
+    db: &Db,
+    code: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>> {
+    Ok(on_pool!(db, |p| sqlx::query_scalar::<_, DateTime<Utc>>(
+        "SELECT at FROM audit_log WHERE code = $1 AND at >= $2 AND at < $3"
+    )
+    .bind(code)
     .bind(from)
     .bind(to)
     .fetch_all(p)

@@ -34,3 +34,8 @@
   if (emergency) emergency.addEventListener('change', check);
   check();
 })();
+
+// The monthly schedule's print button (no inline handlers: the CSP allows scripts from here only).
+document.querySelectorAll('button.print').forEach(function (b) {
+  b.addEventListener('click', function () { window.print(); });
+});

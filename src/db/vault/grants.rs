@@ -113,6 +113,26 @@ pub async fn grants_of_credential(db: &Db, credential_id: i64) -> Result<Vec<Cre
         .await)?)
 }
 
+/// Standing grants still waiting for their second person (unapproved, unrevoked, unexpired),
+/// oldest first.
+pub async fn awaiting_approval(
+    db: &Db,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<CredentialGrant>> {
+    let sql = concat!(
+        "SELECT ",
+        grant_cols!(),
+        " FROM credential_grants WHERE approved_by IS NULL AND revoked_at IS NULL \
+         AND expires_at > $1 ORDER BY id LIMIT $2"
+    );
+    Ok(on_pool!(db, |p| sqlx::query_as::<_, CredentialGrant>(sql)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(p)
+        .await)?)
+}
+
 macro_rules! active_grant_sql {
     () => {
         "SELECT id FROM credential_grants WHERE credential_id = $1 AND grantee_id = $2 \

@@ -11,7 +11,7 @@ use crate::changes::{
     self, AmendChange, ChangeView, Command, Comment, Completion, FileChange, FileStandardChange,
     Reason, Rejection, Review,
 };
-use crate::db::changes::{self as db, ChangeFilter, Event};
+use crate::db::changes::{self as db, ChangeFilter, ChangeOrder, Event};
 use crate::error::Error;
 use crate::http::guard::Auth;
 use crate::http::problem::{ApiResult, Json, Path, Problem, Query};
@@ -89,12 +89,26 @@ pub struct ListQuery {
     pub status: Option<String>,
     pub category: Option<String>,
     pub system: Option<String>,
+    /// The requester's username.
+    pub requester: Option<String>,
+    /// The assignee's username.
+    pub assignee: Option<String>,
+    #[param(inline)]
+    pub risk: Option<changes::Risk>,
+    pub emergency: Option<bool>,
+    /// Words in the title or the description (case-insensitive, taken literally).
+    pub q: Option<String>,
     /// Windows ending after this instant (RFC 3339).
     pub from: Option<DateTime<FixedOffset>>,
     /// Windows starting before this instant (RFC 3339).
     pub to: Option<DateTime<FixedOffset>>,
+    /// `start` (default), `start_desc`, `filed` (newest first), `updated` (newest first).
+    #[param(inline)]
+    pub sort: Option<ChangeOrder>,
     /// 1 to 1000, default 200.
     pub limit: Option<i64>,
+    /// Rows to skip (paging), default 0.
+    pub offset: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/changes", tag = "changes", operation_id = "change.list",
@@ -112,6 +126,15 @@ pub async fn list(
         }
         .into());
     }
+    for (field, v) in [
+        ("category", &q.category),
+        ("system", &q.system),
+        ("requester", &q.requester),
+        ("assignee", &q.assignee),
+        ("q", &q.q),
+    ] {
+        crate::text::optional(field, v.as_deref(), 200, crate::text::Lines::One)?;
+    }
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
         return Err(Error::BadRequest {
@@ -124,10 +147,17 @@ pub async fn list(
         status: q.status.as_deref(),
         category: q.category.as_deref(),
         system: q.system.as_deref(),
+        requester: q.requester.as_deref(),
+        assignee: q.assignee.as_deref(),
+        risk: q.risk.map(changes::Risk::as_str),
+        emergency: q.emergency,
+        text: q.q.as_deref(),
         from: q.from.map(|t| t.with_timezone(&Utc)),
         to: q.to.map(|t| t.with_timezone(&Utc)),
         start_after: None,
+        sort: q.sort.unwrap_or_default(),
         limit,
+        offset: i64::from(q.offset.unwrap_or(0)),
     };
     let out = changes::list(&app, &filter).await?;
     Ok(Json(out))

@@ -10,10 +10,15 @@
 
 mod account;
 mod admin;
+mod change_list;
+mod charts;
 pub(crate) mod cookies;
 mod i18n;
+mod inbox;
 mod me;
 mod pages;
+mod reports;
+mod table;
 mod templates;
 
 use axum::Router;
@@ -45,6 +50,15 @@ pub fn router(app: App) -> Router {
         .route("/console", get(pages::calendar))
         .route("/console/login", get(pages::login_form).post(pages::login))
         .route("/console/logout", post(pages::logout))
+        .route("/console/start", get(inbox::start))
+        .route("/console/inbox", get(inbox::show))
+        .route("/console/inbox/{kind}/{id}", post(inbox::decide))
+        .route("/console/reports", get(reports::show))
+        .route("/console/reports.csv", get(reports::csv))
+        .route("/console/reports/schedule", get(reports::schedule))
+        .route("/console/changes", get(change_list::list))
+        .route("/console/changes.csv", get(change_list::csv))
+        .route("/console/changes.xlsx", get(change_list::xlsx))
         .route(
             "/console/changes/new",
             get(pages::new_change).post(pages::file_change),
@@ -217,6 +231,8 @@ pub struct Session {
     pub who: Principal,
     pub csrf: String,
     pub lang: Lang,
+    /// How many tasks wait for this person (`inbox::of`), counted for pages (GET) only.
+    pub tasks: Option<usize>,
 }
 
 impl Session {
@@ -308,11 +324,25 @@ impl FromRequestParts<App> for Session {
                     {
                         Err(Redirect::to("/console/me/totp").into_response())
                     }
-                    Ok(who) => Ok(Session {
-                        csrf: cookies::csrf_of_session(app, &who.session_id),
-                        who,
-                        lang,
-                    }),
+                    Ok(who) => {
+                        let tasks = if parts.method == axum::http::Method::GET {
+                            match crate::inbox::of(app, &who, app.now()).await {
+                                Ok(inbox) => Some(inbox.count()),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "console task count failed");
+                                    None
+                                }
+                            }
+                        } else {
+                            None
+                        };
+                        Ok(Session {
+                            csrf: cookies::csrf_of_session(app, &who.session_id),
+                            who,
+                            lang,
+                            tasks,
+                        })
+                    }
                     Err(Error::Unauthenticated { .. }) => Err(to_login()),
                     Err(e) => Err(pages::error_page(app, None, lang, e)),
                 }

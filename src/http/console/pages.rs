@@ -45,6 +45,7 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
         "can": {
             "calendar": s.may(app, "calendar.read"),
             "file": s.may(app, "change.create"),
+            "changes": s.may(app, "change.read"),
             "audit": s.may(app, "audit.read"),
             "users": s.may(app, "user.read"),
             "systems": s.may(app, "change.read"),
@@ -52,6 +53,7 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
             "notifications": s.may(app, "notification.read"),
         },
         "csrf": s.csrf,
+        "tasks": s.tasks,
     })
 }
 
@@ -180,7 +182,7 @@ pub async fn login(
             } else if ok.enrolment_required {
                 "/console/me/totp"
             } else {
-                "/console"
+                "/console/start"
             };
             (jar, Redirect::to(to)).into_response()
         }
@@ -266,7 +268,12 @@ const STATUSES: [&str; 7] = [
 
 /// `/console?view=…&date=…` with the filters kept.
 fn calendar_href(view: &str, date: NaiveDate, q: &CalendarQuery) -> String {
-    let mut href = format!("/console?view={view}&date={date}");
+    format!("/console?view={view}&date={date}{}", filter_params(q))
+}
+
+/// `&system=…&category=…&status=…` for the filters chosen.
+fn filter_params(q: &CalendarQuery) -> String {
+    let mut href = String::new();
     for (k, v) in [
         ("system", &q.system),
         ("category", &q.category),
@@ -401,6 +408,7 @@ pub async fn calendar(
                 "today": d.date == today,
                 "other_month": !week && d.date.month() != first.month(),
                 "week_href": calendar_href("week", d.date, &q),
+                "list_href": format!("/console/changes?from={0}&to={0}{1}", d.date, filter_params(&q)),
                 "changes": changes,
             })
         })

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 16] = [
+const SOURCES: [(&str, &str); 20] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -70,6 +70,22 @@ const SOURCES: [(&str, &str); 16] = [
     (
         "totp.html",
         include_str!("../../../templates/console/totp.html"),
+    ),
+    (
+        "changes.html",
+        include_str!("../../../templates/console/changes.html"),
+    ),
+    (
+        "inbox.html",
+        include_str!("../../../templates/console/inbox.html"),
+    ),
+    (
+        "reports.html",
+        include_str!("../../../templates/console/reports.html"),
+    ),
+    (
+        "schedule.html",
+        include_str!("../../../templates/console/schedule.html"),
     ),
 ];
 
@@ -214,6 +230,31 @@ mod tests {
                                      "weeks": [[{"date": "2026-11-27", "label": evil, "kind": "holiday", "name": evil,
                                                  "changes": [{"id": 1, "title": evil, "status": "approved", "when": evil,
                                                               "emergency": true, "conflicts": [2]}]}]]}),
+            ),
+            (
+                "changes.html",
+                json!({"rows": [{"id": 1, "title": evil, "category": evil, "systems": evil, "risk": evil,
+                                  "status": evil, "status_code": evil, "emergency": true, "requester": evil,
+                                  "assignee": evil, "window": evil, "outcome": evil}],
+                       "f": {"q": evil, "requester": evil, "assignee": evil, "from": evil, "to": evil,
+                             "status": evil, "sort": evil},
+                       "page": 1, "prev_href": evil, "next_href": evil, "csv_href": evil, "xlsx_href": evil,
+                       "systems": [{"key": evil, "name": evil}], "categories": [{"key": evil, "title": evil}],
+                       "statuses": [{"key": evil, "title": evil}], "risks": [{"key": evil, "title": evil}]}),
+            ),
+            (
+                "inbox.html",
+                json!({"count": 4, "tasks": 4,
+                       "approvals": [{"id": 1, "title": evil, "status": evil, "status_code": evil,
+                                      "emergency": true, "requester": evil, "window": evil}],
+                       "to_start": [], "reviews": [],
+                       "rotations": [{"id": 2, "name": evil}],
+                       "grants": [{"id": 3, "credential": evil, "grantee": evil, "granted_by": evil,
+                                   "expires_at": evil, "reason": evil}],
+                       "disclosures": [{"id": 4, "asset": evil, "recipient": evil, "purpose": evil,
+                                        "requested_by": evil, "requested_at": evil, "half_approved": true}],
+                       "role_requests": [{"id": 5, "username": evil, "role": evil, "requested_by": evil,
+                                          "expires_at": evil, "lapses_at": evil}]}),
             ),
         ];
         for (name, ctx) in pages {

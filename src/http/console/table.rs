@@ -1,0 +1,98 @@
+//! A table the console offers for download: CSV (UTF-8 with a byte-order mark, so Excel opens
+//! Chinese correctly) or an XLSX workbook. Every cell is text; a CSV cell that a spreadsheet
+//! would take for a formula (`=`, `+`, `-`, `@`, tab, CR) is prefixed with `'` (CSV injection).
+
+use rust_xlsxwriter::{Format, Workbook};
+
+use crate::error::Error;
+
+pub struct Table {
+    /// The worksheet's name.
+    pub sheet: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn failed(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("{what}: {e}"))
+}
+
+/// The cell as a spreadsheet reads it literally.
+fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+impl Table {
+    pub fn csv(&self) -> Result<Vec<u8>, Error> {
+        let mut out = csv::Writer::from_writer(b"\xEF\xBB\xBF".to_vec());
+        out.write_record(&self.header)
+            .map_err(|e| failed("csv", e))?;
+        for row in &self.rows {
+            out.write_record(row.iter().map(|c| inert(c).into_owned()))
+                .map_err(|e| failed("csv", e))?;
+        }
+        out.into_inner().map_err(|e| failed("csv", e))
+    }
+
+    pub fn xlsx(&self) -> Result<Vec<u8>, Error> {
+        let mut book = Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.set_name(&self.sheet).map_err(|e| failed("xlsx", e))?;
+        let bold = Format::new().set_bold();
+        for (col, title) in self.header.iter().enumerate() {
+            let col = col as u16;
+            sheet
+                .write_string_with_format(0, col, title, &bold)
+                .map_err(|e| failed("xlsx", e))?;
+        }
+        for (r, row) in self.rows.iter().enumerate() {
+            for (col, cell) in row.iter().enumerate() {
+                // Strings, never formulas: a title starting with `=` stays text.
+                sheet
+                    .write_string(r as u32 + 1, col as u16, cell)
+                    .map_err(|e| failed("xlsx", e))?;
+            }
+        }
+        sheet
+            .set_freeze_panes(1, 0)
+            .map_err(|e| failed("xlsx", e))?;
+        sheet.autofit();
+        book.save_to_buffer().map_err(|e| failed("xlsx", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Table {
+        Table {
+            sheet: "变更".into(),
+            header: vec!["编号".into(), "标题".into()],
+            rows: vec![
+                vec!["1".into(), "核心系统升级, \"第一期\"".into()],
+                vec!["2".into(), "=HYPERLINK(\"http://x\")".into()],
+            ],
+        }
+    }
+
+    #[test]
+    fn csv_starts_with_a_bom_quotes_and_defuses_formulas() {
+        let body = String::from_utf8(sample().csv().unwrap()).unwrap();
+        assert!(body.starts_with('\u{feff}'));
+        let lines: Vec<&str> = body.trim_start_matches('\u{feff}').lines().collect();
+        assert_eq!(lines[0], "编号,标题");
+        assert_eq!(lines[1], "1,\"核心系统升级, \"\"第一期\"\"\"");
+        assert_eq!(lines[2], "2,\"'=HYPERLINK(\"\"http://x\"\")\"");
+    }
+
+    #[test]
+    fn xlsx_is_a_zip_workbook() {
+        let body = sample().xlsx().unwrap();
+        assert_eq!(&body[..2], b"PK");
+    }
+}
