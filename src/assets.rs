@@ -321,5 +321,5 @@ fn disclosure_facts(app: &App, b: Bulletin, asset: &Asset, d: &Disclosure) -> Bu
     .fact(app, "接收方", "Third party", &d.recipient)
     .fact(app, "用途", "Purpose", &d.purpose)
     .fact(app, "申请编号", "Request", d.id)
-    .link(app, &format!("/api/v1/assets/{}/disclosures", asset.id))
+    .link(app, &format!("/console/assets#asset-{}", asset.id))
 }

@@ -260,7 +260,7 @@ fn notice(app: &App, r: &RoleRequest, zh: &str, en: &str) -> Bulletin {
     .fact(app, "被授权人", "Grantee", &r.username)
     .fact(app, "有效期至", "Until", until)
     .fact(app, "申请编号", "Request", r.id)
-    .link(app, "/api/v1/role-grants?status=pending")
+    .link(app, "/console/inbox")
 }
 
 async fn commit(

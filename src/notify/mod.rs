@@ -460,7 +460,7 @@ impl Bulletin {
         self
     }
 
-    /// A link to an API path of this service (e.g. `/api/v1/assets/3`).
+    /// A link to a page of this service (e.g. `/console/assets#asset-3`).
     pub fn link(mut self, app: &App, path: &str) -> Self {
         self.link = Some(format!("{}{path}", app.settings.public_url()));
         self

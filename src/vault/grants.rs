@@ -225,7 +225,7 @@ pub(super) fn credential_facts(app: &App, b: Bulletin, c: &Credential) -> Bullet
     b.fact(app, "凭据", "Credential", format!("{} (#{})", c.name, c.id))
         .fact(app, "系统", "System", &c.system)
         .fact(app, "账号", "Account", &c.account)
-        .link(app, &format!("/api/v1/credentials/{}", c.id))
+        .link(app, "/console/inbox")
 }
 
 fn grant_notice(

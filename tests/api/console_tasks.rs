@@ -257,15 +257,42 @@ crate::both_backends!(the_inbox_is_worked_by_each_role, |srv| {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let asset = body(r).await["id"].as_i64().unwrap();
-    let r = srv
-        .post(
-            &format!("/api/v1/assets/{asset}/disclosures"),
-            &p.op,
-            json!({"recipient": "审计事务所", "purpose": "年度外部审计 <script>x</script>"}),
-        )
+    // The operator asks from the register's page.
+    b.login(srv, "op.zhang").await;
+    b.goto(srv, "/console/assets").await;
+    b.submit(
+        &format!("[data-asset='{asset}'] form.disclosure-request"),
+        &[
+            ("recipient", "审计事务所"),
+            ("purpose", "年度外部审计 <script>x</script>"),
+        ],
+    )
+    .await;
+    b.wait_for(&format!("[data-asset='{asset}'] tr[data-disclosure]"))
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let disclosure = body(r).await["id"].as_i64().unwrap();
+    let row = b
+        .text_of(&format!("[data-asset='{asset}'] tr[data-disclosure]"))
+        .await;
+    assert!(
+        row.contains("待审批") && row.contains("<script>x</script>"),
+        "{row}"
+    );
+    let disclosure: i64 = b
+        .client
+        .find(Locator::Css(&format!(
+            "[data-asset='{asset}'] tr[data-disclosure]"
+        )))
+        .await
+        .unwrap()
+        .attr("data-disclosure")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    b.shot("assets").await;
+    b.fits("assets").await;
+    b.logout().await;
     b.login(srv, "mgr.chen").await;
     assert_eq!(b.text_of("#nav-inbox .count").await, "2");
     let card = b
@@ -313,6 +340,11 @@ crate::both_backends!(the_inbox_is_worked_by_each_role, |srv| {
     )
     .await;
     assert_eq!(list[0]["status"], "approved", "{list}");
+    b.goto(srv, "/console/assets").await;
+    let row = b
+        .text_of(&format!("tr[data-disclosure='{disclosure}']"))
+        .await;
+    assert!(row.contains("已批准"), "{row}");
     b.stop().await;
 });
 

@@ -971,7 +971,7 @@ async fn disclosure_reaches_managers_and_custodian(backend: Backend) {
         "保管人：op.li",
         "申请人：op.zhang 测试 (op.zhang)",
         "档案室 A-12",
-        &format!("/api/v1/assets/{asset}/disclosures"),
+        &format!("/console/assets#asset-{asset}"),
     ] {
         assert!(text.contains(fact), "{fact} in {text}");
     }

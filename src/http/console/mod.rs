@@ -10,6 +10,7 @@
 
 mod account;
 mod admin;
+mod assets;
 mod change_list;
 mod charts;
 pub(crate) mod cookies;
@@ -53,6 +54,8 @@ pub fn router(app: App) -> Router {
         .route("/console/start", get(inbox::start))
         .route("/console/inbox", get(inbox::show))
         .route("/console/inbox/{kind}/{id}", post(inbox::decide))
+        .route("/console/assets", get(assets::show).post(assets::create))
+        .route("/console/assets/{id}/disclosures", post(assets::request))
         .route("/console/reports", get(reports::show))
         .route("/console/reports.csv", get(reports::csv))
         .route("/console/reports/schedule", get(reports::schedule))

@@ -46,6 +46,7 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
             "calendar": s.may(app, "calendar.read"),
             "file": s.may(app, "change.create"),
             "changes": s.may(app, "change.read"),
+            "assets": s.may(app, "asset.read"),
             "audit": s.may(app, "audit.read"),
             "users": s.may(app, "user.read"),
             "systems": s.may(app, "change.read"),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 20] = [
+const SOURCES: [(&str, &str); 21] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -86,6 +86,10 @@ const SOURCES: [(&str, &str); 20] = [
     (
         "schedule.html",
         include_str!("../../../templates/console/schedule.html"),
+    ),
+    (
+        "assets.html",
+        include_str!("../../../templates/console/assets.html"),
     ),
 ];
 
@@ -241,6 +245,16 @@ mod tests {
                        "page": 1, "prev_href": evil, "next_href": evil, "csv_href": evil, "xlsx_href": evil,
                        "systems": [{"key": evil, "name": evil}], "categories": [{"key": evil, "title": evil}],
                        "statuses": [{"key": evil, "title": evil}], "risks": [{"key": evil, "title": evil}]}),
+            ),
+            (
+                "assets.html",
+                json!({"can_manage": true, "can_request": true,
+                       "form": {"name": evil, "kind": evil, "location": evil, "custodian": evil},
+                       "assets": [{"id": 1, "name": evil, "kind": evil, "location": evil, "custodian": evil,
+                                   "department": evil,
+                                   "disclosures": [{"id": 2, "recipient": evil, "purpose": evil,
+                                                    "requested_at": evil, "state": evil, "status": evil,
+                                                    "refusal_reason": evil}]}]}),
             ),
             (
                 "inbox.html",
