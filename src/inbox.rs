@@ -66,21 +66,22 @@ pub async fn of(app: &App, who: &Principal, now: DateTime<Utc>) -> Result<Inbox>
         changes_of(app, who, now, &mut inbox).await?;
     }
     inbox.rotations = crate::vault::reminders(app, who.user_id).await?;
-    if may(app, who, "credential.grant_approve") {
+    // Each second-person approval is listed only to those who may also read what it is about.
+    if may(app, who, "credential.grant_approve") && may(app, who, "credential.read") {
         inbox.grants = crate::db::vault::awaiting_approval(&app.db, now, LOOK_AT)
             .await?
             .into_iter()
             .filter(|g| g.grantee_id != who.user_id && g.granted_by != who.user_id)
             .collect();
     }
-    if may(app, who, "disclosure.approve") {
+    if may(app, who, "disclosure.approve") && may(app, who, "asset.read") {
         inbox.disclosures = crate::db::assets::undecided_disclosures(&app.db, LOOK_AT)
             .await?
             .into_iter()
             .filter(|d| crate::assets::approval_of(who, d).is_ok())
             .collect();
     }
-    if may(app, who, "role.grant") {
+    if may(app, who, "role.grant") && may(app, who, "user.read") {
         for r in role_requests::list(app, Some(RequestStatus::Pending)).await? {
             if may_approve_role(app, who, &r, now).await? {
                 inbox.role_requests.push(r);
@@ -99,47 +100,50 @@ async fn changes_of(
     let tz = app.policies.change.timezone;
     let today = now.with_timezone(&tz).date_naive();
     let end_of_today = today.succ_opt().and_then(|d| start_of_day(d, tz));
-    let submitted = ChangeFilter {
-        status: Some(Status::Submitted.as_str()),
-        limit: LOOK_AT,
-        ..Default::default()
-    };
-    for c in changes::list(app, &submitted).await? {
-        if changes::steps_allowed(app, who, &c)
-            .await?
-            .contains(&"approve")
-        {
-            inbox.approvals.push(c);
+    // Each list is read only for those who hold the permission its step needs (the stage
+    // rules read the database for every change asked about).
+    let approves = may(app, who, "change.approve") || may(app, who, "change.approve_emergency");
+    let lists = [
+        (approves, Status::Submitted, None, "approve"),
+        (
+            may(app, who, "change.execute"),
+            Status::Approved,
+            end_of_today,
+            "start",
+        ),
+        (
+            may(app, who, "change.approve_emergency"),
+            Status::Completed,
+            None,
+            "review",
+        ),
+    ];
+    for (asked, status, to, step) in lists {
+        if !asked {
+            continue;
         }
-    }
-    let approved = ChangeFilter {
-        status: Some(Status::Approved.as_str()),
-        to: end_of_today,
-        limit: LOOK_AT,
-        ..Default::default()
-    };
-    for c in changes::list(app, &approved).await? {
-        if changes::steps_allowed(app, who, &c)
-            .await?
-            .contains(&"start")
-        {
-            inbox.to_start.push(c);
-        }
-    }
-    let emergencies = ChangeFilter {
-        status: Some(Status::Completed.as_str()),
-        emergency: Some(true),
-        sort: crate::db::changes::ChangeOrder::Updated,
-        limit: LOOK_AT,
-        ..Default::default()
-    };
-    for c in changes::list(app, &emergencies).await? {
-        if c.review_pending
-            && changes::steps_allowed(app, who, &c)
-                .await?
-                .contains(&"review")
-        {
-            inbox.reviews.push(c);
+        let filter = ChangeFilter {
+            status: Some(status.as_str()),
+            to,
+            emergency: (step == "review").then_some(true),
+            sort: if step == "review" {
+                crate::db::changes::ChangeOrder::Updated
+            } else {
+                crate::db::changes::ChangeOrder::Start
+            },
+            limit: LOOK_AT,
+            ..Default::default()
+        };
+        for c in changes::list(app, &filter).await? {
+            if (step != "review" || c.review_pending)
+                && changes::steps_allowed(app, who, &c).await?.contains(&step)
+            {
+                match step {
+                    "approve" => inbox.approvals.push(c),
+                    "start" => inbox.to_start.push(c),
+                    _ => inbox.reviews.push(c),
+                }
+            }
         }
     }
     Ok(())

@@ -233,7 +233,7 @@ pub async fn may_decide_now(app: &App, who: &Principal, id: i64) -> Result<bool>
     }
     let plan = plan_of(app, &row)?;
     // A transaction that only reads, dropped (rolled back) at the end.
-    let mut tx = app.db.begin().await?;
+    let mut tx = app.db.begin_read().await?;
     let decisions: Vec<StageDecision> = adb::decisions(&mut tx, id)
         .await?
         .into_iter()

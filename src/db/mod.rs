@@ -52,7 +52,8 @@ pub enum Tx {
     Sqlite(
         sqlx::Transaction<'static, Sqlite>,
         Arc<Epoch>,
-        tokio::sync::OwnedMutexGuard<()>,
+        // The writer turn; `None` for a transaction that only reads ([`Db::begin_read`]).
+        Option<tokio::sync::OwnedMutexGuard<()>>,
     ),
     Postgres(sqlx::Transaction<'static, Postgres>, Arc<Epoch>),
 }
@@ -240,8 +241,22 @@ impl Db {
         Ok(match self {
             Db::Sqlite(p, epoch, writers) => {
                 let turn = sqlite_turn(writers).await?;
-                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, epoch.clone(), turn)
+                Tx::Sqlite(
+                    p.begin_with("BEGIN IMMEDIATE").await?,
+                    epoch.clone(),
+                    Some(turn),
+                )
             }
+            Db::Postgres(p, epoch) => Tx::Postgres(p.begin().await?, epoch.clone()),
+        })
+    }
+
+    /// Starts a transaction that only reads (a consistent view for a check such as "may this
+    /// person decide this stage now"): on SQLite a deferred `BEGIN` without the writer turn, so
+    /// checks never queue behind, or hold up, the writers. Never write in it.
+    pub async fn begin_read(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite(p, epoch, _) => Tx::Sqlite(p.begin().await?, epoch.clone(), None),
             Db::Postgres(p, epoch) => Tx::Postgres(p.begin().await?, epoch.clone()),
         })
     }

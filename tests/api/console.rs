@@ -493,6 +493,19 @@ crate::both_backends!(
             get("/console/changes").await.unwrap().status(),
             StatusCode::OK
         );
+        // A date PostgreSQL cannot store is the reader's mistake, explained, never a 500.
+        for page in [
+            "/console/changes?from=-5000-01-01",
+            "/console/changes.csv?to=99999-01-01",
+            "/console/reports?from=-5000-01-01&to=2026-01-01",
+            "/console/reports/schedule?month=-5000-01",
+        ] {
+            assert_eq!(
+                get(page).await.unwrap().status(),
+                StatusCode::BAD_REQUEST,
+                "{page}"
+            );
+        }
         for (task, operation) in [
             ("disclosure/1", "disclosure.approve"),
             ("grant/1", "credential.grant_approve"),

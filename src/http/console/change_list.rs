@@ -75,7 +75,7 @@ fn bad(message: String) -> Error {
 fn date(field: &str, v: &str) -> Result<Option<NaiveDate>, Error> {
     given(v)
         .map(|d| {
-            NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            crate::calendar::parse_date(d).ok_or_else(|| {
                 bad(format!(
                     "{field} 须为日期 YYYY-MM-DD / {field} must be a date YYYY-MM-DD"
                 ))

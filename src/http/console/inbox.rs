@@ -41,9 +41,17 @@ async fn name_of(app: &App, id: i64) -> String {
 
 async fn page(app: &App, s: &Session, flash: Option<(StatusCode, String, &str)>) -> Response {
     let lang = s.lang;
-    let inbox = match crate::inbox::of(app, &s.who, app.now()).await {
-        Ok(i) => i,
-        Err(e) => return error_page(app, Some(s), lang, e),
+    // The inbox the session read for this page; read here after a decision (a POST).
+    let fresh;
+    let inbox = match &s.inbox {
+        Some(i) => i,
+        None => match crate::inbox::of(app, &s.who, app.now()).await {
+            Ok(i) => {
+                fresh = i;
+                &fresh
+            }
+            Err(e) => return error_page(app, Some(s), lang, e),
+        },
     };
     let tz = app.policies.change.timezone;
     let rows = |cs: &[ChangeView]| {
@@ -122,7 +130,7 @@ async fn page(app: &App, s: &Session, flash: Option<(StatusCode, String, &str)>)
 /// `GET /console/start`, where a sign-in lands: the inbox when something waits, else the
 /// calendar.
 pub async fn start(s: Session) -> Response {
-    let to = if s.tasks.unwrap_or(0) > 0 {
+    let to = if s.tasks().unwrap_or(0) > 0 {
         "/console/inbox"
     } else {
         "/console"

@@ -234,11 +234,16 @@ pub struct Session {
     pub who: Principal,
     pub csrf: String,
     pub lang: Lang,
-    /// How many tasks wait for this person (`inbox::of`), counted for pages (GET) only.
-    pub tasks: Option<usize>,
+    /// What waits for this person (`inbox::of`), read for pages only (GET, not downloads).
+    pub inbox: Option<crate::inbox::Inbox>,
 }
 
 impl Session {
+    /// How many tasks wait for this person, when read.
+    pub fn tasks(&self) -> Option<usize> {
+        self.inbox.as_ref().map(crate::inbox::Inbox::count)
+    }
+
     pub fn may(&self, app: &App, permission: &str) -> bool {
         app.policies
             .authorizer
@@ -328,9 +333,12 @@ impl FromRequestParts<App> for Session {
                         Err(Redirect::to("/console/me/totp").into_response())
                     }
                     Ok(who) => {
-                        let tasks = if parts.method == axum::http::Method::GET {
+                        let page = parts.method == axum::http::Method::GET
+                            && !parts.uri.path().ends_with(".csv")
+                            && !parts.uri.path().ends_with(".xlsx");
+                        let inbox = if page {
                             match crate::inbox::of(app, &who, app.now()).await {
-                                Ok(inbox) => Some(inbox.count()),
+                                Ok(inbox) => Some(inbox),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "console task count failed");
                                     None
@@ -343,7 +351,7 @@ impl FromRequestParts<App> for Session {
                             csrf: cookies::csrf_of_session(app, &who.session_id),
                             who,
                             lang,
-                            tasks,
+                            inbox,
                         })
                     }
                     Err(Error::Unauthenticated { .. }) => Err(to_login()),

@@ -54,7 +54,7 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
             "notifications": s.may(app, "notification.read"),
         },
         "csrf": s.csrf,
-        "tasks": s.tasks,
+        "tasks": s.tasks(),
     })
 }
 

@@ -43,7 +43,7 @@ impl Period {
             .with_timezone(&app.policies.change.timezone)
             .date_naive();
         let parse = |field: &str, v: &str| {
-            NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|_| {
+            crate::calendar::parse_date(v.trim()).ok_or_else(|| {
                 bad(format!(
                     "{field} 须为日期 YYYY-MM-DD / {field} must be a date YYYY-MM-DD"
                 ))
@@ -316,7 +316,7 @@ pub async fn schedule(State(app): State<App>, s: Session, Query(q): Query<MonthQ
         let first = if q.month.trim().is_empty() {
             app.now().with_timezone(&tz).date_naive().with_day(1)
         } else {
-            NaiveDate::parse_from_str(&format!("{}-01", q.month.trim()), "%Y-%m-%d").ok()
+            crate::calendar::parse_date(&format!("{}-01", q.month.trim()))
         }
         .ok_or_else(|| bad("month 须为 YYYY-MM / month must be YYYY-MM".into()))?;
         let next = first
