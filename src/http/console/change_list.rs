@@ -9,7 +9,9 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::pages::{error_page, frame, not_permitted, render, with};
+use super::pages::{
+    category_options, category_title, error_page, frame, not_permitted, render, with,
+};
 use super::table::Table;
 use super::{Lang, Session};
 use crate::App;
@@ -205,14 +207,7 @@ fn line(app: &App, lang: Lang, c: &ChangeView) -> Line {
     Line {
         id: c.id,
         title: c.title.clone(),
-        category: app
-            .policies
-            .change
-            .categories
-            .get(&c.category)
-            .map_or(c.category.clone(), |k| {
-                lang.tr(&k.title_zh, &k.title_en).to_string()
-            }),
+        category: category_title(app, lang, &c.category),
         action: c
             .action
             .as_deref()
@@ -318,13 +313,7 @@ pub async fn list(State(app): State<App>, s: Session, Query(f): Query<ListForm>)
         Ok(x) => x,
         Err(e) => return error_page(&app, Some(&s), lang, e.into()),
     };
-    let categories: Vec<Value> = app
-        .policies
-        .change
-        .categories
-        .iter()
-        .map(|(k, c)| json!({"key": k, "title": lang.tr(&c.title_zh, &c.title_en)}))
-        .collect();
+    let categories = category_options(&app, lang);
     let word_list = |codes: &[&str], of: fn(&str) -> (&str, &str)| -> Vec<Value> {
         codes
             .iter()

@@ -58,6 +58,27 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
     })
 }
 
+/// A category's title in the reader's language (its key when the policies no longer name it).
+pub(super) fn category_title(app: &App, lang: Lang, key: &str) -> String {
+    app.policies
+        .change
+        .categories
+        .get(key)
+        .map_or(key.to_string(), |c| {
+            lang.tr(&c.title_zh, &c.title_en).to_string()
+        })
+}
+
+/// The categories as a filter's options: `{key, title}`.
+pub(super) fn category_options(app: &App, lang: Lang) -> Vec<Value> {
+    app.policies
+        .change
+        .categories
+        .iter()
+        .map(|(k, c)| json!({"key": k, "title": lang.tr(&c.title_zh, &c.title_en)}))
+        .collect()
+}
+
 pub(super) fn with(mut base: Value, extra: Value) -> Value {
     if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
         b.extend(e);
@@ -415,13 +436,7 @@ pub async fn calendar(
         })
         .collect();
     let weeks: Vec<Vec<Value>> = cells.chunks(7).map(<[Value]>::to_vec).collect();
-    let categories: Vec<Value> = app
-        .policies
-        .change
-        .categories
-        .iter()
-        .map(|(k, c)| json!({"key": k, "title": lang.tr(&c.title_zh, &c.title_en)}))
-        .collect();
+    let categories = category_options(&app, lang);
     let view = if week { "week" } else { "month" };
     let ctx = with(
         frame(&app, &s, "变更日历 / Change calendar"),
@@ -674,14 +689,7 @@ async fn change_page(
         Err(e) => return error_page(app, Some(s), lang, e),
     };
     let stages = stage_rows(app, lang, &c, &fmt);
-    let category = app
-        .policies
-        .change
-        .categories
-        .get(&c.category)
-        .map_or(c.category.clone(), |k| {
-            lang.tr(&k.title_zh, &k.title_en).to_string()
-        });
+    let category = category_title(app, lang, &c.category);
     let (status, flash, kind) = match flash {
         Some((status, text)) => (status, Some(text), "error"),
         None => (StatusCode::OK, None, ""),

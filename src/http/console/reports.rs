@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::charts::{self, Series, Shape};
-use super::pages::{error_page, frame, not_permitted, render, with};
+use super::pages::{category_title, error_page, frame, not_permitted, render, with};
 use super::table::Table;
 use super::{Lang, Session};
 use crate::App;
@@ -62,16 +62,6 @@ impl Period {
         };
         Ok((from, to))
     }
-}
-
-fn category_title(app: &App, lang: Lang, key: &str) -> String {
-    app.policies
-        .change
-        .categories
-        .get(key)
-        .map_or(key.to_string(), |c| {
-            lang.tr(&c.title_zh, &c.title_en).to_string()
-        })
 }
 
 fn week_label(w: &Week) -> String {
