@@ -179,3 +179,45 @@ crate::both_backends!(control_characters_are_refused_by_field, |srv| {
     let v = body(srv.get("/api/v1/audit/verify", &p.admin).await).await;
     assert_eq!(v["ok"], true, "{v}");
 });
+
+// The change list's query: control characters and huge values are a 422 naming the parameter,
+// wrong types a 400, on both databases (PostgreSQL refuses a NUL in a bound TEXT).
+crate::both_backends!(the_change_list_query_refuses_bad_text, |srv| {
+    let p = setup(srv).await;
+    for (query, field) in [
+        ("q=%E5%8D%87%00", "q"),
+        ("requester=op%1Bzhang", "requester"),
+        ("system=cs%00", "system"),
+        (&*format!("assignee={}", "x".repeat(201)), "assignee"),
+    ] {
+        let r = srv.get(&format!("/api/v1/changes?{query}"), &p.op).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        let doc = body(r).await;
+        assert_eq!(doc["field"], field, "{doc}");
+    }
+    for query in [
+        "offset=-1",
+        "risk=extreme",
+        "emergency=perhaps",
+        "sort=random",
+    ] {
+        let r = srv.get(&format!("/api/v1/changes?{query}"), &p.op).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+    // Literal words: `%` and `_` are no wildcards.
+    let (_, earliest) = notice_today(srv, &p.admin).await;
+    let r = srv
+        .post("/api/v1/changes", &p.op, change(at(earliest, 9 * 60), 2))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for (q, found) in [
+        ("%25", 0),
+        ("_", 0),
+        ("%E5%8D%87%E7%BA%A7", 1),
+        ("PLATFORM", 1),
+    ] {
+        let r = srv.get(&format!("/api/v1/changes?q={q}"), &p.op).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await.as_array().unwrap().len(), found, "{q}");
+    }
+});
