@@ -3,16 +3,16 @@
 //! The filter is the API's (`GET /api/v1/changes`), read from a GET form.
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::pages::{
-    category_options, category_title, error_page, frame, not_permitted, render, with,
+    category_options, category_title, error_page, frame, invalid_query, not_permitted, render, with,
 };
-use super::table::Table;
+use super::table::{Download, Table};
 use super::{Lang, Session};
 use crate::App;
 use crate::changes::rules::{Status, start_of_day};
@@ -67,18 +67,11 @@ fn given(v: &str) -> Option<&str> {
     Some(v.trim()).filter(|v| !v.is_empty())
 }
 
-fn bad(message: String) -> Error {
-    Error::BadRequest {
-        code: "invalid_query",
-        message,
-    }
-}
-
 fn date(field: &str, v: &str) -> Result<Option<NaiveDate>, Error> {
     given(v)
         .map(|d| {
             crate::calendar::parse_date(d).ok_or_else(|| {
-                bad(format!(
+                invalid_query(format!(
                     "{field} 须为日期 YYYY-MM-DD / {field} must be a date YYYY-MM-DD"
                 ))
             })
@@ -102,20 +95,20 @@ impl ListForm {
         if let Some(x) = status
             && Status::parse(x).is_none()
         {
-            return Err(bad(format!("未知状态 / unknown status {x}")));
+            return Err(invalid_query(format!("未知状态 / unknown status {x}")));
         }
         let risk = given(&self.risk);
         if let Some(x) = risk
             && !["low", "medium", "high"].contains(&x)
         {
-            return Err(bad(format!("未知风险等级 / unknown risk {x}")));
+            return Err(invalid_query(format!("未知风险等级 / unknown risk {x}")));
         }
         let emergency = match given(&self.emergency) {
             None => None,
             Some("yes") => Some(true),
             Some("no") => Some(false),
             Some(_) => {
-                return Err(bad(
+                return Err(invalid_query(
                     "emergency 须为 yes 或 no / emergency must be yes or no".into(),
                 ));
             }
@@ -125,10 +118,10 @@ impl ListForm {
             Some("start_desc") => ChangeOrder::StartDesc,
             Some("filed") => ChangeOrder::Filed,
             Some("updated") => ChangeOrder::Updated,
-            Some(x) => return Err(bad(format!("未知排序 / unknown order {x}"))),
+            Some(x) => return Err(invalid_query(format!("未知排序 / unknown order {x}"))),
         };
         let tz = app.policies.change.timezone;
-        let out_of_range = || bad("日期超出范围 / date out of range".into());
+        let out_of_range = || invalid_query("日期超出范围 / date out of range".into());
         let from = match date("from", &self.from)? {
             Some(d) => Some(start_of_day(d, tz).ok_or_else(out_of_range)?),
             None => None,
@@ -358,17 +351,6 @@ async fn export_table(app: &App, s: &Session, f: &ListForm) -> Result<Table, Err
     Ok(table(s.lang, &lines))
 }
 
-pub(super) fn download(content_type: &'static str, name: &str, body: Vec<u8>) -> Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
 fn stamp(app: &App) -> String {
     app.now()
         .with_timezone(&app.policies.change.timezone)
@@ -376,34 +358,28 @@ fn stamp(app: &App) -> String {
         .to_string()
 }
 
+async fn export(app: &App, s: &Session, f: &ListForm, form: Download) -> Response {
+    if !s.may(app, "change.read") {
+        return not_permitted(app, s);
+    }
+    let stem = format!("changes-{}", stamp(app));
+    match export_table(app, s, f)
+        .await
+        .and_then(|t| t.download(form, &stem))
+    {
+        Ok(resp) => resp,
+        Err(e) => error_page(app, Some(s), s.lang, e),
+    }
+}
+
 /// `/console/changes.csv`: the filtered list as CSV, UTF-8 with a BOM.
 pub async fn csv(State(app): State<App>, s: Session, Query(f): Query<ListForm>) -> Response {
-    if !s.may(&app, "change.read") {
-        return not_permitted(&app, &s);
-    }
-    match export_table(&app, &s, &f).await.and_then(|t| t.csv()) {
-        Ok(body) => download(
-            "text/csv; charset=utf-8",
-            &format!("changes-{}.csv", stamp(&app)),
-            body,
-        ),
-        Err(e) => error_page(&app, Some(&s), s.lang, e),
-    }
+    export(&app, &s, &f, Download::Csv).await
 }
 
 /// `/console/changes.xlsx`: the filtered list as an Excel workbook.
 pub async fn xlsx(State(app): State<App>, s: Session, Query(f): Query<ListForm>) -> Response {
-    if !s.may(&app, "change.read") {
-        return not_permitted(&app, &s);
-    }
-    match export_table(&app, &s, &f).await.and_then(|t| t.xlsx()) {
-        Ok(body) => download(
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            &format!("changes-{}.xlsx", stamp(&app)),
-            body,
-        ),
-        Err(e) => error_page(&app, Some(&s), s.lang, e),
-    }
+    export(&app, &s, &f, Download::Xlsx).await
 }
 
 #[cfg(test)]

@@ -58,6 +58,14 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
     })
 }
 
+/// A query a console page cannot read (400 `invalid_query`).
+pub(super) fn invalid_query(message: String) -> Error {
+    Error::BadRequest {
+        code: "invalid_query",
+        message,
+    }
+}
+
 /// A category's title in the reader's language (its key when the policies no longer name it).
 pub(super) fn category_title(app: &App, lang: Lang, key: &str) -> String {
     app.policies

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::charts::{self, Series, Shape};
-use super::pages::{category_title, error_page, frame, not_permitted, render, with};
-use super::table::Table;
+use super::pages::{category_title, error_page, frame, invalid_query, not_permitted, render, with};
+use super::table::{Download, Table};
 use super::{Lang, Session};
 use crate::App;
 use crate::changes::report::{self, ChangeReport, Week};
@@ -28,13 +28,6 @@ pub struct Period {
     to: String,
 }
 
-fn bad(message: String) -> Error {
-    Error::BadRequest {
-        code: "invalid_query",
-        message,
-    }
-}
-
 impl Period {
     /// The chosen period; by default the twelve weeks up to today (bank time).
     fn dates(&self, app: &App) -> Result<(NaiveDate, NaiveDate), Error> {
@@ -44,7 +37,7 @@ impl Period {
             .date_naive();
         let parse = |field: &str, v: &str| {
             crate::calendar::parse_date(v.trim()).ok_or_else(|| {
-                bad(format!(
+                invalid_query(format!(
                     "{field} 须为日期 YYYY-MM-DD / {field} must be a date YYYY-MM-DD"
                 ))
             })
@@ -273,15 +266,11 @@ pub async fn csv(State(app): State<App>, s: Session, Query(p): Query<Period>) ->
             header,
             rows,
         };
-        Ok::<_, Error>((from, to, t.csv()?))
+        t.download(Download::Csv, &format!("report-{from}-{to}"))
     }
     .await;
     match got {
-        Ok((from, to, body)) => super::change_list::download(
-            "text/csv; charset=utf-8",
-            &format!("report-{from}-{to}.csv"),
-            body,
-        ),
+        Ok(resp) => resp,
         Err(e) => error_page(&app, Some(&s), lang, e),
     }
 }
@@ -308,10 +297,10 @@ pub async fn schedule(State(app): State<App>, s: Session, Query(q): Query<MonthQ
         } else {
             crate::calendar::parse_date(&format!("{}-01", q.month.trim()))
         }
-        .ok_or_else(|| bad("month 须为 YYYY-MM / month must be YYYY-MM".into()))?;
+        .ok_or_else(|| invalid_query("month 须为 YYYY-MM / month must be YYYY-MM".into()))?;
         let next = first
             .checked_add_months(chrono::Months::new(1))
-            .ok_or_else(|| bad("month 超出范围 / month out of range".into()))?;
+            .ok_or_else(|| invalid_query("month 超出范围 / month out of range".into()))?;
         let start = changes::rules::start_of_day(first, tz);
         let end = changes::rules::start_of_day(next, tz);
         let filter = ChangeFilter {

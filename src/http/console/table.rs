@@ -2,9 +2,18 @@
 //! Chinese correctly) or an XLSX workbook. Every cell is text; a CSV cell that a spreadsheet
 //! would take for a formula (`=`, `+`, `-`, `@`, tab, CR) is prefixed with `'` (CSV injection).
 
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use rust_xlsxwriter::{Format, Workbook};
 
 use crate::error::Error;
+
+/// The two forms a table is downloaded in.
+#[derive(Debug, Clone, Copy)]
+pub enum Download {
+    Csv,
+    Xlsx,
+}
 
 pub struct Table {
     /// The worksheet's name.
@@ -62,6 +71,27 @@ impl Table {
             .map_err(|e| failed("xlsx", e))?;
         sheet.autofit();
         book.save_to_buffer().map_err(|e| failed("xlsx", e))
+    }
+
+    /// The table as a download named `{stem}.csv` or `{stem}.xlsx` (`stem` is built by the
+    /// server, ASCII), never cached.
+    pub fn download(&self, form: Download, stem: &str) -> Result<Response, Error> {
+        let (body, content_type, ext) = match form {
+            Download::Csv => (self.csv()?, "text/csv; charset=utf-8", "csv"),
+            Download::Xlsx => (
+                self.xlsx()?,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "xlsx",
+            ),
+        };
+        let mut resp = body.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{stem}.{ext}\"")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(resp)
     }
 }
 
