@@ -4,7 +4,8 @@
 //! - every error response is `application/problem+json` with the `Problem` schema;
 //! - a protected operation documents 401 and 403; one with a body 400, 413, 415 and 422; one
 //!   with parameters 400 and 422 (a control character in a path or query value); every
-//!   operation 500.
+//!   operation 500 and 503 (a missed database turn or the request timeout), and every 503 its
+//!   `Retry-After` header.
 //!
 //! What a handler documents itself (its description of the codes) is kept.
 
@@ -31,7 +32,9 @@ fn standard(status: &str) -> &'static str {
         }
         "429" => "尝试次数过多 / Too many attempts (too_many_requests, with Retry-After)",
         "500" => "服务器内部错误 / Internal server error (internal_error)",
-        "503" => "服务暂不可用 / Unavailable (unavailable)",
+        "503" => {
+            "服务暂不可用，请按 Retry-After 稍后重试 / Unavailable: the database was busy or the request took too long; retry after Retry-After seconds (unavailable)"
+        }
         _ => "错误 / Error",
     }
 }
@@ -99,7 +102,7 @@ fn complete_operation(op: &mut Value) {
     let Some(responses) = responses.as_object_mut() else {
         return;
     };
-    let mut add: Vec<&str> = vec!["500"];
+    let mut add: Vec<&str> = vec!["500", "503"];
     if protected {
         add.extend(["401", "403"]);
     }
@@ -134,7 +137,17 @@ fn complete_operation(op: &mut Value) {
         if error {
             r.insert("content".into(), problem_content());
         }
+        if status == "503" {
+            r.insert("headers".into(), retry_after_header());
+        }
     }
+}
+
+fn retry_after_header() -> Value {
+    json!({"Retry-After": {
+        "description": "几秒后可重试 / Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1}
+    }})
 }
 
 #[cfg(test)]
@@ -151,13 +164,16 @@ mod tests {
         }}}, "components": {"schemas": {"Problem": {"type": "object"}}}});
         complete(&mut doc);
         let r = &doc["paths"]["/x/{id}"]["post"]["responses"];
-        for s in ["400", "401", "403", "409", "413", "415", "422", "500"] {
+        for s in [
+            "400", "401", "403", "409", "413", "415", "422", "500", "503",
+        ] {
             assert!(r[s]["description"].is_string(), "{s}");
             assert!(
                 r[s]["content"]["application/problem+json"]["schema"]["$ref"].is_string(),
                 "{s}"
             );
         }
+        assert!(r["503"]["headers"]["Retry-After"]["schema"].is_object());
         assert_eq!(r["201"]["description"], "Created");
         assert_eq!(r["409"]["description"], "x_exists");
         assert!(r["409"]["content"].get("application/json").is_none());

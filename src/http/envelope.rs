@@ -47,6 +47,10 @@ const ENFORCED_HEADERS: [(HeaderName, HeaderValue); 3] = [
 
 /// Set on every response that has not set its own (the console sends its pages with
 /// `Referrer-Policy: same-origin`; static assets may be cached).
+/// How long a client should wait before retrying a 503 (a missed database turn clears in well
+/// under a second; a directory outage lasts longer, and machines retry anyway).
+const RETRY_AFTER_SECONDS: &str = "2";
+
 const DEFAULT_HEADERS: [(HeaderName, HeaderValue); 2] = [
     (
         HeaderName::from_static("referrer-policy"),
@@ -127,6 +131,12 @@ pub async fn around(mut req: Request, next: Next) -> Response {
     }
     for (name, value) in DEFAULT_HEADERS {
         headers.entry(name).or_insert(value);
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // A busy database or a directory that is down: tell machines when to ask again.
+        headers
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
     count(&method, route.as_ref(), status, latency);
     resp

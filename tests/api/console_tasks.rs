@@ -170,6 +170,34 @@ crate::both_backends!(the_change_list_filters_and_exports, |srv| {
         text.contains("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"补丁\"\")\""),
         "a spreadsheet reads it as text: {text}"
     );
+    // Each export is in the audit trail: who, which form, how many rows, which query.
+    let r = srv.get("/api/v1/audit?limit=100", &p.admin).await;
+    let exports: Vec<Value> = body(r)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "change.export")
+        .map(|e| serde_json::from_str(e["details"].as_str().unwrap()).unwrap())
+        .collect();
+    let seen: Vec<(String, u64)> = exports
+        .iter()
+        .map(|e| {
+            (
+                e["format"].as_str().unwrap().to_string(),
+                e["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("csv".into(), 3), ("xlsx".into(), 3), ("csv".into(), 1)],
+        "newest first: {exports:?}"
+    );
+    assert!(
+        exports[2]["query"].as_str().unwrap().contains("risk=high"),
+        "{exports:?}"
+    );
     b.goto(srv, "/console/lang/zh").await;
 
     // My changes: only what I filed.

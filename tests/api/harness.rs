@@ -567,6 +567,14 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
         ct.starts_with("application/problem+json"),
         "content-type {ct}"
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // Every 503 tells a machine when to ask again.
+        assert_eq!(
+            r.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+            Some("2"),
+            "retry-after for {code}"
+        );
+    }
     let doc = body(r).await;
     assert_eq!(doc["code"], code, "{doc}");
     assert_eq!(doc["status"], status.as_u16());

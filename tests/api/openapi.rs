@@ -62,7 +62,7 @@ async fn every_operation_documents_its_errors_as_problems() {
                 .unwrap()
                 .iter()
                 .any(|r| !r.as_object().unwrap().is_empty());
-            let mut needed = vec!["500"];
+            let mut needed = vec!["500", "503"];
             if protected {
                 needed.extend(["401", "403"]);
             }
@@ -86,6 +86,9 @@ async fn every_operation_documents_its_errors_as_problems() {
                         != "#/components/schemas/Problem"
                 {
                     missing.push(format!("{name} {status}: not a problem document"));
+                }
+                if status == "503" && !r["headers"]["Retry-After"].is_object() {
+                    missing.push(format!("{name} 503: no Retry-After"));
                 }
             }
         }

@@ -342,11 +342,17 @@ pub async fn list(State(app): State<App>, s: Session, Query(f): Query<ListForm>)
 }
 
 /// The filtered list (up to [`EXPORT_MAX`] rows, no paging) as the table of an export.
-async fn export_table(app: &App, s: &Session, f: &ListForm) -> Result<Table, Error> {
+async fn export_table(
+    app: &App,
+    s: &Session,
+    f: &ListForm,
+    form: Download,
+) -> Result<Table, Error> {
     let mut filter = f.filter(app, s)?;
     filter.limit = EXPORT_MAX;
     filter.offset = 0;
-    let found = changes::list(app, &filter).await?;
+    let query = serde_urlencoded::to_string(f).unwrap_or_default();
+    let found = changes::export(app, &s.who, &filter, form.extension(), &query).await?;
     let lines: Vec<Line> = found.iter().map(|c| line(app, s.lang, c)).collect();
     Ok(table(s.lang, &lines))
 }
@@ -363,7 +369,7 @@ async fn export(app: &App, s: &Session, f: &ListForm, form: Download) -> Respons
         return not_permitted(app, s);
     }
     let stem = format!("changes-{}", stamp(app));
-    match export_table(app, s, f)
+    match export_table(app, s, f, form)
         .await
         .and_then(|t| t.download(form, &stem))
     {

@@ -1,6 +1,6 @@
 //! A table the console offers for download: CSV (UTF-8 with a byte-order mark, so Excel opens
 //! Chinese correctly) or an XLSX workbook. Every cell is text; a CSV cell that a spreadsheet
-//! would take for a formula (`=`, `+`, `-`, `@`, tab, CR) is prefixed with `'` (CSV injection).
+//! would take for a formula (`=`, `+`, `-`, `@`, tab, CR, or a full-width `＝＋－＠`) is prefixed with `'` (CSV injection).
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,16 @@ pub enum Download {
     Xlsx,
 }
 
+impl Download {
+    /// The file name's extension, which is also the form's name in the audit trail.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Download::Csv => "csv",
+            Download::Xlsx => "xlsx",
+        }
+    }
+}
+
 pub struct Table {
     /// The worksheet's name.
     pub sheet: String,
@@ -26,9 +36,13 @@ fn failed(what: &'static str, e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("{what}: {e}"))
 }
 
+/// The characters that make a spreadsheet read a cell as a formula, full-width forms included
+/// (a Chinese input method types `＝` and some spreadsheets take it as `=`).
+const FORMULA_STARTS: [char; 10] = ['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+
 /// The cell as a spreadsheet reads it literally.
 fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if cell.starts_with(FORMULA_STARTS) {
         format!("'{cell}").into()
     } else {
         cell.into()
@@ -38,7 +52,7 @@ fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
 impl Table {
     pub fn csv(&self) -> Result<Vec<u8>, Error> {
         let mut out = csv::Writer::from_writer(b"\xEF\xBB\xBF".to_vec());
-        out.write_record(&self.header)
+        out.write_record(self.header.iter().map(|c| inert(c).into_owned()))
             .map_err(|e| failed("csv", e))?;
         for row in &self.rows {
             out.write_record(row.iter().map(|c| inert(c).into_owned()))
@@ -76,14 +90,14 @@ impl Table {
     /// The table as a download named `{stem}.csv` or `{stem}.xlsx` (`stem` is built by the
     /// server, ASCII), never cached.
     pub fn download(&self, form: Download, stem: &str) -> Result<Response, Error> {
-        let (body, content_type, ext) = match form {
-            Download::Csv => (self.csv()?, "text/csv; charset=utf-8", "csv"),
+        let (body, content_type) = match form {
+            Download::Csv => (self.csv()?, "text/csv; charset=utf-8"),
             Download::Xlsx => (
                 self.xlsx()?,
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                "xlsx",
             ),
         };
+        let ext = form.extension();
         let mut resp = body.into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -118,6 +132,19 @@ mod tests {
         assert_eq!(lines[0], "编号,标题");
         assert_eq!(lines[1], "1,\"核心系统升级, \"\"第一期\"\"\"");
         assert_eq!(lines[2], "2,\"'=HYPERLINK(\"\"http://x\"\")\"");
+    }
+
+    #[test]
+    fn csv_defuses_full_width_signs_and_header_cells() {
+        let table = Table {
+            sheet: "t".into(),
+            header: vec!["@SUM(A1)".into(), "标题".into()],
+            rows: vec![vec!["＝1+1".into(), "－2".into()]],
+        };
+        let body = String::from_utf8(table.csv().unwrap()).unwrap();
+        let lines: Vec<&str> = body.trim_start_matches('\u{feff}').lines().collect();
+        assert_eq!(lines[0], "'@SUM(A1),标题");
+        assert_eq!(lines[1], "'＝1+1,'－2");
     }
 
     #[test]
