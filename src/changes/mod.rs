@@ -216,13 +216,12 @@ pub async fn list(app: &App, filter: &db::ChangeFilter<'_>) -> Result<Vec<Change
 
 /// Changes matching `filter`, taken out of the service as a file (`format`: `csv` or `xlsx`).
 /// The register leaving the service is a deed: the audit trail says who took how many rows, in
-/// which form, and with which query.
+/// which form, and by which filter ([`export_filter`]).
 pub async fn export(
     app: &App,
     who: &Principal,
     filter: &db::ChangeFilter<'_>,
     format: &'static str,
-    query: &str,
 ) -> Result<Vec<ChangeView>> {
     let found = list(app, filter).await?;
     let now = app.now();
@@ -230,8 +229,40 @@ pub async fn export(
     let entry = Entry::by(who, "change.export", None).with_details(json!({
         "format": format,
         "rows": found.len(),
-        "query": query,
+        "filter": export_filter(filter),
     }));
     tx.commit(&entry, now).await?;
     Ok(found)
+}
+
+/// The filter an export applied, as the audit trail keeps it: the effective values (each at
+/// most 200 characters), and of the free-text search only whether there was one (it may hold a
+/// customer's name, which a permanent trail should not).
+fn export_filter(f: &db::ChangeFilter<'_>) -> Value {
+    let short = |v: Option<&str>| v.map(|v| v.chars().take(200).collect::<String>());
+    let mut m = Map::new();
+    for (name, value) in [
+        ("status", short(f.status)),
+        ("category", short(f.category)),
+        ("system", short(f.system)),
+        ("requester", short(f.requester)),
+        ("assignee", short(f.assignee)),
+        ("risk", short(f.risk)),
+    ] {
+        if let Some(v) = value {
+            m.insert(name.into(), Value::from(v));
+        }
+    }
+    if let Some(e) = f.emergency {
+        m.insert("emergency".into(), Value::from(e));
+    }
+    if let Some(from) = f.from {
+        m.insert("from".into(), Value::from(from.to_rfc3339()));
+    }
+    if let Some(to) = f.to {
+        m.insert("to".into(), Value::from(to.to_rfc3339()));
+    }
+    m.insert("text_search".into(), Value::from(f.text.is_some()));
+    m.insert("sort".into(), json!(f.sort));
+    Value::Object(m)
 }

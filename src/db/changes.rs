@@ -312,7 +312,17 @@ pub struct ChangeFilter<'a> {
 }
 
 /// The orders a change list can be read in (a closed set: each is a fixed SQL clause).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Default,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeOrder {
     /// Planned start, earliest first.

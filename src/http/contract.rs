@@ -137,17 +137,24 @@ fn complete_operation(op: &mut Value) {
         if error {
             r.insert("content".into(), problem_content());
         }
-        if status == "503" {
-            r.insert("headers".into(), retry_after_header());
+        if status == "503"
+            && let Some(headers) = r
+                .entry("headers")
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+        {
+            headers
+                .entry("Retry-After")
+                .or_insert_with(retry_after_header);
         }
     }
 }
 
 fn retry_after_header() -> Value {
-    json!({"Retry-After": {
+    json!({
         "description": "几秒后可重试 / Seconds to wait before retrying",
         "schema": {"type": "integer", "minimum": 1}
-    }})
+    })
 }
 
 #[cfg(test)]

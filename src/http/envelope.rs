@@ -45,12 +45,12 @@ const ENFORCED_HEADERS: [(HeaderName, HeaderValue); 3] = [
     ),
 ];
 
-/// Set on every response that has not set its own (the console sends its pages with
-/// `Referrer-Policy: same-origin`; static assets may be cached).
 /// How long a client should wait before retrying a 503 (a missed database turn clears in well
 /// under a second; a directory outage lasts longer, and machines retry anyway).
 const RETRY_AFTER_SECONDS: &str = "2";
 
+/// Set on every response that has not set its own (the console sends its pages with
+/// `Referrer-Policy: same-origin`; static assets may be cached).
 const DEFAULT_HEADERS: [(HeaderName, HeaderValue); 2] = [
     (
         HeaderName::from_static("referrer-policy"),

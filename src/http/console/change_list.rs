@@ -351,8 +351,7 @@ async fn export_table(
     let mut filter = f.filter(app, s)?;
     filter.limit = EXPORT_MAX;
     filter.offset = 0;
-    let query = serde_urlencoded::to_string(f).unwrap_or_default();
-    let found = changes::export(app, &s.who, &filter, form.extension(), &query).await?;
+    let found = changes::export(app, &s.who, &filter, form.extension()).await?;
     let lines: Vec<Line> = found.iter().map(|c| line(app, s.lang, c)).collect();
     Ok(table(s.lang, &lines))
 }
