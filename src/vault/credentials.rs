@@ -157,6 +157,28 @@ pub struct RotateCredential {
     pub generate: Option<bool>,
 }
 
+/// Whether `who` may rotate `c`: as a manager of credentials (the decision), or as the assignee
+/// of the change it was last revealed for (the flag).
+async fn rotator(app: &App, who: &Principal, c: &Credential) -> Result<(Decision, bool)> {
+    let manager =
+        app.policies
+            .authorizer
+            .decide(who, "credential.manage", &Resource::Api, &Facts::default());
+    let assignee = match c.rotate_reason_change_id {
+        Some(change) => db::window(&app.db, change, &c.system)
+            .await?
+            .is_some_and(|w| w.assignee_id == who.user_id),
+        None => false,
+    };
+    Ok((manager, assignee))
+}
+
+/// Whether `who` may rotate `c` now (what [`rotate`] checks first).
+pub async fn may_rotate(app: &App, who: &Principal, c: &Credential) -> Result<bool> {
+    let (manager, assignee) = rotator(app, who, c).await?;
+    Ok(manager.allowed || assignee)
+}
+
 /// Stores a new secret (a new version with a new data key); clears "rotate after use".
 /// Admins (credential.manage) rotate any credential; the assignee of the change a secret was
 /// revealed for rotates that one.
@@ -183,16 +205,7 @@ pub async fn rotate(
     // Who may rotate is decided before the write transaction: nothing may wait on the pool
     // while a transaction holds the (SQLite) write lock.
     let known = db::get_credential(&app.db, id).await.map_err(not_found)?;
-    let manager =
-        app.policies
-            .authorizer
-            .decide(who, "credential.manage", &Resource::Api, &Facts::default());
-    let assignee = match known.rotate_reason_change_id {
-        Some(change) => db::window(&app.db, change, &known.system)
-            .await?
-            .is_some_and(|w| w.assignee_id == who.user_id),
-        None => false,
-    };
+    let (manager, assignee) = rotator(app, who, &known).await?;
     if !manager.allowed && !assignee {
         return Err(Error::Forbidden {
             code: "not_rotator",

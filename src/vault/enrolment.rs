@@ -102,3 +102,8 @@ pub async fn recovery_codes(app: &App, who: &Principal, code: &str) -> Result<Re
     tx.commit(&entry, now).await?;
     Ok(RecoveryCodes { codes })
 }
+
+/// Whether the user has a confirmed second factor (a reveal needs one).
+pub async fn has_second_factor(app: &App, user_id: i64) -> Result<bool> {
+    Ok(db::has_confirmed_totp(&app.db, user_id).await?)
+}

@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod machine;
 pub mod rotate;
 pub mod totp;
+pub mod words;
 
 mod credentials;
 mod enrolment;

@@ -122,6 +122,20 @@ pub fn decide(app: &App, who: &Principal, c: &Credential, f: &RevealFacts) -> De
     )
 }
 
+/// `None` when `who` may reveal `c` now by the policies, else the refusal a reveal would meet,
+/// in the reveal rule's words: for a page that says why not before anybody asks. (The second
+/// factor is checked by the reveal itself.)
+pub async fn reveal_refusal(
+    app: &App,
+    who: &Principal,
+    c: &Credential,
+    now: DateTime<Utc>,
+) -> Result<Option<Error>> {
+    let f = reveal_facts(app, who.user_id, c, now).await?;
+    let d = decide(app, who, c, &f);
+    Ok((!d.allowed).then(|| refusal(who, &f, d, None)))
+}
+
 /// Why a reveal was refused, in the reveal rule's words.
 fn refusal(who: &Principal, f: &RevealFacts, d: Decision, asked_change: Option<i64>) -> Error {
     let ids = d.policy_ids;
@@ -141,14 +155,17 @@ fn refusal(who: &Principal, f: &RevealFacts, d: Decision, asked_change: Option<i
             "该变更不涉及此凭据所属的系统 / The change does not touch this credential's system",
             ids,
         ),
-        Some(w) if w.status != "in_progress" => refuse(
-            "change_not_in_progress",
-            &format!(
-                "变更 {} 不在实施中（状态 {}） / Change {} is not in progress (status {})",
-                w.id, w.status, w.id, w.status
-            ),
-            ids,
-        ),
+        Some(w) if w.status != "in_progress" => {
+            let (zh, en) = crate::changes::words::status(&w.status);
+            refuse(
+                "change_not_in_progress",
+                &format!(
+                    "变更 {} 不在实施中（{zh}） / Change {} is not in progress ({en})",
+                    w.id, w.id
+                ),
+                ids,
+            )
+        }
         Some(w) if !f.within_window => refuse(
             "change_overdue",
             &format!(

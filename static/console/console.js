@@ -39,3 +39,79 @@
 document.querySelectorAll('button.print').forEach(function (b) {
   b.addEventListener('click', function () { window.print(); });
 });
+
+// A revealed secret: shown for data-seconds, then removed from the page (not merely hidden), and
+// the history entry becomes the credential's page, so a reload or the back button cannot show it
+// again. "Hide now" does the same at once; "Copy" puts it on the clipboard.
+(function () {
+  var box = document.getElementById('revealed');
+  if (!box) return;
+  var en = (document.documentElement.lang || '').indexOf('en') === 0;
+  var secret = document.getElementById('secret');
+  var timer = document.getElementById('secret-timer');
+  var deadline = Date.now() + 1000 * parseInt(box.getAttribute('data-seconds') || '60', 10);
+  if (window.history && history.replaceState) history.replaceState(null, '', box.getAttribute('data-back'));
+  var tick;
+  function hide() {
+    clearInterval(tick);
+    var shown = document.getElementById('secret-box');
+    if (shown) shown.parentNode.removeChild(shown);
+    secret = null;
+    if (timer) timer.parentNode.removeChild(timer);
+    document.getElementById('secret-hidden').hidden = false;
+  }
+  function update() {
+    var left = Math.ceil((deadline - Date.now()) / 1000);
+    if (left <= 0) return hide();
+    timer.textContent = en ? left + ' s until it is hidden' : left + ' 秒后自动隐藏';
+  }
+  document.getElementById('hide-secret').addEventListener('click', hide);
+  document.getElementById('copy-secret').addEventListener('click', function () {
+    if (!secret) return;
+    var done = function (ok) {
+      document.getElementById('copy-status').textContent = ok
+        ? (en ? 'Copied.' : '已复制。')
+        : (en ? 'Copy failed: select it by hand.' : '复制失败，请手动选择。');
+    };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(secret.textContent).then(function () { done(true); }, function () { done(false); });
+    } else {
+      done(false);
+    }
+  });
+  tick = setInterval(update, 250);
+  update();
+})();
+
+// The filing form: the systems list narrowed by what is typed, and the action list showing only
+// the chosen category's actions (the server checks both again).
+(function () {
+  var filter = document.getElementById('systems-filter');
+  if (filter) {
+    filter.addEventListener('input', function () {
+      var q = filter.value.trim().toLowerCase();
+      document.querySelectorAll('#systems label.system').forEach(function (l) {
+        var box = l.querySelector('input');
+        l.hidden = q !== '' && l.getAttribute('data-search').indexOf(q) < 0 && !box.checked;
+      });
+    });
+  }
+  var category = document.getElementById('category');
+  var action = document.getElementById('action');
+  if (!category || !action) return;
+  // Each category's actions, taken out of the list and put back for the chosen category only
+  // (hidden options are not hidden in every browser).
+  var groups = Array.prototype.slice.call(action.querySelectorAll('optgroup'));
+  function actions() {
+    var kept = action.value;
+    groups.forEach(function (g) { if (g.parentNode) g.parentNode.removeChild(g); });
+    var mine = groups.filter(function (g) { return g.getAttribute('data-category') === category.value; });
+    mine.forEach(function (g) { action.appendChild(g); });
+    action.value = kept;
+    if (action.selectedIndex < 0) action.value = '';
+    action.required = mine.length > 0;
+    action.disabled = mine.length === 0;
+  }
+  category.addEventListener('change', actions);
+  actions();
+})();

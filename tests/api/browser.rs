@@ -232,7 +232,6 @@ impl Browser {
         for (field, value) in [
             ("title", title),
             ("category", "software_upgrade"),
-            ("systems", "cs-platform"),
             ("description", "升级到 2.3.0"),
             ("rollback_plan", "回退到 2.2.9 镜像"),
         ] {
@@ -242,6 +241,15 @@ impl Browser {
             .await
             .unwrap();
         form.set_by_name("planned_end", &format!("{start}T23:30"))
+            .await
+            .unwrap();
+        // The system is ticked in the register's list (left ticked when the form comes back).
+        self.client
+            .execute(
+                "document.querySelector(\"#systems input[value='cs-platform']\").checked = true; \
+                 document.getElementById('category').dispatchEvent(new Event('change'))",
+                vec![],
+            )
             .await
             .unwrap();
         // The live check reacts to the chosen start before anything is sent.

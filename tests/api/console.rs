@@ -413,6 +413,8 @@ crate::both_backends!(
             "/console/changes.xlsx",
             "/console/inbox",
             "/console/start",
+            "/console/vault",
+            "/console/vault/1",
         ] {
             let r = client.get(srv.url(page)).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::SEE_OTHER, "{page}");
@@ -506,13 +508,25 @@ crate::both_backends!(
                 "{page}"
             );
         }
+        // The vault is not theirs to read, nor its forms to use.
+        for page in ["/console/vault", "/console/vault/1"] {
+            assert_eq!(
+                get(page).await.unwrap().status(),
+                StatusCode::FORBIDDEN,
+                "{page}"
+            );
+        }
         for (task, operation) in [
-            ("disclosure/1", "disclosure.approve"),
-            ("grant/1", "credential.grant_approve"),
-            ("role/1", "role_request.approve"),
+            ("inbox/disclosure/1", "disclosure.approve"),
+            ("inbox/grant/1", "credential.grant_approve"),
+            ("inbox/role/1", "role_request.approve"),
+            ("vault/1/reveal", "credential.reveal"),
+            ("vault/1/rotate", "credential.rotate"),
+            ("vault/1/grants", "credential.grant"),
+            ("vault/1/grants/1/revoke", "credential.grant_revoke"),
         ] {
             let r = client
-                .post(srv.url(&format!("/console/inbox/{task}")))
+                .post(srv.url(&format!("/console/{task}")))
                 .header(COOKIE, jar.clone())
                 .header(ORIGIN, &srv.base)
                 .form(&[("csrf", csrf.as_str()), ("verdict", "approve")])

@@ -497,3 +497,143 @@ crate::both_backends!(the_reports_page_draws_the_apis_figures, |srv| {
     b.shot("schedule").await;
     b.stop().await;
 });
+
+/// Whether the element `css` is there and laid out (as the eye sees it, whatever hides it).
+async fn shown(b: &Browser, css: &str) -> bool {
+    b.client
+        .execute(
+            "var e = document.querySelector(arguments[0]); \
+             return !!e && e.getClientRects().length > 0;",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap()
+}
+
+crate::both_backends!(
+    the_filing_form_offers_the_register_the_actions_and_the_templates,
+    |srv| {
+        let Some(b) = Browser::start(&format!("{:?}", srv.backend).to_lowercase()).await else {
+            return;
+        };
+        let p = setup(srv).await;
+        let (_, earliest) = notice_today(srv, &p.admin).await;
+        b.login(srv, "op.zhang").await;
+        b.goto(srv, "/console/changes/new").await;
+
+        // The systems come from the register, narrowed by what is typed.
+        assert!(shown(&b, "#systems input[value='core-db']").await);
+        assert!(shown(&b, "#systems input[value='cs-platform']").await);
+        b.client
+            .find(Locator::Css("#systems-filter"))
+            .await
+            .unwrap()
+            .send_keys("核心")
+            .await
+            .unwrap();
+        assert!(shown(&b, "#systems input[value='core-db']").await);
+        assert!(!shown(&b, "#systems input[value='cs-platform']").await);
+        b.click("#systems input[value='core-db']").await;
+
+        // The action list offers the chosen category's actions only; the risks are in words.
+        let form = b
+            .client
+            .form(Locator::Css("form#file-change"))
+            .await
+            .unwrap();
+        form.set_by_name("category", "software_upgrade")
+            .await
+            .unwrap();
+        let change = "document.getElementById('category').dispatchEvent(new Event('change'))";
+        b.client.execute(change, vec![]).await.unwrap();
+        assert!(
+            b.client
+                .find(Locator::Css("#action optgroup"))
+                .await
+                .is_err()
+        );
+        form.set_by_name("category", "database").await.unwrap();
+        b.client.execute(change, vec![]).await.unwrap();
+        assert!(
+            b.client
+                .find(Locator::Css("#action optgroup[data-category='hardware']"))
+                .await
+                .is_err()
+        );
+        let actions = b.text_of("#action").await;
+        assert!(
+            actions.contains("修改数据") && !actions.contains("更换设备"),
+            "{actions}"
+        );
+        form.set_by_name("action", "update").await.unwrap();
+        let risks = b.text_of("#risk").await;
+        assert!(
+            risks.contains("低 — ") && risks.contains("高 — "),
+            "{risks}"
+        );
+        form.set_by_name("risk", "low").await.unwrap();
+        for (field, value) in [
+            ("title", "核心库索引重建"),
+            ("description", "重建 t_acct 的索引"),
+            ("rollback_plan", "删除新索引"),
+            ("planned_start", &format!("{earliest}T22:00")),
+            ("planned_end", &format!("{earliest}T23:00")),
+        ] {
+            form.set_by_name(field, value).await.unwrap();
+        }
+        b.shot("file-form").await;
+        b.fits("filing form").await;
+        b.click("form#file-change button[type=submit]").await;
+        b.wait_for("p.status").await;
+        let id: i64 = b
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let c = body(srv.get(&format!("/api/v1/changes/{id}"), &p.admin).await).await;
+        assert_eq!(c["systems"], json!(["core-db"]), "{c}");
+        assert_eq!(c["action"], "update");
+        assert_eq!(c["risk"], "low");
+
+        // A standard change is filed from its template and approved by it at once.
+        b.goto(srv, "/console/changes/new").await;
+        let css = "form[data-template='core_db_statistics']";
+        b.wait_for(css).await;
+        let t = b.client.form(Locator::Css(css)).await.unwrap();
+        t.set_by_name("planned_start", &format!("{earliest}T01:00"))
+            .await
+            .unwrap();
+        t.set_by_name("planned_end", &format!("{earliest}T02:00"))
+            .await
+            .unwrap();
+        b.click(&format!("{css} button[type=submit]")).await;
+        b.wait_text("p.status", "已批准").await;
+        let std_id: i64 = b
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let c = body(
+            srv.get(&format!("/api/v1/changes/{std_id}"), &p.admin)
+                .await,
+        )
+        .await;
+        assert_eq!(c["status"], "approved", "{c}");
+        assert_eq!(c["systems"], json!(["core-db"]));
+        b.stop().await;
+    }
+);

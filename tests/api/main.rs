@@ -13,6 +13,7 @@ mod changes;
 mod cli;
 mod console;
 mod console_tasks;
+mod console_vault;
 mod dbaccess;
 mod directory;
 mod enrolment;

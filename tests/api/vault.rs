@@ -78,7 +78,7 @@ pub(crate) async fn setup(srv: &TestServer) -> Vault {
     }
 }
 
-async fn credential(srv: &TestServer, admin: &str, name: &str, secret: &str) -> i64 {
+pub(crate) async fn credential(srv: &TestServer, admin: &str, name: &str, secret: &str) -> i64 {
     let r = srv
         .post(
             "/api/v1/credentials",

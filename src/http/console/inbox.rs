@@ -32,7 +32,8 @@ fn change_row(app: &App, lang: Lang, c: &ChangeView) -> Value {
 }
 
 /// A user's name for a page, or their id when the account is gone.
-async fn name_of(app: &App, id: i64) -> String {
+/// A user as people read them: "display name（username）".
+pub(super) async fn name_of(app: &App, id: i64) -> String {
     match crate::db::users::get(&app.db, id).await {
         Ok(u) => format!("{}（{}）", u.display_name, u.username),
         Err(_) => format!("#{id}"),

@@ -14,6 +14,7 @@ mod assets;
 mod change_list;
 mod charts;
 pub(crate) mod cookies;
+mod filing;
 mod i18n;
 mod inbox;
 mod me;
@@ -21,6 +22,7 @@ mod pages;
 mod reports;
 mod table;
 mod templates;
+mod vault;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -56,6 +58,15 @@ pub fn router(app: App) -> Router {
         .route("/console/inbox/{kind}/{id}", post(inbox::decide))
         .route("/console/assets", get(assets::show).post(assets::create))
         .route("/console/assets/{id}/disclosures", post(assets::request))
+        .route("/console/vault", get(vault::list))
+        .route("/console/vault/{id}", get(vault::show))
+        .route("/console/vault/{id}/reveal", post(vault::reveal))
+        .route("/console/vault/{id}/rotate", post(vault::rotate))
+        .route("/console/vault/{id}/grants", post(vault::create_grant))
+        .route(
+            "/console/vault/{id}/grants/{grant}/revoke",
+            post(vault::revoke_grant),
+        )
         .route("/console/reports", get(reports::show))
         .route("/console/reports.csv", get(reports::csv))
         .route("/console/reports/schedule", get(reports::schedule))
@@ -64,7 +75,11 @@ pub fn router(app: App) -> Router {
         .route("/console/changes.xlsx", get(change_list::xlsx))
         .route(
             "/console/changes/new",
-            get(pages::new_change).post(pages::file_change),
+            get(filing::new_change).post(filing::file_change),
+        )
+        .route(
+            "/console/changes/standard/{key}",
+            post(filing::file_standard),
         )
         .route("/console/changes/{id}", get(pages::change))
         .route("/console/changes/{id}/{step}", post(pages::change_step))

@@ -17,7 +17,7 @@ use super::cookies::{self, Kind};
 use super::i18n::LANG_COOKIE;
 use super::{Lang, Session, Templates, html};
 use crate::App;
-use crate::changes::{self, Command, Comment, Completion, FileChange, Reason, Rejection, Review};
+use crate::changes::{self, Command, Comment, Completion, Reason, Rejection, Review};
 use crate::error::Error;
 use crate::http::guard::{Refused, audit_refusal};
 use crate::http::problem::ApiError;
@@ -47,6 +47,7 @@ pub(super) fn frame(app: &App, s: &Session, title: &str) -> Value {
             "file": s.may(app, "change.create"),
             "changes": s.may(app, "change.read"),
             "assets": s.may(app, "asset.read"),
+            "vault": s.may(app, "credential.read"),
             "audit": s.may(app, "audit.read"),
             "users": s.may(app, "user.read"),
             "systems": s.may(app, "change.read"),
@@ -829,87 +830,7 @@ pub async fn change_step(
     }
 }
 
-// ---- filing ----
-
-#[derive(Deserialize, Default, serde::Serialize)]
-pub struct ChangeForm {
-    #[serde(default, skip_serializing)]
-    csrf: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    category: String,
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    systems: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    impact: String,
-    #[serde(default)]
-    risk: String,
-    #[serde(default)]
-    rollback_plan: String,
-    #[serde(default)]
-    planned_start: String,
-    #[serde(default)]
-    planned_end: String,
-    #[serde(default)]
-    assignee: String,
-    #[serde(default)]
-    emergency: Option<String>,
-    #[serde(default)]
-    justification: String,
-}
-
-async fn form_page(
-    app: &App,
-    s: &Session,
-    form: &ChangeForm,
-    flash: Option<(StatusCode, String)>,
-) -> Response {
-    let tz = app.policies.change.timezone;
-    let today = app.now().with_timezone(&tz).date_naive();
-    let earliest = match crate::workdays::earliest_start(app, today).await {
-        Ok(e) => e.earliest_start.to_string(),
-        Err(e) => return error_page(app, Some(s), s.lang, e),
-    };
-    let categories: Vec<Value> = app
-        .policies
-        .change
-        .categories
-        .iter()
-        .map(|(k, c)| json!({"key": k, "title": s.lang.tr(&c.title_zh, &c.title_en)}))
-        .collect();
-    let (status, flash, kind) = match flash {
-        Some((status, text)) => (status, Some(text), "error"),
-        None => (StatusCode::OK, None, ""),
-    };
-    let ctx = with(
-        frame(app, s, "提交变更 / File a change"),
-        json!({
-            "form": form,
-            "categories": categories,
-            "earliest": earliest,
-            "notice_days": app.policies.change.notice.working_days,
-            "flash": flash,
-            "flash_kind": kind,
-        }),
-    );
-    render("new_change.html", ctx, status)
-}
-
-pub async fn new_change(State(app): State<App>, s: Session) -> Response {
-    if !s.may(&app, "change.create") {
-        return not_permitted(&app, &s);
-    }
-    let form = ChangeForm {
-        risk: "medium".into(),
-        ..ChangeForm::default()
-    };
-    form_page(&app, &s, &form, None).await
-}
+// ---- times ----
 
 /// A `datetime-local` value, taken in the bank's time zone.
 pub(super) fn local_time(
@@ -928,67 +849,6 @@ pub(super) fn local_time(
                 format!("{field} 须为日期时间 / {field} must be a date and time"),
             )
         })
-}
-
-fn to_request(app: &App, f: &ChangeForm) -> Result<FileChange, Error> {
-    let opt = |v: &str| Some(v.trim().to_string()).filter(|v| !v.is_empty());
-    Ok(FileChange {
-        title: f.title.trim().to_string(),
-        category: f.category.clone(),
-        action: opt(&f.action),
-        systems: f
-            .systems
-            .split([',', '，', ' '])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        description: f.description.clone(),
-        impact: opt(&f.impact),
-        risk: serde_json::from_value(json!(f.risk)).map_err(|_| {
-            Error::invalid(
-                "invalid_body",
-                "风险须为 low、medium 或 high / risk must be low, medium or high",
-            )
-        })?,
-        rollback_plan: f.rollback_plan.clone(),
-        planned_start: local_time(app, "planned_start", &f.planned_start)?,
-        planned_end: local_time(app, "planned_end", &f.planned_end)?,
-        assignee: opt(&f.assignee),
-        emergency: f.emergency.is_some(),
-        justification: opt(&f.justification),
-    })
-}
-
-pub async fn file_change(
-    State(app): State<App>,
-    s: Session,
-    Form(f): Form<ChangeForm>,
-) -> Response {
-    if !s.csrf_ok(&f.csrf) {
-        return super::csrf_refused(s.lang);
-    }
-    let result = match s.acting(&app, "change.create") {
-        None => Err(Error::forbidden(Vec::new())),
-        Some(who) => match to_request(&app, &f) {
-            Ok(req) => changes::file(&app, &who, req).await,
-            Err(e) => Err(e),
-        },
-    };
-    match result {
-        Ok(c) => Redirect::to(&format!("/console/changes/{}", c.id)).into_response(),
-        Err(e) => {
-            let flash = refused(
-                &app,
-                &s,
-                "change.create",
-                "POST /console/changes/new".into(),
-                e,
-            )
-            .await;
-            form_page(&app, &s, &f, Some(flash)).await
-        }
-    }
 }
 
 // ---- audit ----

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const SOURCES: [(&str, &str); 21] = [
+const SOURCES: [(&str, &str); 23] = [
     (
         "base.html",
         include_str!("../../../templates/console/base.html"),
@@ -90,6 +90,14 @@ const SOURCES: [(&str, &str); 21] = [
     (
         "assets.html",
         include_str!("../../../templates/console/assets.html"),
+    ),
+    (
+        "vault.html",
+        include_str!("../../../templates/console/vault.html"),
+    ),
+    (
+        "credential.html",
+        include_str!("../../../templates/console/credential.html"),
     ),
 ];
 
@@ -269,6 +277,28 @@ mod tests {
                                         "requested_by": evil, "requested_at": evil, "half_approved": true}],
                        "role_requests": [{"id": 5, "username": evil, "role": evil, "requested_by": evil,
                                           "expires_at": evil, "lapses_at": evil}]}),
+            ),
+            (
+                "vault.html",
+                json!({"credentials": [{"id": 1, "name": evil, "system": evil, "account": evil, "kind": evil,
+                                        "rotation": {"due": true, "text": evil}, "last_revealed": evil,
+                                        "last_revealed_by": evil, "reveal": {"allowed": false, "why": evil}}]}),
+            ),
+            (
+                "credential.html",
+                json!({"c": {"id": 1, "name": evil, "system": evil, "account": evil, "kind": evil,
+                             "department": evil, "version": 2, "secret_changed_at": evil, "managed": true,
+                             "rotation": {"due": false, "text": evil}, "last_revealed": evil,
+                             "last_revealed_by": evil},
+                       "revealed": {"secret": evil, "account": evil, "version": 2, "under": evil,
+                                    "audit_seq": 9, "rotate_after_use": true},
+                       "reveal": {"allowed": false, "why": evil}, "totp_enrolled": true,
+                       "can_rotate": true, "can_grant": true, "show_secs": 60,
+                       "grants": [{"id": 3, "grantee": evil, "granted_by": evil, "reason": evil,
+                                   "expires_at": evil, "state": "active", "state_text": evil,
+                                   "approved_by": evil}],
+                       "access_log": [{"seq": 4, "at": evil, "actor": evil, "action": evil,
+                                       "allowed": false, "why": evil, "reason": evil}]}),
             ),
         ];
         for (name, ctx) in pages {
