@@ -50,6 +50,7 @@ document.querySelectorAll('button.print').forEach(function (b) {
   var secret = document.getElementById('secret');
   var timer = document.getElementById('secret-timer');
   var deadline = Date.now() + 1000 * parseInt(box.getAttribute('data-seconds') || '60', 10);
+  box.setAttribute('data-hide-at', String(deadline));
   if (window.history && history.replaceState) history.replaceState(null, '', box.getAttribute('data-back'));
   var tick;
   function hide() {
@@ -57,7 +58,7 @@ document.querySelectorAll('button.print').forEach(function (b) {
     var shown = document.getElementById('secret-box');
     if (shown) shown.parentNode.removeChild(shown);
     secret = null;
-    if (timer) timer.parentNode.removeChild(timer);
+    if (timer && timer.parentNode) timer.parentNode.removeChild(timer);
     document.getElementById('secret-hidden').hidden = false;
   }
   function update() {
@@ -66,6 +67,8 @@ document.querySelectorAll('button.print').forEach(function (b) {
     timer.textContent = en ? left + ' s until it is hidden' : left + ' 秒后自动隐藏';
   }
   document.getElementById('hide-secret').addEventListener('click', hide);
+  // Leaving the page hides it too, so the back-forward cache cannot bring it back.
+  window.addEventListener('pagehide', hide);
   document.getElementById('copy-secret').addEventListener('click', function () {
     if (!secret) return;
     var done = function (ok) {

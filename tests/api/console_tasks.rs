@@ -498,6 +498,12 @@ crate::both_backends!(the_reports_page_draws_the_apis_figures, |srv| {
     b.stop().await;
 });
 
+/// The id at the end of the page's path (`/console/changes/{id}`).
+async fn page_id(b: &Browser) -> i64 {
+    let url = b.client.current_url().await.unwrap();
+    url.path().rsplit('/').next().unwrap().parse().unwrap()
+}
+
 /// Whether the element `css` is there and laid out (as the eye sees it, whatever hides it).
 async fn shown(b: &Browser, css: &str) -> bool {
     b.client
@@ -587,17 +593,7 @@ crate::both_backends!(
         b.fits("filing form").await;
         b.click("form#file-change button[type=submit]").await;
         b.wait_for("p.status").await;
-        let id: i64 = b
-            .client
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let id = page_id(&b).await;
         let c = body(srv.get(&format!("/api/v1/changes/{id}"), &p.admin).await).await;
         assert_eq!(c["systems"], json!(["core-db"]), "{c}");
         assert_eq!(c["action"], "update");
@@ -616,17 +612,7 @@ crate::both_backends!(
             .unwrap();
         b.click(&format!("{css} button[type=submit]")).await;
         b.wait_text("p.status", "已批准").await;
-        let std_id: i64 = b
-            .client
-            .current_url()
-            .await
-            .unwrap()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let std_id = page_id(&b).await;
         let c = body(
             srv.get(&format!("/api/v1/changes/{std_id}"), &p.admin)
                 .await,

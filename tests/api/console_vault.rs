@@ -14,12 +14,15 @@ use crate::vault::{aligned_step, change_in_progress, credential, enrol, setup};
 
 const SECRET: &str = "Core-DB_口令-7f3a9c";
 
-/// Moves the page's clock `ms` ahead (the page's timers read `Date.now()`), as the server's
-/// clock is moved in the other tests instead of waiting.
-async fn page_clock_ahead(b: &Browser, ms: i64) {
+/// Sets the page's clock (what its timers read through `Date.now()`) to `ms` from the moment
+/// the secret is due to be hidden, as the server's clock is moved in the other tests instead of
+/// waiting.
+async fn page_clock_at_hiding(b: &Browser, ms: i64) {
     b.client
         .execute(
-            "var real = Date.__real || Date.now; Date.__real = real; Date.__ahead = arguments[0]; \
+            "var real = Date.__real || Date.now; Date.__real = real; \
+             var at = Number(document.getElementById('revealed').getAttribute('data-hide-at')); \
+             Date.__ahead = at + arguments[0] - real.call(Date); \
              Date.now = function () { return real.call(Date) + Date.__ahead; };",
             vec![serde_json::json!(ms)],
         )
@@ -110,11 +113,12 @@ crate::both_backends!(
         b.shot("vault-revealed").await;
         b.fits("revealed secret").await;
 
-        // 59 s later it is still there; after 60 s it is gone from the page, not merely hidden.
-        page_clock_ahead(&b, 59_000).await;
+        // Just before its 60 s are up it is still there; then it is gone from the page, not
+        // merely hidden.
+        page_clock_at_hiding(&b, -2_000).await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
         assert!(b.client.find(Locator::Css("#secret")).await.is_ok());
-        page_clock_ahead(&b, 60_500).await;
+        page_clock_at_hiding(&b, 500).await;
         b.wait_gone("#secret").await;
         b.wait_for("#secret-hidden:not([hidden])").await;
         assert!(!source(&b).await.contains(SECRET));

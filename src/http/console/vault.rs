@@ -213,6 +213,20 @@ async fn page(app: &App, s: &Session, id: i64, extra: Value, status: StatusCode)
                 status,
             )
         }
+        // A secret already revealed (and audited) is shown even if the rest of the page
+        // cannot be read: the reveal is not lost.
+        Err(e) if extra.get("revealed").is_some() => {
+            tracing::warn!(error = %e, credential = id, "credential page after a reveal");
+            let c = json!({"c": {"id": id, "name": extra["revealed"]["account"].clone(),
+                                 "rotation": {"due": false, "text": ""}},
+                           "reveal": null, "grants": [], "access_log": null,
+                           "show_secs": SHOW_SECS});
+            render(
+                "credential.html",
+                with(with(frame(app, s, TITLE), c), extra),
+                StatusCode::OK,
+            )
+        }
         Err(e) => error_page(app, Some(s), s.lang, e),
     }
 }
@@ -410,7 +424,11 @@ pub async fn revoke_grant(
                         .await
                         .map(drop)
                 }
-                Ok(false) => Err(Error::NotFound { what: "grant" }),
+                Ok(false) => Err(Error::Forbidden {
+                    code: "grant_not_of_credential",
+                    message: "该授权不属于此凭据 / This grant is not of this credential".into(),
+                    policy_ids: Vec::new(),
+                }),
                 Err(e) => Err(e),
             }
         }
